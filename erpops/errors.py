@@ -1,0 +1,55 @@
+"""One exception hierarchy for erpops, each class with a stable CLI exit code.
+
+Exit codes follow a fixed table so scripts and CI can tell failures apart:
+  1  unexpected internal error (a bug)
+  2  bad input: spec, flags or values (nothing was changed)
+  3  a required service or tool is missing or unreachable
+  4  an operation failed half-way and was rolled back
+"""
+
+from __future__ import annotations
+
+
+class ErpopsError(Exception):
+    """Base class: every error erpops raises on purpose."""
+
+    exit_code = 1
+
+
+class SpecError(ErpopsError):
+    """The environment spec (or a CLI flag derived from it) is invalid.
+
+    Carries every problem at once, each as (key path, message with the fix).
+    """
+
+    exit_code = 2
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = f" in {self.source}" if self.source else ""
+        count = len(self.problems)
+        head = f"invalid erpops spec{where}: {count} problem{'s' if count != 1 else ''}"
+        lines = [head] + [f"  - {path}: {message}" for path, message in self.problems]
+        return "\n".join(lines)
+
+
+class UsageError(ErpopsError):
+    """A command was called with arguments that cannot work."""
+
+    exit_code = 2
+
+
+class ServiceError(ErpopsError):
+    """A service (PostgreSQL, Redis, S3) or an external tool is missing or failed to start."""
+
+    exit_code = 3
+
+
+class OperationFailed(ErpopsError):
+    """An operation failed half-way; what it had built was rolled back."""
+
+    exit_code = 4
