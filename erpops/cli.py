@@ -1,0 +1,133 @@
+"""The `erpops` command line. Thin: it parses flags, calls the library, prints, sets the exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from erpops import __version__, spec
+from erpops.errors import ErpopsError, SpecError
+
+# Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give tables room instead.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def _root(ctx: click.Context) -> Path:
+    root: Path | None = ctx.obj.get("root") if ctx.obj else None
+    return root or spec.find_root()
+
+
+def _stacks(root: Path, stack: str | None) -> list[str]:
+    if stack:
+        return [stack]
+    stacks = spec.list_stacks(root)
+    if not stacks:
+        raise SpecError([("stack", f"no Pulumi.<stack>.yaml in {root}: create one, e.g. Pulumi.dev.yaml")])
+    return stacks
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="erpops")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Project root holding Pulumi.yaml and the stack files (default: found upwards).")
+@click.pass_context
+def cli(ctx: click.Context, root: Path | None) -> None:
+    """erpops: run Odoo in production, one governed environment per Pulumi stack."""
+    ctx.ensure_object(dict)
+    ctx.obj["root"] = root
+
+
+@cli.group("spec")
+def spec_group() -> None:
+    """Read and check environment specs (Pulumi.<stack>.yaml, key erpops:spec)."""
+
+
+@spec_group.command("validate")
+@click.option("--stack", "-s", default=None, help="Stack to validate (default: every stack file).")
+@click.pass_context
+def spec_validate(ctx: click.Context, stack: str | None) -> None:
+    """Validate stack specs; every problem is listed with its key and the fix (exit 2)."""
+    root = _root(ctx)
+    problems: list[tuple[str, str]] = []
+    sized: list[spec.Sized] = []
+    for name in _stacks(root, stack):
+        try:
+            sized.append(spec.load(name, root))
+        except SpecError as exc:
+            where = f"{name}: " if stack is None else ""
+            problems += [(f"{where}{path}", msg) for path, msg in exc.problems]
+    if stack is None:
+        problems += spec.cross_stack_problems(sized)
+    if problems:
+        raise SpecError(problems, None if stack is None else str(spec.stack_file(root, stack)))
+    for s in sized:
+        out.print(f"[green]ok[/green] {s.stack}: tier {s.spec.tier}, Odoo {s.spec.odoo.version}, "
+                  f"{s.spec.odoo.web.replicas} web x {s.odoo.workers} workers, PostgreSQL "
+                  f"{s.spec.postgres.major_version} x{s.spec.postgres.instances}, "
+                  f"max_connections {s.budget.max_connections}")
+
+
+def _size_report(s: spec.Sized) -> dict[str, Any]:
+    def rows(settings: list) -> list[dict[str, Any]]:
+        return [{"name": x.name, "value": x.value, "conf": x.conf, "formula": x.formula, "source": x.source}
+                for x in settings]
+
+    return {
+        "stack": s.stack,
+        "tier": s.spec.tier,
+        "odoo": rows(s.odoo.settings),
+        "connections": rows(s.budget.settings),
+        "postgres": rows(s.postgres),
+        "concurrent_users": s.odoo.concurrent_users_per_pod * s.spec.odoo.web.replicas,
+    }
+
+
+@cli.command("size")
+@click.option("--stack", "-s", default=None, help="Stack to size (default: every stack file).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.pass_context
+def size(ctx: click.Context, stack: str | None, as_json: bool) -> None:
+    """Print every Odoo and PostgreSQL setting of a stack with the formula that produced it."""
+    root = _root(ctx)
+    reports = [_size_report(spec.load(name, root)) for name in _stacks(root, stack)]
+    if as_json:
+        click.echo(json.dumps(reports if stack is None else reports[0], indent=2))
+        return
+    for report in reports:
+        for section, title in (("odoo", "Odoo (odoo.conf)"), ("connections", "Connection budget"),
+                               ("postgres", "PostgreSQL (postgresql.parameters)")):
+            table = Table(title=f"{report['stack']}: {title}", title_justify="left")
+            table.add_column("setting", style="bold")
+            table.add_column("value", justify="right")
+            table.add_column("formula")
+            table.add_column("source", style="dim")
+            for row in report[section]:
+                table.add_row(row["name"], row["conf"], row["formula"], row["source"])
+            out.print(table)
+        out.print(f"{report['stack']}: serves about {report['concurrent_users']} concurrent users "
+                  "at the configured replicas\n")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except ErpopsError as exc:
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Process plumbing shared by the local services.
+
+Free loopback ports, log tails, spawning a server in its own session and ending that whole
+session by PID, plus one atexit hook so an interpreter that exits without calling ``stop()``
+still leaves no server behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+_cleanups: dict[int, Callable[[], None]] = {}
+_atexit_hooked = False
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that is free on ``host`` right now (the kernel picks it).
+
+    Another process can take it before the caller binds it; the services retry with a new
+    port when their server reports the address is in use.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a log file, or a note saying why there are none."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return f"(no log at {path}: {exc.strerror})"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(tail) if tail else f"(log {path} is empty)"
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a server in a new session (its own process group), output appended to log_path."""
+    with open(log_path, "ab") as log_file:
+        # The child keeps its own copy of the descriptor; ours closes with the block.
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+
+
+def watch(pid: int) -> psutil.Process | None:
+    """A handle on pid that stays valid only for that very process (psutil checks its start time)."""
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
+def alive(proc: psutil.Process | None) -> bool:
+    """True while the watched process runs (a zombie counts as gone)."""
+    if proc is None:
+        return False
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def wait_gone(proc: psutil.Process | None, timeout: float) -> bool:
+    """Wait up to timeout for a watched process to end; True when it did."""
+    deadline = time.monotonic() + timeout
+    while alive(proc):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def kill_pid(proc: psutil.Process | None, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+    """Send sig to a watched process, SIGKILL it if it outlives timeout."""
+    if proc is None or not alive(proc):
+        return
+    with contextlib.suppress(psutil.Error):
+        proc.send_signal(sig)
+    if not wait_gone(proc, timeout):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+        wait_gone(proc, timeout)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send sig to a process group; False when the group is empty."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # A member changed user and we are not root: nothing more we are allowed to do.
+        log.warning("not allowed to signal process group %s", pgid)
+        return False
+    return True
+
+
+def _group_empty(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def stop_group(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    """End every process in the session started by spawn(): SIGTERM, then SIGKILL, then reap.
+
+    The group is signalled even when its leader already exited, because a wrapper such as
+    runuser can die and leave its child (the real server) running in the same group.
+    """
+    if proc is None:
+        return
+    pgid = proc.pid  # start_new_session makes the leader's PID the group ID
+    if _signal_group(pgid, signal.SIGTERM):
+        deadline = time.monotonic() + timeout
+        while not _group_empty(pgid) and time.monotonic() < deadline:
+            proc.poll()  # reap the leader so it does not linger as a zombie member
+            time.sleep(0.02)
+        if not _group_empty(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("process %s did not exit after SIGKILL", proc.pid)
+
+
+def register_cleanup(owner: object, stop: Callable[[], None]) -> None:
+    """Call stop at interpreter exit unless unregister_cleanup(owner) ran first."""
+    global _atexit_hooked
+    _cleanups[id(owner)] = stop
+    if not _atexit_hooked:
+        atexit.register(_run_cleanups)
+        _atexit_hooked = True
+
+
+def unregister_cleanup(owner: object) -> None:
+    _cleanups.pop(id(owner), None)
+
+
+def _run_cleanups() -> None:
+    for stop in list(_cleanups.values())[::-1]:
+        try:
+            stop()
+        except Exception:  # exit must go on: one failed stop must not keep the others running
+            log.exception("cleanup of a local service failed at exit")
+    _cleanups.clear()

@@ -1,0 +1,230 @@
+"""A throwaway redis-server on loopback: no persistence, random port, stopped by SHUTDOWN or PID."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import quote
+
+import psutil
+
+from erpops.errors import ServiceError
+from erpops.local._proc import (
+    LOOPBACK,
+    alive,
+    free_port,
+    log_tail,
+    register_cleanup,
+    spawn,
+    stop_group,
+    unregister_cleanup,
+    wait_gone,
+    watch,
+)
+from erpops.local.resp import RespClient
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "apt-get install redis-server"
+_PORT_ATTEMPTS = 3
+
+
+def find_redis_server() -> Path:
+    """redis-server from ERPOPS_REDIS_SERVER or PATH; ServiceError with the install hint otherwise."""
+    explicit = os.environ.get("ERPOPS_REDIS_SERVER")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise ServiceError(
+                f"ERPOPS_REDIS_SERVER={explicit} is not an executable redis-server; "
+                f"fix: {INSTALL_HINT}, or point ERPOPS_REDIS_SERVER at one"
+            )
+        return Path(explicit)
+    found = shutil.which("redis-server")
+    if found is None:
+        raise ServiceError(f"redis-server not found on PATH; fix: {INSTALL_HINT}")
+    return Path(found)
+
+
+def _config_quote(value: str) -> str:
+    """A redis.conf double-quoted string (the format sdssplitargs reads)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+class LocalRedis:
+    """redis-server on 127.0.0.1 and a random port, in a temp dir, without persistence.
+
+    A password goes into a 0600 config file in the temp dir rather than onto the command line,
+    where every local user could read it with ps.
+    """
+
+    host = LOOPBACK
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        maxmemory: str | int | None = None,
+        maxmemory_policy: str | None = None,
+        binary: str | Path | None = None,
+        base_dir: str | Path | None = None,
+        start_timeout: float = 10.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        self.password = password
+        self.maxmemory = maxmemory
+        self.maxmemory_policy = maxmemory_policy
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._requested_port = port
+        self._binary = Path(binary) if binary is not None else None
+        self._base_dir = Path(base_dir) if base_dir is not None else None
+        self._port: int | None = None
+        self._tmp: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._server: psutil.Process | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise ServiceError("LocalRedis is not running: call start() first")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._server.pid if self._server is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        if self._tmp is None:
+            raise ServiceError("LocalRedis is not running: call start() first")
+        return self._tmp / "redis.log"
+
+    @property
+    def running(self) -> bool:
+        return alive(self._server)
+
+    def client(self, timeout: float = 5.0) -> RespClient:
+        """A RespClient connected (lazily) to this server, authenticated when it has a password."""
+        return RespClient(self.host, self.port, password=self.password, timeout=timeout)
+
+    def start(self) -> LocalRedis:
+        if self._proc is not None:
+            return self
+        binary = self._binary or find_redis_server()
+        if not os.access(binary, os.X_OK):
+            raise ServiceError(f"{binary} is not an executable redis-server; fix: {INSTALL_HINT}")
+        self._tmp = Path(tempfile.mkdtemp(prefix="erpops-redis-", dir=self._base_dir))
+        register_cleanup(self, self.stop)
+        try:
+            for attempt in range(1, _PORT_ATTEMPTS + 1):
+                port = self._requested_port or free_port()
+                self._port = port
+                self._proc = spawn(self._argv(binary, port), log_path=self.log_path, cwd=self._tmp)
+                if self._wait_ready():
+                    break
+                clash = "Address already in use" in log_tail(self.log_path, 5)
+                stop_group(self._proc, timeout=self.stop_timeout)
+                self._proc = None
+                if not clash or self._requested_port is not None or attempt == _PORT_ATTEMPTS:
+                    raise ServiceError(
+                        f"redis-server did not start on {self.host}:{port}; log tail:\n"
+                        + log_tail(self.log_path)
+                    )
+        except BaseException:
+            self.stop()
+            raise
+        log.info("Redis up on %s:%s (pid %s)", self.host, self._port, self.pid)
+        return self
+
+    def stop(self) -> None:
+        """SHUTDOWN NOSAVE over RESP, then SIGTERM/SIGKILL the process group, then delete the dir."""
+        unregister_cleanup(self)
+        try:
+            if alive(self._server):
+                try:
+                    self.client(timeout=2.0).shutdown(nosave=True)
+                except ServiceError as exc:
+                    log.warning("Redis SHUTDOWN NOSAVE failed, killing by PID: %s", exc)
+                wait_gone(self._server, self.stop_timeout)
+            stop_group(self._proc, timeout=self.stop_timeout)
+        finally:
+            self._proc = None
+            self._server = None
+            self._port = None
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = f"{self.host}:{self._port}" if self._port else "stopped"
+        return f"<LocalRedis {where}>"
+
+    def _argv(self, binary: Path, port: int) -> list[str]:
+        assert self._tmp is not None
+        argv = [str(binary)]
+        if self.password is not None:
+            conf = self._tmp / "redis.conf"
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"requirepass {_config_quote(self.password)}\n")
+            argv.append(str(conf))  # redis-server wants the config file first
+        argv += [
+            "--port", str(port),
+            "--bind", LOOPBACK,
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--dir", str(self._tmp),
+        ]  # fmt: skip
+        if self.maxmemory is not None:
+            argv += ["--maxmemory", str(self.maxmemory)]
+        if self.maxmemory_policy is not None:
+            argv += ["--maxmemory-policy", self.maxmemory_policy]
+        return argv
+
+    def _wait_ready(self) -> bool:
+        """Poll until our server answers PING; False if it exited, ServiceError on timeout.
+
+        A foreign Redis that grabbed the port first may answer too: only a reply whose INFO
+        process_id is our child counts, and our child then exits with "Address already in use".
+        """
+        assert self._proc is not None
+        deadline = time.monotonic() + self.start_timeout
+        last_error = "no answer yet"
+        while self._proc.poll() is None:
+            try:
+                with self.client(timeout=1.0) as client:
+                    if client.ping() and client.info("server").get("process_id") == str(self._proc.pid):
+                        self._server = watch(self._proc.pid)
+                        return True
+                    last_error = "a different Redis process answers on this port"
+            except ServiceError as exc:
+                last_error = str(exc)
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"redis-server did not answer PING on {self.host}:{self.port} within "
+                    f"{self.start_timeout:g}s ({last_error}); log tail:\n" + log_tail(self.log_path)
+                )
+            time.sleep(0.02)
+        return False
