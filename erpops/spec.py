@@ -565,7 +565,8 @@ def _budget_problems(spec: Spec, odoo: sizing.OdooSizing,
     problems = []
     web_conns = b.web_processes * b.db_maxconn
     if b.client_connections > spec.pooler.max_client_conn:
-        workers = f"{spec.web_replicas_max} x {odoo.workers} workers"
+        n = spec.web_replicas_max
+        workers = f"{n} replica{'s' if n != 1 else ''} x ({odoo.workers} workers + 1 gevent)"
         problems.append((
             "odoo.web.workers",
             f"{workers} x db_maxconn {b.db_maxconn} = {web_conns} connections from web "
