@@ -11,9 +11,12 @@ import atexit
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -65,11 +68,16 @@ def spawn(
     cwd: Path,
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a server in a new session (its own process group), output appended to log_path."""
+    """Start a server in a new session (its own process group), output appended to log_path.
+
+    The new session keeps Ctrl-C in a terminal from reaching the server, so stop() can shut it
+    down in order; the parent-death signal covers the one exit atexit cannot: this interpreter
+    being killed outright.
+    """
     with open(log_path, "ab") as log_file:
         # The child keeps its own copy of the descriptor; ours closes with the block.
         return subprocess.Popen(
-            list(argv),
+            _die_with_parent(argv),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -77,6 +85,35 @@ def spawn(
             env=dict(env) if env is not None else None,
             start_new_session=True,
         )
+
+
+def _die_with_parent(argv: Sequence[str]) -> list[str]:
+    """Prefix argv so the kernel sends SIGTERM to the server if this interpreter dies (even by SIGKILL).
+
+    Linux ties the parent-death signal to the spawning *thread*: spawned from any other thread
+    than the main one, the server would die with that thread, so it is only set from the main
+    thread. util-linux setpriv sets it and execs the command (no extra process); where setpriv
+    is missing the server simply lacks this safety net.
+    """
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return list(argv)
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return list(argv)
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
+
+
+def listens(pid: int, port: int) -> bool:
+    """True when process pid holds a listening TCP socket on port.
+
+    Checked before probing a port: a foreign program that took the port first would accept the
+    probe's connection too, and might never answer it.
+    """
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
 
 
 def watch(pid: int) -> psutil.Process | None:

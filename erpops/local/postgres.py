@@ -70,22 +70,26 @@ def find_pg_bindir(environ: Mapping[str, str] | None = None) -> Path:
         pg_config = shutil.which("pg_config")
         if pg_config is None:
             raise ServiceError(
-                f"PostgreSQL {PG_MAJOR} not found: no {DEFAULT_BINDIR} and no pg_config on PATH; "
-                + _bindir_fix()
+                f"PostgreSQL {PG_MAJOR} not found: no {DEFAULT_BINDIR} and no pg_config on PATH; " + _bindir_fix()
             )
         try:
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
-            ).stdout
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10).stdout
         except (OSError, subprocess.SubprocessError) as exc:
             raise ServiceError(f"`{pg_config} --bindir` failed: {exc}; " + _bindir_fix()) from exc
         bindir, source = Path(out.strip()), f"{pg_config} --bindir ({out.strip()})"
+    return check_pg_bindir(bindir, source)
 
+
+def check_pg_bindir(bindir: Path, source: str | None = None) -> Path:
+    """bindir itself, once it holds every binary erpops runs and they are major version 15.
+
+    source says where bindir came from, for the error message.
+    """
+    source = source or str(bindir)
     missing = [name for name in REQUIRED_BINARIES if not os.access(bindir / name, os.X_OK)]
     if missing:
         raise ServiceError(
-            f"PostgreSQL {PG_MAJOR} binaries not found: {source} has no {', '.join(missing)}; "
-            + _bindir_fix()
+            f"PostgreSQL {PG_MAJOR} binaries not found: {source} has no {', '.join(missing)}; " + _bindir_fix()
         )
     version = server_version(bindir)
     match = re.match(r"(\d+)", version)
@@ -130,9 +134,7 @@ def _server_account(environ: Mapping[str, str]) -> pwd.struct_passwd | None:
             "or set ERPOPS_PG_USER to an existing unprivileged user"
         ) from None
     if account.pw_uid == 0:
-        raise ServiceError(
-            f"ERPOPS_PG_USER={name} is a root account; PostgreSQL needs an unprivileged user"
-        )
+        raise ServiceError(f"ERPOPS_PG_USER={name} is a root account; PostgreSQL needs an unprivileged user")
     if shutil.which("runuser") is None:
         raise ServiceError("runuser not found (needed to run PostgreSQL as non-root); fix: apt-get install util-linux")
     return account
@@ -246,9 +248,7 @@ class LocalPostgres:
         except subprocess.TimeoutExpired as exc:
             raise ServiceError(f"psql on {self.dsn(db)} did not finish within {timeout:g}s") from exc
         if done.returncode != 0:
-            raise ServiceError(
-                f"psql on {self.dsn(db)} failed (exit {done.returncode}): {done.stderr.strip()}"
-            )
+            raise ServiceError(f"psql on {self.dsn(db)} failed (exit {done.returncode}): {done.stderr.strip()}")
         return done.stdout
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -257,7 +257,7 @@ class LocalPostgres:
         """initdb a temp dir and start the server; returns self once it accepts connections."""
         if self._proc is not None:
             return self
-        self._bindir = self._bindir or find_pg_bindir()
+        self._bindir = check_pg_bindir(self._bindir, f"bindir={self._bindir}") if self._bindir else find_pg_bindir()
         self._account = _server_account(os.environ)
         self._tmp = Path(tempfile.mkdtemp(prefix="erpops-pg-", dir=self._base_dir))
         register_cleanup(self, self.stop)
@@ -347,9 +347,7 @@ class LocalPostgres:
                     f"\n(is {self._workdir()} reachable by OS user {self._account.pw_name}? "
                     "pass base_dir= or set TMPDIR to a world-traversable directory such as /tmp)"
                 )
-            raise ServiceError(
-                f"initdb failed (exit {done.returncode}):\n{(done.stderr or done.stdout).strip()}{hint}"
-            )
+            raise ServiceError(f"initdb failed (exit {done.returncode}):\n{(done.stderr or done.stdout).strip()}{hint}")
 
     def _server_argv(self, port: int) -> list[str]:
         options = {"listen_addresses": LOOPBACK}
@@ -376,8 +374,7 @@ class LocalPostgres:
             self._proc = None
             if not clash or self._requested_port is not None or attempt == _PORT_ATTEMPTS:
                 raise ServiceError(
-                    f"PostgreSQL did not start on {self.host}:{port}; server log tail:\n"
-                    + log_tail(self.log_path)
+                    f"PostgreSQL did not start on {self.host}:{port}; server log tail:\n" + log_tail(self.log_path)
                 )
             log.info("port %s was taken before PostgreSQL bound it; retrying on another port", port)
 
@@ -390,44 +387,57 @@ class LocalPostgres:
             return ""
 
     def _wait_ready(self) -> bool:
-        """Poll until our postmaster answers; False if it exited, ServiceError on timeout."""
+        """Wait until our postmaster is ready and answers a query; False if it exited.
+
+        The port is probed only once postmaster.pid in *our* data dir says "ready": a program
+        that took the port first would accept a probe too, and might never answer it. Then
+        pg_isready, then a real query naming our data dir.
+        """
         assert self._proc is not None
         isready = [
             str(self.bin("pg_isready")),
             "--host", self.host, "--port", str(self.port),
             "--username", self.user, "--dbname", "postgres",
-            "--timeout", "1", "--quiet",
+            "--timeout", "2", "--quiet",
         ]  # fmt: skip
         deadline = time.monotonic() + self.start_timeout
-        last_error = "no answer yet"
+        last_error = "postmaster.pid never said ready"
         while self._proc.poll() is None:
-            if subprocess.run(isready, check=False, env=self._server_env()).returncode == 0:
-                # pg_isready proves only that *a* server answers on the port; a real query
-                # naming our data dir proves it is ours (a foreign server may have taken the
-                # port, and then our postmaster exits with "Address already in use").
-                try:
-                    data_directory = self.psql("SHOW data_directory", timeout=10).strip()
-                except ServiceError as exc:
-                    last_error = str(exc)
+            pid = self._postmaster_pid_if_ready()
+            if pid is not None:
+                if subprocess.run(isready, check=False, env=self._server_env()).returncode != 0:
+                    last_error = "postmaster.pid says ready but pg_isready gets no answer"
                 else:
-                    if Path(data_directory) == self.data_dir:
-                        self._postmaster = watch(self._read_postmaster_pid())
-                        return True
-                    last_error = f"another PostgreSQL (data dir {data_directory}) answers on this port"
+                    try:
+                        data_directory = self.psql("SHOW data_directory", timeout=10).strip()
+                    except ServiceError as exc:
+                        last_error = str(exc)
+                    else:
+                        if Path(data_directory) == self.data_dir:
+                            self._postmaster = watch(pid)
+                            return True
+                        last_error = f"another PostgreSQL (data dir {data_directory}) answers on this port"
             if time.monotonic() > deadline:
                 raise ServiceError(
                     f"PostgreSQL did not accept connections on {self.host}:{self.port} within "
                     f"{self.start_timeout:g}s ({last_error}); server log tail:\n" + log_tail(self.log_path)
                 )
-            time.sleep(0.05)
+            time.sleep(0.03)
         return False
 
-    def _read_postmaster_pid(self) -> int:
-        pid_file = self.data_dir / "postmaster.pid"
+    def _postmaster_pid_if_ready(self) -> int | None:
+        """The postmaster PID once postmaster.pid reports status "ready" on our port, else None.
+
+        Lines of postmaster.pid: PID, data dir, start time, port, socket dir, listen address,
+        shared memory key, status (starting / ready / stopping).
+        """
         try:
-            return int(pid_file.read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError) as exc:
-            raise ServiceError(f"cannot read the postmaster PID from {pid_file}: {exc}") from exc
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            if len(lines) >= 8 and lines[3].strip() == str(self.port) and lines[7].strip() == "ready":
+                return int(lines[0])
+        except (OSError, ValueError):
+            pass  # not written yet, or caught half-written
+        return None
 
     def _pg_ctl_stop(self) -> None:
         argv = [

@@ -19,6 +19,7 @@ from erpops.local._proc import (
     LOOPBACK,
     alive,
     free_port,
+    listens,
     log_tail,
     register_cleanup,
     spawn,
@@ -140,8 +141,7 @@ class LocalRedis:
                 self._proc = None
                 if not clash or self._requested_port is not None or attempt == _PORT_ATTEMPTS:
                     raise ServiceError(
-                        f"redis-server did not start on {self.host}:{port}; log tail:\n"
-                        + log_tail(self.log_path)
+                        f"redis-server did not start on {self.host}:{port}; log tail:\n" + log_tail(self.log_path)
                     )
         except BaseException:
             self.stop()
@@ -206,21 +206,22 @@ class LocalRedis:
     def _wait_ready(self) -> bool:
         """Poll until our server answers PING; False if it exited, ServiceError on timeout.
 
-        A foreign Redis that grabbed the port first may answer too: only a reply whose INFO
-        process_id is our child counts, and our child then exits with "Address already in use".
+        Only our child counts: it must hold the listening socket, and INFO must name its PID.
+        When another program took the port first, our child exits with "Address already in use".
         """
         assert self._proc is not None
         deadline = time.monotonic() + self.start_timeout
         last_error = "no answer yet"
         while self._proc.poll() is None:
-            try:
-                with self.client(timeout=1.0) as client:
-                    if client.ping() and client.info("server").get("process_id") == str(self._proc.pid):
-                        self._server = watch(self._proc.pid)
-                        return True
-                    last_error = "a different Redis process answers on this port"
-            except ServiceError as exc:
-                last_error = str(exc)
+            if listens(self._proc.pid, self.port):
+                try:
+                    with self.client(timeout=1.0) as client:
+                        if client.ping() and client.info("server").get("process_id") == str(self._proc.pid):
+                            self._server = watch(self._proc.pid)
+                            return True
+                        last_error = "a different Redis process answers on this port"
+                except ServiceError as exc:
+                    last_error = str(exc)
             if time.monotonic() > deadline:
                 raise ServiceError(
                     f"redis-server did not answer PING on {self.host}:{self.port} within "
