@@ -1,0 +1,448 @@
+{{/*
+One named template per derived value. Templates include these instead of
+recomputing anything, so each rule lives in exactly one place.
+*/}}
+
+{{/* Chart name, overridable. */}}
+{{- define "odoo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Prefix of every object name: <release>-<chart>, or the release name when it already contains the chart name. */}}
+{{- define "odoo.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of a component's objects: <fullname>-<component>. Call with (dict "root" $ "component" "web"). */}}
+{{- define "odoo.componentName" -}}
+{{- printf "%s-%s" (include "odoo.fullname" .root | trunc 52 | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{- define "odoo.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels that never change for the life of a release: used in selectors. */}}
+{{- define "odoo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "odoo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Selector labels of one component. Call with (dict "root" $ "component" "web"). */}}
+{{- define "odoo.componentSelectorLabels" -}}
+{{ include "odoo.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels of every object. */}}
+{{- define "odoo.labels" -}}
+helm.sh/chart: {{ include "odoo.chart" . }}
+{{ include "odoo.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.odoo.version | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: erpops
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of one component's objects. Call with (dict "root" $ "component" "web"). */}}
+{{- define "odoo.componentLabels" -}}
+{{ include "odoo.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Image reference: repository@digest when a digest is set, else repository:tag (tag defaults to the Odoo series). */}}
+{{- define "odoo.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Values.odoo.version .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ServiceAccount name of a workload. Call with (dict "root" $ "component" "web" "sa" .Values.web.serviceAccount). */}}
+{{- define "odoo.serviceAccountName" -}}
+{{- if .sa.create -}}
+{{- default (include "odoo.componentName" .) .sa.name -}}
+{{- else -}}
+{{- default "default" .sa.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the ConfigMap holding odoo.conf. */}}
+{{- define "odoo.configMapName" -}}
+{{- include "odoo.componentName" (dict "root" . "component" "config") -}}
+{{- end -}}
+
+{{/* Name of the filestore PVC. */}}
+{{- define "odoo.filestoreClaimName" -}}
+{{- default (include "odoo.componentName" (dict "root" . "component" "filestore")) .Values.persistence.existingClaim -}}
+{{- end -}}
+
+{{/*
+UID of the odoo user. The official image creates it with `adduser --system`, so
+the number depends on the base image: Debian bullseye (16.0) and Ubuntu jammy
+(17.0) give 101, Ubuntu noble (18.0) gives 100 (its _apt user moved to 42).
+A UID without a passwd entry breaks Odoo's getpass.getuser() at start.
+*/}}
+{{- define "odoo.runAsUser" -}}
+{{- $uid := .Values.podSecurityContext.runAsUser -}}
+{{- if eq (toString $uid) "auto" -}}
+{{- if eq .Values.odoo.version "18.0" -}}100{{- else -}}101{{- end -}}
+{{- else -}}
+{{- $uid | int64 -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Path of the readiness probe. /web/health?db_server_status=1 also checks that
+PostgreSQL answers; assumed available from 17.0 (16.0 only has /web/health).
+*/}}
+{{- define "odoo.readinessPath" -}}
+{{- if eq .Values.odoo.version "16.0" -}}
+/web/health
+{{- else -}}
+/web/health?db_server_status=1
+{{- end -}}
+{{- end -}}
+
+{{/* Database filter: the configured regex, or exactly the served database. */}}
+{{- define "odoo.dbfilter" -}}
+{{- default (printf "^%s$" (regexQuoteMeta .Values.database.name)) .Values.odoo.dbfilter -}}
+{{- end -}}
+
+{{/* Server-wide modules: base, web, the user's, plus the addons the enabled features need. */}}
+{{- define "odoo.serverWideModules" -}}
+{{- $modules := list "base" "web" -}}
+{{- $modules = concat $modules .Values.odoo.serverWideModules -}}
+{{- if .Values.redis.enabled -}}{{- $modules = append $modules "session_redis" -}}{{- end -}}
+{{- if .Values.s3.enabled -}}{{- $modules = append $modules "attachment_s3" -}}{{- end -}}
+{{- $modules | uniq | join "," -}}
+{{- end -}}
+
+{{/* Modules the Job installs (-i) or updates (-u). */}}
+{{- define "odoo.jobModules" -}}
+{{- $modules := .Values.moduleJob.modules -}}
+{{- if .Values.s3.enabled -}}{{- $modules = append $modules "attachment_s3" -}}{{- end -}}
+{{- $modules | uniq | join "," -}}
+{{- end -}}
+
+{{/* Cron worker processes in the web pods: none when a cron Deployment runs them. */}}
+{{- define "odoo.webCronThreads" -}}
+{{- if .Values.cron.enabled -}}0{{- else -}}{{ .Values.cron.maxCronThreads | int64 }}{{- end -}}
+{{- end -}}
+
+{{/* "true" when the web Deployment may run more than one pod. */}}
+{{- define "odoo.webMultiPod" -}}
+{{- if .Values.web.autoscaling.enabled -}}
+{{- if gt (int .Values.web.autoscaling.maxReplicas) 1 -}}true{{- end -}}
+{{- else if gt (int .Values.web.replicaCount) 1 -}}true{{- end -}}
+{{- end -}}
+
+{{/* Filestore kind: "s3" (attachments in S3, local dir is scratch), "pvc" or "emptyDir". */}}
+{{- define "odoo.filestoreKind" -}}
+{{- if .Values.s3.enabled -}}s3{{- else if .Values.persistence.enabled -}}pvc{{- else -}}emptyDir{{- end -}}
+{{- end -}}
+
+{{/* "true" when every pod sees the same filestore: S3, or a ReadWriteMany volume. */}}
+{{- define "odoo.filestoreShared" -}}
+{{- $kind := include "odoo.filestoreKind" . -}}
+{{- if or (eq $kind "s3") (and (eq $kind "pvc") (has "ReadWriteMany" .Values.persistence.accessModes)) -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the filestore is a volume only one node can mount: pods using it must share that node. */}}
+{{- define "odoo.filestoreSingleNode" -}}
+{{- if and (eq (include "odoo.filestoreKind" .) "pvc") (not (include "odoo.filestoreShared" .)) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Settings that cannot work together stop the render with the value to change
+and the fix, instead of producing pods that lose sessions or attachments.
+*/}}
+{{- define "odoo.validate" -}}
+{{- $multi := include "odoo.webMultiPod" . -}}
+{{- $replicas := ternary (printf "web.autoscaling.maxReplicas=%d" (int .Values.web.autoscaling.maxReplicas)) (printf "web.replicaCount=%d" (int .Values.web.replicaCount)) .Values.web.autoscaling.enabled -}}
+{{- if and $multi (not .Values.redis.enabled) -}}
+{{- fail (printf "%s runs several web pods, but redis.enabled=false: each pod would keep its own sessions and users would be logged out at random. Fix: set redis.enabled=true and redis.host (session_redis addon), or run a single web pod (web.replicaCount=1, web.autoscaling.enabled=false)." $replicas) -}}
+{{- end -}}
+{{- if and $multi (not (include "odoo.filestoreShared" .)) -}}
+{{- fail (printf "%s runs several web pods, but the filestore is a volume only one pod's node can use. Fix: set s3.enabled=true (attachment_s3 addon), or persistence.accessModes=[ReadWriteMany] on a storage class that supports it." $replicas) -}}
+{{- end -}}
+{{- if and .Values.cron.enabled (not (include "odoo.filestoreShared" .)) -}}
+{{- fail "cron.enabled=true runs scheduled actions in separate pods that need the web pods' filestore, but the filestore is a local volume. Fix: set s3.enabled=true or persistence.accessModes=[ReadWriteMany], or set cron.enabled=false so the web pods run cron workers." -}}
+{{- end -}}
+{{- if and .Values.redis.enabled (not .Values.redis.host) -}}
+{{- fail "redis.enabled=true needs redis.host (the Redis Service name)." -}}
+{{- end -}}
+{{- if and .Values.s3.enabled (or (not .Values.s3.bucket) (not .Values.s3.existingSecret)) -}}
+{{- fail "s3.enabled=true needs s3.bucket and s3.existingSecret (a Secret with the access key id and secret access key)." -}}
+{{- end -}}
+{{- if and .Values.s3.enabled (not (or .Values.s3.region .Values.s3.endpoint)) -}}
+{{- fail "s3.enabled=true needs s3.region (AWS) or s3.endpoint (any other S3-compatible store)." -}}
+{{- end -}}
+{{- if and .Values.web.autoscaling.enabled (lt (int .Values.web.autoscaling.maxReplicas) (int .Values.web.autoscaling.minReplicas)) -}}
+{{- fail (printf "web.autoscaling.maxReplicas=%d is below web.autoscaling.minReplicas=%d. Fix: raise maxReplicas." (int .Values.web.autoscaling.maxReplicas) (int .Values.web.autoscaling.minReplicas)) -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}
+{{- fail "ingress.enabled=true needs ingress.host." -}}
+{{- end -}}
+{{- if gt (int64 .Values.odoo.limits.memorySoft) (int64 .Values.odoo.limits.memoryHard) -}}
+{{- fail (printf "odoo.limits.memorySoft=%d is above odoo.limits.memoryHard=%d: workers would be killed before they are recycled. Fix: keep memorySoft below memoryHard." (int64 .Values.odoo.limits.memorySoft) (int64 .Values.odoo.limits.memoryHard)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* odoo.conf. No secret ever goes here: credentials come from Secrets through env, see odoo.args. */}}
+{{- define "odoo.config" -}}
+[options]
+addons_path = {{ join "," .Values.odoo.addonsPath }}
+data_dir = /var/lib/odoo
+db_host = {{ .Values.database.host }}
+db_port = {{ .Values.database.port | int64 }}
+db_name = {{ .Values.database.name }}
+db_sslmode = {{ .Values.database.sslmode }}
+db_maxconn = {{ .Values.database.maxConnections | int64 }}
+dbfilter = {{ include "odoo.dbfilter" . }}
+list_db = False
+proxy_mode = {{ ternary "True" "False" .Values.odoo.proxyMode }}
+http_port = 8069
+gevent_port = 8072
+workers = {{ .Values.web.workers | int64 }}
+max_cron_threads = {{ .Values.cron.maxCronThreads | int64 }}
+limit_memory_soft = {{ .Values.odoo.limits.memorySoft | int64 }}
+limit_memory_hard = {{ .Values.odoo.limits.memoryHard | int64 }}
+limit_time_cpu = {{ .Values.odoo.limits.timeCpu | int64 }}
+limit_time_real = {{ .Values.odoo.limits.timeReal | int64 }}
+limit_time_real_cron = {{ .Values.odoo.limits.timeRealCron | int64 }}
+limit_request = {{ .Values.odoo.limits.request | int64 }}
+server_wide_modules = {{ include "odoo.serverWideModules" . }}
+log_level = {{ .Values.odoo.logLevel }}
+{{- range $name, $value := .Values.odoo.extraConfig }}
+{{ $name }} = {{ if and (kindIs "float64" $value) (eq (float64 (int64 $value)) $value) }}{{ int64 $value }}{{ else }}{{ $value }}{{ end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Command-line options shared by every Odoo process. Odoo reads db_user and
+db_password from the config file or the command line only, never from the
+environment, so they are passed as $(VAR): the kubelet expands them from the
+container's env (filled from the Secret) when it starts the process.
+*/}}
+{{- define "odoo.args" -}}
+- --config=/etc/odoo/odoo.conf
+- --db_user=$(DB_USER)
+- --db_password=$(DB_PASSWORD)
+{{- end -}}
+
+{{/* Environment of every Odoo container: credentials by Secret reference, addon settings in the open. */}}
+{{- define "odoo.env" -}}
+- name: DB_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.existingSecret }}
+      key: {{ .Values.database.userKey }}
+- name: DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.existingSecret }}
+      key: {{ .Values.database.passwordKey }}
+{{- if .Values.redis.enabled }}
+- name: ODOO_SESSION_REDIS
+  value: "1"
+- name: ODOO_SESSION_REDIS_HOST
+  value: {{ .Values.redis.host | quote }}
+- name: ODOO_SESSION_REDIS_PORT
+  value: {{ .Values.redis.port | int64 | quote }}
+- name: ODOO_SESSION_REDIS_PREFIX
+  value: {{ .Values.redis.prefix | quote }}
+- name: ODOO_SESSION_REDIS_EXPIRATION
+  value: {{ .Values.redis.expiration | int64 | quote }}
+{{- if .Values.redis.existingSecret }}
+- name: ODOO_SESSION_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret }}
+      key: {{ .Values.redis.passwordKey }}
+{{- end }}
+{{- end }}
+{{- if .Values.s3.enabled }}
+{{- with .Values.s3.endpoint }}
+- name: AWS_HOST
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.s3.region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+- name: AWS_BUCKETNAME
+  value: {{ .Values.s3.bucket | quote }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.s3.existingSecret }}
+      key: {{ .Values.s3.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.s3.existingSecret }}
+      key: {{ .Values.s3.secretAccessKeyKey }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level security context: Pod Security Standards "restricted". */}}
+{{- define "odoo.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ include "odoo.runAsUser" . }}
+runAsGroup: {{ .Values.podSecurityContext.runAsGroup | int64 }}
+fsGroup: {{ .Values.podSecurityContext.fsGroup | int64 }}
+fsGroupChangePolicy: {{ .Values.podSecurityContext.fsGroupChangePolicy }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container security context: Pod Security Standards "restricted" plus a read-only root filesystem. */}}
+{{- define "odoo.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Filestore volume /var/lib/odoo: the PVC, or an emptyDir (S3 holds the attachments, or the user chose no persistence). */}}
+{{- define "odoo.filestoreVolume" -}}
+- name: filestore
+{{- if eq (include "odoo.filestoreKind" .) "pvc" }}
+  persistentVolumeClaim:
+    claimName: {{ include "odoo.filestoreClaimName" . }}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+{{- end -}}
+
+{{/*
+Volumes of the web and cron pods. The root filesystem is read-only, so every
+path Odoo writes to is a volume: /tmp, the sessions dir (local sessions when
+Redis is off), the filestore, and /etc/odoo where the init container renders
+the final odoo.conf (ConfigMap + master password) in memory.
+*/}}
+{{- define "odoo.volumes" -}}
+- name: config-template
+  configMap:
+    name: {{ include "odoo.configMapName" . }}
+- name: config
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+- name: tmp
+  emptyDir:
+    sizeLimit: 1Gi
+- name: sessions
+  emptyDir:
+    sizeLimit: 512Mi
+{{ include "odoo.filestoreVolume" . }}
+{{- end -}}
+
+{{- define "odoo.volumeMounts" -}}
+- name: config
+  mountPath: /etc/odoo
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+- name: filestore
+  mountPath: /var/lib/odoo
+- name: sessions
+  mountPath: /var/lib/odoo/sessions
+{{- end -}}
+
+{{/*
+Init container that renders /etc/odoo/odoo.conf: the ConfigMap plus
+admin_passwd, which Odoo reads from the config file only (there is no command
+line option). Without a Secret, a random master password is generated per pod:
+list_db = False blocks the database manager anyway, this just avoids Odoo's
+built-in default "admin".
+*/}}
+{{- define "odoo.configInitContainer" -}}
+- name: render-config
+  image: {{ include "odoo.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  # $$( is Kubernetes' escape for a literal $( : the shell gets command substitution.
+  command:
+    - /bin/sh
+    - -ec
+    - |
+      umask 077
+      cp /etc/odoo-template/odoo.conf /etc/odoo/odoo.conf
+      if [ -n "${ODOO_ADMIN_PASSWORD:-}" ]; then
+        pw=$$(printf '%s' "$ODOO_ADMIN_PASSWORD" | tr -d '\r\n')
+      else
+        pw=$$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+      fi
+      printf 'admin_passwd = %s\n' "$pw" >> /etc/odoo/odoo.conf
+  {{- if .Values.odoo.adminPassword.existingSecret }}
+  env:
+    - name: ODOO_ADMIN_PASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.odoo.adminPassword.existingSecret }}
+          key: {{ .Values.odoo.adminPassword.key }}
+  {{- end }}
+  securityContext:
+    {{- include "odoo.containerSecurityContext" . | nindent 4 }}
+  resources:
+    requests:
+      cpu: 10m
+      memory: 16Mi
+    limits:
+      cpu: 100m
+      memory: 32Mi
+  volumeMounts:
+    - name: config-template
+      mountPath: /etc/odoo-template
+      readOnly: true
+    - name: config
+      mountPath: /etc/odoo
+{{- end -}}
+
+{{/*
+Topology spread of a component over zones and nodes. matchLabelKeys keeps a
+rolling update's new ReplicaSet from being skewed by the old one.
+Call with (dict "root" $ "component" "web").
+*/}}
+{{- define "odoo.topologySpreadConstraints" -}}
+{{- $spread := .root.Values.topologySpread -}}
+- maxSkew: {{ $spread.maxSkew | int }}
+  topologyKey: topology.kubernetes.io/zone
+  whenUnsatisfiable: {{ $spread.zoneWhenUnsatisfiable }}
+  labelSelector:
+    matchLabels:
+      {{- include "odoo.componentSelectorLabels" . | nindent 6 }}
+  matchLabelKeys:
+    - pod-template-hash
+- maxSkew: {{ $spread.maxSkew | int }}
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: {{ $spread.hostnameWhenUnsatisfiable }}
+  labelSelector:
+    matchLabels:
+      {{- include "odoo.componentSelectorLabels" . | nindent 6 }}
+  matchLabelKeys:
+    - pod-template-hash
+{{- end -}}
+
+{{/* Checksum of odoo.conf: a config change rolls the pods. */}}
+{{- define "odoo.configChecksum" -}}
+{{- include (print .Template.BasePath "/configmap.yaml") . | sha256sum -}}
+{{- end -}}

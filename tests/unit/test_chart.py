@@ -1,0 +1,561 @@
+"""helm/odoo rendered offline by the real Helm engine, for each Odoo series, with defaults and an HA set.
+
+Asserts on what a cluster would receive: strictly valid objects, Pod Security "restricted", a clean
+`helm lint --strict`, odoo.conf content, routing, hooks, and the errors a user gets for bad values.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+
+from erpops.podsecurity import check_all
+from tests.k8s import (
+    ODOO_CHART,
+    container,
+    deep_merge,
+    find,
+    kubelet_expand,
+    pod_spec,
+    render_chart,
+    validate_k8s,
+)
+
+VERSIONS = ["16.0", "17.0", "18.0"]
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+HA_VALUES: dict[str, Any] = {
+    "image": {"repository": "registry.example.com/erp/odoo", "tag": "17.0-ignored", "digest": DIGEST},
+    "odoo": {"adminPassword": {"existingSecret": "odoo-admin"}},
+    "web": {
+        "replicaCount": 3,
+        "workers": 4,
+        "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 10},
+    },
+    "cron": {"enabled": True, "replicaCount": 2, "maxCronThreads": 2},
+    "redis": {"enabled": True, "host": "redis", "existingSecret": "redis-auth"},
+    "s3": {"enabled": True, "region": "eu-west-1", "bucket": "erp-{db}", "existingSecret": "s3-creds"},
+    "persistence": {"enabled": False},
+    "ingress": {"enabled": True, "host": "erp.example.com", "tlsSecretName": "erp-tls"},
+}
+VALUE_SETS = {"defaults": {}, "ha": HA_VALUES}
+SECRET_LOOKING = re.compile(r"passw|secret|db_user|token", re.IGNORECASE)
+
+
+def odoo_conf(objs: list[dict[str, Any]], name: str = "odoo-config") -> configparser.RawConfigParser:
+    """odoo.conf of a rendered ConfigMap, parsed as Odoo parses it (RawConfigParser)."""
+    parser = configparser.RawConfigParser()
+    parser.read_string(find(objs, "ConfigMap", name)["data"]["odoo.conf"])
+    return parser
+
+
+def workloads(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] in ("Deployment", "Job")]
+
+
+# -- every object, every series, both value sets --------------------------------------------------
+
+
+@pytest.mark.parametrize("upgrade", [False, True], ids=["install", "upgrade"])
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_objects_are_valid_kubernetes_1_30(version: str, value_set: str, upgrade: bool) -> None:
+    objs = render_chart(VALUE_SETS[value_set], version, upgrade=upgrade)
+    validate_k8s(objs, "1.30.0")
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_pod_meets_pod_security_restricted(version: str, value_set: str) -> None:
+    objs = render_chart(VALUE_SETS[value_set], version)
+    assert workloads(objs), "no workload rendered"
+    violations = check_all(objs)
+    assert violations == [], "\n".join(str(v) for v in violations)
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_helm_lint_strict_is_clean(version: str, value_set: str) -> None:
+    values = deep_merge(VALUE_SETS[value_set], {"odoo": {"version": version}})
+    report = helm.lint(str(ODOO_CHART), values, strict=True, kube_version="v1.30.0")
+    warnings = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and warnings == [], report
+
+
+# -- odoo.conf -------------------------------------------------------------------------------------
+
+CONF_VALUES: dict[str, Any] = {
+    "web": {"workers": 5},
+    "cron": {"maxCronThreads": 3},
+    "database": {"host": "pg-pooler", "port": 6432, "name": "erp_prod", "sslmode": "verify-full", "maxConnections": 24},
+    "odoo": {
+        "limits": {
+            "memorySoft": 2147483648,
+            "memoryHard": 2684354560,
+            "timeCpu": 600,
+            "timeReal": 1200,
+            "timeRealCron": 3600,
+            "request": 8192,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_configmap_carries_every_limit_and_no_secret(version: str) -> None:
+    objs = render_chart(CONF_VALUES, version)
+    conf = odoo_conf(objs)
+    options = dict(conf.items("options"))
+    assert options["list_db"] == "False"
+    assert options["proxy_mode"] == "True"
+    expected = {
+        "workers": "5",
+        "max_cron_threads": "3",
+        "db_maxconn": "24",
+        "limit_memory_soft": "2147483648",  # never 2.147483648e+09: Helm prints big floats that way
+        "limit_memory_hard": "2684354560",
+        "limit_time_cpu": "600",
+        "limit_time_real": "1200",
+        "limit_time_real_cron": "3600",
+        "limit_request": "8192",
+        "db_host": "pg-pooler",
+        "db_port": "6432",
+        "db_name": "erp_prod",
+        "db_sslmode": "verify-full",
+        "dbfilter": "^erp_prod$",
+        "data_dir": "/var/lib/odoo",
+        "gevent_port": "8072",
+        "server_wide_modules": "base,web",
+    }
+    assert {k: options.get(k) for k in expected} == expected
+    secret_keys = [k for k in options if SECRET_LOOKING.search(k)]
+    assert secret_keys == [], f"secret-looking keys in the ConfigMap: {secret_keys}"
+    # the module Job reads the same configuration from its own hook ConfigMap
+    assert find(objs, "ConfigMap", "odoo-modules")["data"] == find(objs, "ConfigMap", "odoo-config")["data"]
+
+
+def test_ha_config_loads_session_redis_and_attachment_s3() -> None:
+    conf = odoo_conf(render_chart(HA_VALUES))
+    assert conf.get("options", "server_wide_modules") == "base,web,session_redis,attachment_s3"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"odoo": {"limits": {"timeCpu": 61}}}, {"web": {"workers": 3}}, {"database": {"host": "elsewhere"}}],
+    ids=["limit", "workers", "db_host"],
+)
+def test_config_change_changes_checksum_and_nothing_else_does(change: dict[str, Any]) -> None:
+    def checksums(values: dict[str, Any]) -> dict[str, str]:
+        objs = render_chart(values)
+        return {
+            o["metadata"]["name"]: o["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            for o in objs
+            if o["kind"] == "Deployment"
+        }
+
+    before = checksums(HA_VALUES)
+    after = checksums(deep_merge(HA_VALUES, change))
+    assert set(before) == {"odoo-web", "odoo-cron"}
+    assert all(before[name] != after[name] for name in before), (before, after)
+    unrelated = checksums(deep_merge(HA_VALUES, {"web": {"podAnnotations": {"team": "erp"}}}))
+    assert unrelated == before
+
+
+# -- routing ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_ingress_sends_websocket_to_8072_and_the_rest_to_8069(version: str) -> None:
+    objs = render_chart(HA_VALUES, version)
+    ingress = find(objs, "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"hosts": ["erp.example.com"], "secretName": "erp-tls"}]
+    service = find(objs, "Service", "odoo-web")
+    web = container(find(objs, "Deployment", "odoo-web"))
+    container_ports = {p["name"]: p["containerPort"] for p in web["ports"]}
+
+    def container_port_for(path: str) -> int:
+        (rule,) = ingress["spec"]["rules"]
+        (match,) = [p for p in rule["http"]["paths"] if p["path"] == path]
+        backend = match["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"]
+        (port,) = [p for p in service["spec"]["ports"] if p["name"] == backend["port"]["name"]]
+        return container_ports[port["targetPort"]]
+
+    assert container_port_for("/websocket") == 8072
+    assert container_port_for("/") == 8069
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8069, "websocket": 8072}
+
+
+# -- values the schema or the templates must refuse ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"odoo": {"wrokers": 3}}, "additional properties 'wrokers' not allowed"),
+        ({"image": {"digest": "sha256:abc"}}, "/image/digest"),
+        ({"image": {"digest": "md5:" + "0" * 64}}, "/image/digest"),
+        ({"web": {"resources": None}}, "missing property 'resources'"),
+        ({"cron": {"resources": {"limits": None}}}, "missing property 'limits'"),
+        ({"moduleJob": {"resources": {"requests": {"memory": None}}}}, "missing property 'memory'"),
+        ({"odoo": {"version": "15.0"}}, "/odoo/version"),
+        ({"web": {"workers": 0}}, "/web/workers"),
+        ({"odoo": {"extraConfig": {"smtp_password": "hunter2"}}}, "smtp_password"),
+        ({"odoo": {"extraConfig": {"workers": 9}}}, "'workers'"),
+        ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+    ],
+    ids=[
+        "unknown-key",
+        "short-digest",
+        "not-sha256",
+        "no-resources",
+        "no-limits",
+        "no-memory-request",
+        "old-version",
+        "no-workers",
+        "secret-in-extra-config",
+        "chart-owned-option",
+        "root-uid",
+    ],
+)
+def test_schema_rejects_bad_values(values: dict[str, Any], expected: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=re.escape(expected)):
+        render_chart(values, version=None)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"web": {"replicaCount": 3}}, "web.replicaCount=3"),
+        ({"web": {"autoscaling": {"enabled": True, "maxReplicas": 5}}}, "web.autoscaling.maxReplicas=5"),
+    ],
+    ids=["replicas", "autoscaling"],
+)
+def test_several_web_pods_without_redis_fail_with_the_fix(values: dict[str, Any], named: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as err:
+        render_chart(values)
+    message = str(err.value)
+    assert named in message
+    assert "redis.enabled=false" in message
+    assert "Fix: set redis.enabled=true" in message
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"web": {"replicaCount": 2}, "redis": {"enabled": True, "host": "r"}}, "Fix: set s3.enabled=true"),
+        ({"cron": {"enabled": True}}, "cron.enabled=true"),
+        ({"redis": {"enabled": True}}, "redis.host"),
+        ({"s3": {"enabled": True, "region": "eu-west-1"}}, "s3.bucket and s3.existingSecret"),
+        ({"s3": {"enabled": True, "bucket": "erp-files", "existingSecret": "s"}}, "s3.region"),
+        ({"odoo": {"limits": {"memorySoft": 999999999, "memoryHard": 900000000}}}, "memorySoft"),
+    ],
+    ids=[
+        "local-filestore-several-pods",
+        "cron-on-local-filestore",
+        "redis-without-host",
+        "s3-without-bucket",
+        "s3-without-region",
+        "soft-above-hard",
+    ],
+)
+def test_settings_that_cannot_work_together_fail(values: dict[str, Any], expected: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(expected)):
+        render_chart(values)
+
+
+def test_multi_pod_passes_with_redis_and_a_read_write_many_filestore() -> None:
+    values = {
+        "web": {"replicaCount": 2},
+        "cron": {"enabled": True},
+        "redis": {"enabled": True, "host": "redis"},
+        "persistence": {"accessModes": ["ReadWriteMany"]},
+    }
+    objs = render_chart(values)
+    web = find(objs, "Deployment", "odoo-web")
+    assert web["spec"]["replicas"] == 2
+    assert web["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert pod_spec(web)["volumes"][-1] == {
+        "name": "filestore",
+        "persistentVolumeClaim": {"claimName": "odoo-filestore"},
+    }
+
+
+# -- workloads -------------------------------------------------------------------------------------
+
+
+def env_refs(c: dict[str, Any]) -> set[str]:
+    """Names used as $(VAR) in a container's command and args."""
+    words = [*c.get("command", []), *c.get("args", [])]
+    return {m for w in words for m in re.findall(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)", w)}
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_credentials_reach_odoo_through_env_expansion(value_set: str) -> None:
+    objs = render_chart(VALUE_SETS[value_set])
+    for obj in workloads(objs):
+        c = container(obj)
+        assert c["command"] == ["odoo"], "the image entrypoint would append its own --db_user/--db_password"
+        assert "--db_user=$(DB_USER)" in c["args"]
+        assert "--db_password=$(DB_PASSWORD)" in c["args"]
+        env = {e["name"]: e for e in c["env"]}
+        # the kubelet leaves $(VAR) as is when VAR is not defined in the container: check each one is
+        missing = env_refs(c) - set(env)
+        assert not missing, f"{obj['metadata']['name']}: $(...) of undefined env {missing}"
+        assert env["DB_USER"]["valueFrom"]["secretKeyRef"] == {"name": "odoo-db-app", "key": "username"}
+        assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "odoo-db-app", "key": "password"}
+        plain = [e["name"] for e in c["env"] if "value" in e and SECRET_LOOKING.search(e["name"])]
+        assert plain == [], f"secret-looking env with a literal value: {plain}"
+
+
+# what the Secrets would hold in a cluster; the password is nasty on purpose
+SECRETS = {
+    ("odoo-db-app", "username"): "erp",
+    ("odoo-db-app", "password"): "p@ss w0rd $(DB_USER) %s '\"",
+    ("odoo-admin", "admin-password"): "m4ster %s $(X)\n",
+    ("redis-auth", "redis-password"): "r",
+    ("s3-creds", "access-key-id"): "AKIA",
+    ("s3-creds", "secret-access-key"): "k",
+}
+
+
+def container_env(c: dict[str, Any]) -> dict[str, str]:
+    """The env a container would get, Secrets resolved from SECRETS (not expanded again, like the kubelet)."""
+    env = {}
+    for item in c.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = SECRETS[(ref["name"], ref["key"])]
+    return env
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_kubelet_expansion_gives_odoo_its_credentials(value_set: str) -> None:
+    for obj in workloads(render_chart(VALUE_SETS[value_set])):
+        c = container(obj)
+        args = [kubelet_expand(a, container_env(c)) for a in c["args"]]
+        assert "--db_user=erp" in args
+        # one argv item: spaces, quotes and a $(...) inside the password survive untouched
+        assert "--db_password=p@ss w0rd $(DB_USER) %s '\"" in args
+        assert all(a.startswith("--") for a in args), args
+
+
+@pytest.mark.parametrize(("value_set", "admin"), [("ha", "m4ster %s $(X)"), ("defaults", None)])
+def test_init_container_script_appends_the_master_password(value_set: str, admin: str | None, tmp_path: Path) -> None:
+    objs = render_chart(VALUE_SETS[value_set])
+    (init,) = pod_spec(find(objs, "Deployment", "odoo-web"))["initContainers"]
+    env = container_env(init)
+    script = kubelet_expand(init["command"][-1], env)
+    template, rendered = tmp_path / "template", tmp_path / "config"
+    template.mkdir()
+    rendered.mkdir()
+    (template / "odoo.conf").write_text(find(objs, "ConfigMap", "odoo-config")["data"]["odoo.conf"])
+    script = script.replace("/etc/odoo-template/", f"{template}/").replace("/etc/odoo/", f"{rendered}/")
+    subprocess.run([*init["command"][:-1], script], env={"PATH": "/usr/bin:/bin", **env}, check=True, timeout=10)
+    conf = configparser.RawConfigParser()
+    conf.read(rendered / "odoo.conf")
+    assert conf.get("options", "list_db") == "False"
+    password = conf.get("options", "admin_passwd")
+    if admin:
+        assert password == admin
+    else:
+        assert re.fullmatch(r"[0-9a-f]{64}", password), password
+    assert (rendered / "odoo.conf").stat().st_mode & 0o077 == 0
+
+
+def test_ha_env_configures_session_redis_and_attachment_s3_from_secrets() -> None:
+    objs = render_chart(HA_VALUES)
+    env = {e["name"]: e for e in container(find(objs, "Deployment", "odoo-web"))["env"]}
+    assert env["ODOO_SESSION_REDIS"]["value"] == "1"
+    assert env["ODOO_SESSION_REDIS_HOST"]["value"] == "redis"
+    assert env["ODOO_SESSION_REDIS_PORT"]["value"] == "6379"
+    assert env["ODOO_SESSION_REDIS_PREFIX"]["value"] == "odoo"
+    assert env["ODOO_SESSION_REDIS_EXPIRATION"]["value"] == "604800"
+    assert env["ODOO_SESSION_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "redis-auth",
+        "key": "redis-password",
+    }
+    assert env["AWS_REGION"]["value"] == "eu-west-1"
+    assert env["AWS_BUCKETNAME"]["value"] == "erp-{db}"
+    assert "AWS_HOST" not in env  # AWS itself: no custom endpoint
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+
+
+def test_admin_password_is_rendered_into_memory_by_an_init_container() -> None:
+    objs = render_chart(HA_VALUES)
+    spec = pod_spec(find(objs, "Deployment", "odoo-web"))
+    (init,) = spec["initContainers"]
+    assert init["env"] == [
+        {"name": "ODOO_ADMIN_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "odoo-admin", "key": "admin-password"}}}
+    ]
+    assert "admin_passwd = " in init["command"][-1]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["config"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["config-template"]["configMap"]["name"] == "odoo-config"
+    # without a Secret, a random master password replaces Odoo's default "admin"
+    (default_init,) = pod_spec(find(render_chart({}), "Deployment", "odoo-web"))["initContainers"]
+    assert "env" not in default_init
+    assert "/dev/urandom" in default_init["command"][-1]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_web_and_cron_arguments(version: str) -> None:
+    objs = render_chart(HA_VALUES, version)
+    web_args = container(find(objs, "Deployment", "odoo-web"))["args"]
+    assert web_args[0] == "--config=/etc/odoo/odoo.conf"
+    assert "--workers=4" in web_args
+    assert "--max-cron-threads=0" in web_args
+    cron_args = container(find(objs, "Deployment", "odoo-cron"))["args"]
+    assert "--no-http" in cron_args
+    assert "--max-cron-threads=2" in cron_args
+
+
+def test_single_pod_defaults_run_cron_workers_in_the_web_pod() -> None:
+    objs = render_chart({})
+    kinds = sorted(o["kind"] for o in objs)
+    assert "HorizontalPodAutoscaler" not in kinds and "Ingress" not in kinds
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "Deployment"] == ["odoo-web"]
+    web = find(objs, "Deployment", "odoo-web")
+    assert web["spec"]["replicas"] == 1
+    assert web["spec"]["strategy"] == {"type": "Recreate"}  # ReadWriteOnce filestore
+    assert "--max-cron-threads=1" in container(web)["args"]
+    pvc = find(objs, "PersistentVolumeClaim", "odoo-filestore")
+    assert pvc["metadata"]["annotations"]["helm.sh/hook"] == "pre-install"
+    # an explicit policy, so Helm's default before-hook-creation never deletes a filestore
+    assert pvc["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "hook-failed"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_existing_claim_is_used_and_not_created() -> None:
+    objs = render_chart({"persistence": {"existingClaim": "old-filestore"}})
+    assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
+    for obj in workloads(objs):
+        volumes = {v["name"]: v for v in pod_spec(obj)["volumes"]}
+        assert volumes["filestore"]["persistentVolumeClaim"]["claimName"] == "old-filestore"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_probes_use_web_health_and_readiness_follows_the_series(version: str) -> None:
+    web = container(find(render_chart({}, version), "Deployment", "odoo-web"))
+    assert web["startupProbe"]["httpGet"] == {"path": "/web/health", "port": "http"}
+    assert web["livenessProbe"]["httpGet"] == {"path": "/web/health", "port": "http"}
+    readiness = "/web/health" if version == "16.0" else "/web/health?db_server_status=1"
+    assert web["readinessProbe"]["httpGet"] == {"path": readiness, "port": "http"}
+
+
+@pytest.mark.parametrize(("version", "uid"), [("16.0", 101), ("17.0", 101), ("18.0", 100)])
+def test_pods_run_as_the_image_odoo_user(version: str, uid: int) -> None:
+    for obj in workloads(render_chart(HA_VALUES, version)):
+        sc = pod_spec(obj)["securityContext"]
+        assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (uid, 101, 101), obj["metadata"]["name"]
+    custom = render_chart({"podSecurityContext": {"runAsUser": 1000}}, version)
+    assert pod_spec(find(custom, "Deployment", "odoo-web"))["securityContext"]["runAsUser"] == 1000
+
+
+def test_read_only_root_has_volumes_where_odoo_writes() -> None:
+    web = container(find(render_chart({}), "Deployment", "odoo-web"))
+    mounts = {m["mountPath"]: m["name"] for m in web["volumeMounts"]}
+    assert mounts == {
+        "/etc/odoo": "config",
+        "/tmp": "tmp",
+        "/var/lib/odoo": "filestore",
+        "/var/lib/odoo/sessions": "sessions",
+    }
+    assert web["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_digest_wins_over_tag_in_every_container() -> None:
+    objs = render_chart(HA_VALUES)
+    images = {
+        c["image"]
+        for obj in workloads(objs)
+        for c in [*pod_spec(obj)["containers"], *pod_spec(obj).get("initContainers", [])]
+    }
+    assert images == {f"registry.example.com/erp/odoo@{DIGEST}"}
+    tagged = container(find(render_chart({}, "18.0"), "Deployment", "odoo-web"))
+    assert tagged["image"] == "docker.io/library/odoo:18.0"
+
+
+def test_autoscaling_owns_the_replica_count() -> None:
+    objs = render_chart(HA_VALUES)
+    assert "replicas" not in find(objs, "Deployment", "odoo-web")["spec"]
+    hpa = find(objs, "HorizontalPodAutoscaler", "odoo-web")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 10)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "odoo-web"}
+
+
+@pytest.mark.parametrize(("cron_replicas", "cron_pdb"), [(1, False), (2, True)])
+def test_pdbs(cron_replicas: int, cron_pdb: bool) -> None:
+    objs = render_chart(deep_merge(HA_VALUES, {"cron": {"replicaCount": cron_replicas}}))
+    pdbs = {o["metadata"]["name"]: o for o in objs if o["kind"] == "PodDisruptionBudget"}
+    assert pdbs["odoo-web"]["spec"]["maxUnavailable"] == 1
+    assert ("odoo-cron" in pdbs) is cron_pdb
+
+
+def test_pods_spread_over_zones_and_nodes_and_mount_no_token() -> None:
+    objs = render_chart(HA_VALUES)
+    for name in ("odoo-web", "odoo-cron"):
+        spec = pod_spec(find(objs, "Deployment", name))
+        keys = [c["topologyKey"] for c in spec["topologySpreadConstraints"]]
+        assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+        component = name.removeprefix("odoo-")
+        for constraint in spec["topologySpreadConstraints"]:
+            assert constraint["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+    for obj in objs:
+        if obj["kind"] == "ServiceAccount":
+            assert obj["automountServiceAccountToken"] is False
+        elif obj["kind"] in ("Deployment", "Job"):
+            assert pod_spec(obj)["automountServiceAccountToken"] is False
+
+
+# -- module install / upgrade Job -------------------------------------------------------------------
+
+
+def test_module_job_installs_with_dash_i_on_install() -> None:
+    objs = render_chart({"moduleJob": {"modules": ["base", "web", "sale"]}})
+    job = find(objs, "Job", "odoo-modules")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == 3600
+    assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+    args = container(job)["args"]
+    assert "--init=base,web,sale" in args
+    assert "--without-demo=all" in args
+    assert "--stop-after-init" in args
+    assert "--database=odoo" in args
+    assert not [a for a in args if a.startswith("--update")]
+    # its ConfigMap and ServiceAccount exist before it: hooks with a lower weight
+    for kind in ("ConfigMap", "ServiceAccount"):
+        hook = find(objs, kind, "odoo-modules")["metadata"]["annotations"]
+        assert int(hook["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"])
+    assert "affinity" not in pod_spec(job)  # no web pod exists yet on a first install
+
+
+def test_module_job_updates_with_dash_u_on_upgrade() -> None:
+    objs = render_chart({}, upgrade=True)
+    job = find(objs, "Job", "odoo-modules")
+    args = container(job)["args"]
+    assert "--update=base,web" in args
+    assert not [a for a in args if a.startswith(("--init", "--without-demo"))]
+    # the ReadWriteOnce filestore is attached to the web pod's node: the Job must run there
+    affinity = pod_spec(job)["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert affinity[0]["topologyKey"] == "kubernetes.io/hostname"
+    assert affinity[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "web"
+
+
+def test_module_job_adds_attachment_s3_when_s3_is_on() -> None:
+    job = find(render_chart(HA_VALUES, upgrade=True), "Job", "odoo-modules")
+    assert "--update=base,web,attachment_s3" in container(job)["args"]
+    assert "affinity" not in pod_spec(job)
