@@ -303,14 +303,14 @@ def test_credentials_reach_odoo_through_env_expansion(value_set: str) -> None:
     for obj in workloads(objs):
         c = container(obj)
         assert c["command"] == ["odoo"], "the image entrypoint would append its own --db_user/--db_password"
-        assert "--db_user=$(DB_USER)" in c["args"]
-        assert "--db_password=$(DB_PASSWORD)" in c["args"]
+        # credentials reach libpq through its env, never through argv (visible in ps inside the pod)
+        assert not [a for a in c["args"] if a.startswith(("--db_user", "--db_password", "-w", "-r"))]
         env = {e["name"]: e for e in c["env"]}
         # the kubelet leaves $(VAR) as is when VAR is not defined in the container: check each one is
         missing = env_refs(c) - set(env)
         assert not missing, f"{obj['metadata']['name']}: $(...) of undefined env {missing}"
-        assert env["DB_USER"]["valueFrom"]["secretKeyRef"] == {"name": "odoo-db-app", "key": "username"}
-        assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "odoo-db-app", "key": "password"}
+        assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": "odoo-db-app", "key": "username"}
+        assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "odoo-db-app", "key": "password"}
         plain = [e["name"] for e in c["env"] if "value" in e and SECRET_LOOKING.search(e["name"])]
         assert plain == [], f"secret-looking env with a literal value: {plain}"
 
@@ -339,14 +339,16 @@ def container_env(c: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_kubelet_expansion_gives_odoo_its_credentials(value_set: str) -> None:
+def test_odoo_gets_its_credentials_from_the_libpq_env(value_set: str) -> None:
     for obj in workloads(render_chart(VALUE_SETS[value_set])):
         c = container(obj)
-        args = [kubelet_expand(a, container_env(c)) for a in c["args"]]
-        assert "--db_user=erp" in args
-        # one argv item: spaces, quotes and a $(...) inside the password survive untouched
-        assert "--db_password=p@ss w0rd $(DB_USER) %s '\"" in args
+        env = container_env(c)
+        assert env["PGUSER"] == "erp"
+        # the Secret's value arrives untouched: spaces, quotes and a $(...) inside the password
+        assert env["PGPASSWORD"] == "p@ss w0rd $(DB_USER) %s '\""
+        args = [kubelet_expand(a, env) for a in c["args"]]
         assert all(a.startswith("--") for a in args), args
+        assert not any("p@ss" in a for a in args)
 
 
 @pytest.mark.parametrize(("value_set", "admin"), [("ha", "m4ster %s $(X)"), ("defaults", None)])

@@ -232,25 +232,24 @@ log_level = {{ .Values.odoo.logLevel }}
 {{- end -}}
 
 {{/*
-Command-line options shared by every Odoo process. Odoo reads db_user and
-db_password from the config file or the command line only, never from the
-environment, so they are passed as $(VAR): the kubelet expands them from the
-container's env (filled from the Secret) when it starts the process.
+Command-line options shared by every Odoo process. The database credentials are
+NOT among them: Odoo leaves db_user/db_password out of the connection when they
+are unset (odoo/sql_db.py connection_info_for), so libpq takes PGUSER and
+PGPASSWORD from the environment, filled from the Secret. The password never
+appears in the process's argv.
 */}}
 {{- define "odoo.args" -}}
 - --config=/etc/odoo/odoo.conf
-- --db_user=$(DB_USER)
-- --db_password=$(DB_PASSWORD)
 {{- end -}}
 
 {{/* Environment of every Odoo container: credentials by Secret reference, addon settings in the open. */}}
 {{- define "odoo.env" -}}
-- name: DB_USER
+- name: PGUSER
   valueFrom:
     secretKeyRef:
       name: {{ .Values.database.existingSecret }}
       key: {{ .Values.database.userKey }}
-- name: DB_PASSWORD
+- name: PGPASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ .Values.database.existingSecret }}
