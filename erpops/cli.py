@@ -115,6 +115,24 @@ def size(ctx: click.Context, stack: str | None, as_json: bool) -> None:
                   "at the configured replicas\n")
 
 
+@cli.command("render")
+@click.option("--stack", "-s", default=None, help="Stack to render (default: every stack, each into OUT/<stack>).")
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the rendered objects to.")
+@click.pass_context
+def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path) -> None:
+    """Write what `pulumi up` would create (Kubernetes objects, chart objects, AWS resources, ops output)."""
+    from erpops import render  # imports Pulumi: only this command pays for it
+
+    root = _root(ctx)
+    if stack:
+        written = render.render_to(stack, out_dir, root)
+        out.print(f"[green]ok[/green] {stack}: {len(written)} files in {out_dir}")
+        return
+    for name, directory in render.render_all(out_dir, root).items():
+        out.print(f"[green]ok[/green] {name}: {directory}")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

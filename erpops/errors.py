@@ -3,8 +3,11 @@
 Exit codes follow a fixed table so scripts and CI can tell failures apart:
   1  unexpected internal error (a bug)
   2  bad input: spec, flags or values (nothing was changed)
-  3  a required service or tool is missing or unreachable
+  3  a required service or tool is missing or unreachable, or rejected our credentials
   4  an operation failed half-way and was rolled back
+  5  integrity: stored data does not match its checksums, or a source is corrupt
+  6  refused by a pre-flight check: nothing was changed (target exists, disk too small, versions)
+ 130 interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -53,3 +56,31 @@ class OperationFailed(ErpopsError):
     """An operation failed half-way; what it had built was rolled back."""
 
     exit_code = 4
+
+
+class CredentialsError(ServiceError):
+    """A service rejected the credentials it was given (or none were found). Never carries them."""
+
+
+class BackupError(OperationFailed):
+    """A backup, restore or prune step failed; what it had written was removed (the message says what)."""
+
+
+class IntegrityError(ErpopsError):
+    """Stored bytes do not match the recorded size/sha256, or a source file does not match its sha1 name."""
+
+    exit_code = 5
+
+
+class PreflightError(ErpopsError):
+    """A pre-flight check refused the operation before anything was changed.
+
+    Carries every failed check at once, each as one line with the fix.
+    """
+
+    exit_code = 6
+
+    def __init__(self, problems: list[str], what: str = "operation") -> None:
+        self.problems = problems
+        head = f"{what} refused by pre-flight checks (nothing was changed):"
+        super().__init__("\n".join([head] + [f"  - {p}" for p in problems]))

@@ -1,0 +1,1 @@
+"""Backups of Odoo databases: storage, engine, restore, Odoo zip interop and neutralization."""

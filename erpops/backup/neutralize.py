@@ -1,0 +1,776 @@
+"""Neutralize an Odoo 16.0-18.0 database the way `odoo-bin neutralize` does, then prove it.
+
+Odoo's neutralization (odoo/modules/neutralize.py, `neutralize_database`) reads the installed
+modules (state installed / to upgrade / to remove) and runs each one's `data/neutralize.sql`.
+erpops runs the same statements, written once in RULES below with the odoo/odoo file each comes
+from. A rule runs when its module is installed *and* every table and column it names exists, so
+one table serves 16.0, 17.0 and 18.0 (their schemas differ) and a database without, say,
+`fetchmail_server` never errors. Where erpops differs from Odoo, it is on purpose:
+
+- each statement only touches rows that are still live (`WHERE active`, ...): the result is the
+  same, the report counts real changes, and a second run changes nothing (Odoo's own base file
+  would insert a second dummy mail server);
+- the database identity is rotated as Odoo does for a copy (`ir.config_parameter.init(force=True)`
+  in odoo/service/db.py): a new `database.uuid` (so the copy stops reporting as production to
+  Odoo's publisher warranty and IAP) and a new `database.secret` (so signed links, tokens and
+  sessions minted by production stop validating). `database.create_date` is left: Odoo's
+  neutralization does not touch it;
+- `database.enterprise_code` is removed: a copy must not present the production subscription.
+
+Everything runs in ONE transaction (`psql --single-transaction`, ON_ERROR_STOP): a failing
+statement leaves the database as it was. Then a separate query, `live_items`, looks for anything
+that can still act on the outside world; while anything does, `neutralize` raises
+OperationFailed listing it, so success is never reported for a database that can still send mail,
+fetch mail, run crons or take payments.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from erpops.errors import OperationFailed, ServiceError, UsageError
+from erpops.pg import Pg, client_bin, quote_literal
+
+# The dummy outgoing server Odoo 17.0+ inserts so that a `--smtp` server given on the command line
+# cannot be used as a fallback. Its host is the reserved `.invalid` name: it can never deliver.
+MAIL_SINK_NAME = "neutralization - disable emails"
+MAIL_SINK_HOST = "invalid"
+WEBHOOK_SINK = "neutralization - disable webhook"
+# Crons that Odoo's base/data/neutralize.sql leaves active: (module, xml id name).
+ESSENTIAL_CRONS: tuple[tuple[str, str], ...] = (("base", "autovacuum_job"),)
+INSTALLED_STATES = ("installed", "to upgrade", "to remove")
+IDENTITY_KEYS = ("database.uuid", "database.secret")
+
+_SINK = f"name = {quote_literal(MAIL_SINK_NAME)} AND smtp_host = {quote_literal(MAIL_SINK_HOST)}"
+_ESSENTIAL_CRON_IDS = (
+    "SELECT res_id FROM ir_model_data WHERE model = 'ir.cron' AND ("
+    + " OR ".join(f"(module = {quote_literal(m)} AND name = {quote_literal(n)})" for m, n in ESSENTIAL_CRONS)
+    + ")"
+)
+
+ODOO = "odoo/odoo:addons/{}/data/neutralize.sql"
+ODOO_BASE = "odoo/odoo:odoo/addons/base/data/neutralize.sql"
+ENTERPRISE = "odoo/enterprise:{}/data/neutralize.sql (private repository: as reproduced by public tooling)"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One statement of one module's neutralize.sql.
+
+    module: the Odoo module whose file it comes from (None: erpops' own, runs whenever the
+    tables exist). source: that file, and the versions the statement was read from.
+    table: the table it changes (the key of the report's `changed`).
+    needs: further "table" or "table.column" names that must exist (the table itself always must).
+    """
+
+    module: str | None
+    source: str
+    table: str
+    sql: str
+    needs: tuple[str, ...] = ()
+
+    def requirements(self) -> tuple[str, ...]:
+        return (self.table, *self.needs)
+
+    @property
+    def counts_before(self) -> bool:
+        # TRUNCATE reports no row count: the rows are counted just before, in the same transaction.
+        return self.sql.lstrip().upper().startswith("TRUNCATE")
+
+
+RULES: tuple[Rule, ...] = (
+    # -- base: odoo/addons/base/data/neutralize.sql (16.0, 17.0, 18.0) ------------------------------
+    Rule(
+        "base",
+        ODOO_BASE + " 16.0-18.0: deactivate mail servers",
+        "ir_mail_server",
+        f"UPDATE ir_mail_server SET active = false WHERE active AND NOT ({_SINK})",
+    ),
+    Rule(
+        "base",
+        ODOO_BASE + " 17.0-18.0: insert a dummy mail server so no command-line server is a fallback",
+        "ir_mail_server",
+        "INSERT INTO ir_mail_server (name, smtp_port, smtp_host, smtp_encryption, active, smtp_authentication) "
+        f"SELECT {quote_literal(MAIL_SINK_NAME)}, 1025, {quote_literal(MAIL_SINK_HOST)}, 'none', true, 'login' "
+        f"WHERE NOT EXISTS (SELECT 1 FROM ir_mail_server WHERE active AND {_SINK})",
+        needs=("ir_mail_server.smtp_authentication",),
+    ),
+    Rule(
+        "base",
+        ODOO_BASE + " 16.0-18.0: deactivate crons but base.autovacuum_job",
+        "ir_cron",
+        f"UPDATE ir_cron SET active = false WHERE active AND id NOT IN ({_ESSENTIAL_CRON_IDS})",
+        needs=("ir_model_data",),
+    ),
+    Rule(
+        "base",
+        ODOO_BASE + " 16.0-18.0: neutralization flag",
+        "ir_config_parameter",
+        "INSERT INTO ir_config_parameter (key, value) VALUES ('database.is_neutralized', 'true') "
+        "ON CONFLICT (key) DO UPDATE SET value = 'true' WHERE ir_config_parameter.value IS DISTINCT FROM 'true'",
+    ),
+    Rule(
+        "base",
+        ODOO_BASE + " 17.0-18.0: deactivate webhooks",
+        "ir_act_server",
+        f"UPDATE ir_act_server SET webhook_url = {quote_literal(WEBHOOK_SINK)} "
+        f"WHERE state = 'webhook' AND webhook_url IS DISTINCT FROM {quote_literal(WEBHOOK_SINK)}",
+        needs=("ir_act_server.webhook_url", "ir_act_server.state"),
+    ),
+    # -- mail: addons/mail/data/neutralize.sql (16.0; 17.0 absorbed fetchmail's; 18.0 renamed push) ----
+    Rule(
+        "mail",
+        ODOO.format("mail") + " 16.0-18.0: deactivate mail template servers",
+        "mail_template",
+        "UPDATE mail_template SET mail_server_id = NULL WHERE mail_server_id IS NOT NULL",
+        needs=("mail_template.mail_server_id",),
+    ),
+    Rule(
+        "mail",
+        ODOO.format("mail") + " 17.0-18.0: deactivate fetchmail servers",
+        "fetchmail_server",
+        "UPDATE fetchmail_server SET active = false WHERE active",
+    ),
+    Rule(
+        "fetchmail",
+        ODOO.format("fetchmail") + " 16.0 (merged into mail in 17.0): deactivate fetchmail servers",
+        "fetchmail_server",
+        "UPDATE fetchmail_server SET active = false WHERE active",
+    ),
+    Rule(
+        "mail",
+        ODOO.format("mail") + " 17.0-18.0: reset web push, delete VAPID keys",
+        "ir_config_parameter",
+        "DELETE FROM ir_config_parameter WHERE key IN "
+        "('mail.web_push_vapid_private_key', 'mail.web_push_vapid_public_key', 'mail.sfu_server_key')",
+    ),
+    Rule(
+        "mail",
+        ODOO.format("mail") + " 17.0: delete delayed web push messages",
+        "mail_notification_web_push",
+        "TRUNCATE mail_notification_web_push",
+    ),
+    Rule(
+        "mail",
+        ODOO.format("mail") + " 17.0: delete the partners' push devices",
+        "mail_partner_device",
+        "TRUNCATE mail_partner_device CASCADE",
+    ),
+    Rule("mail", ODOO.format("mail") + " 18.0: delete delayed web push messages", "mail_push", "TRUNCATE mail_push"),
+    Rule(
+        "mail",
+        ODOO.format("mail") + " 18.0: delete the partners' push devices",
+        "mail_push_device",
+        "DELETE FROM mail_push_device",
+    ),
+    # -- iap ------------------------------------------------------------------------------------------
+    Rule(
+        "iap",
+        ODOO.format("iap") + " 16.0-18.0: disable IAP account tokens",
+        "iap_account",
+        r"UPDATE iap_account SET account_token = REGEXP_REPLACE(account_token, '(\+.*)?$', '+disabled') "
+        "WHERE account_token NOT LIKE '%+disabled'",
+        needs=("iap_account.account_token",),
+    ),
+    # -- payment ----------------------------------------------------------------------------------------
+    Rule(
+        "payment",
+        ODOO.format("payment") + " 16.0-18.0: disable payment providers",
+        "payment_provider",
+        "UPDATE payment_provider SET state = 'disabled' WHERE state NOT IN ('test', 'disabled')",
+        needs=("payment_provider.state",),
+    ),
+    Rule(
+        "payment_stripe",
+        ODOO.format("payment_stripe") + " 16.0-18.0: drop Stripe keys",
+        "payment_provider",
+        "UPDATE payment_provider SET stripe_secret_key = NULL, stripe_publishable_key = NULL, "
+        "stripe_webhook_secret = NULL WHERE stripe_secret_key IS NOT NULL OR stripe_publishable_key IS NOT NULL "
+        "OR stripe_webhook_secret IS NOT NULL",
+        needs=(
+            "payment_provider.stripe_secret_key",
+            "payment_provider.stripe_publishable_key",
+            "payment_provider.stripe_webhook_secret",
+        ),
+    ),
+    # -- delivery -----------------------------------------------------------------------------------------
+    Rule(
+        "delivery",
+        ODOO.format("delivery") + " 16.0-18.0: carriers out of production",
+        "delivery_carrier",
+        "UPDATE delivery_carrier SET prod_environment = false WHERE prod_environment",
+        needs=("delivery_carrier.prod_environment",),
+    ),
+    Rule(
+        "delivery",
+        ODOO.format("delivery") + " 16.0-18.0: deactivate external carriers",
+        "delivery_carrier",
+        "UPDATE delivery_carrier SET active = false WHERE active AND delivery_type NOT IN ('fixed', 'base_on_rule')",
+        needs=("delivery_carrier.delivery_type",),
+    ),
+    # -- web, website ---------------------------------------------------------------------------------------
+    Rule(
+        "web",
+        ODOO.format("web") + " 16.0-18.0: show the neutralization banner",
+        "ir_ui_view",
+        "UPDATE ir_ui_view SET active = true WHERE key = 'web.neutralize_banner' AND NOT active",
+        needs=("ir_ui_view.key",),
+    ),
+    Rule(
+        "website",
+        ODOO.format("website") + " 16.0-18.0: delete website domains",
+        "website",
+        "UPDATE website SET domain = NULL WHERE domain IS NOT NULL",
+        needs=("website.domain",),
+    ),
+    Rule(
+        "website",
+        ODOO.format("website") + " 16.0-18.0: show the neutralization ribbon",
+        "ir_ui_view",
+        "UPDATE ir_ui_view SET active = true WHERE key = 'website.neutralize_ribbon' AND NOT active",
+        needs=("ir_ui_view.key",),
+    ),
+    Rule(
+        "website",
+        ODOO.format("website") + " 17.0-18.0: disable the CDN",
+        "website",
+        "UPDATE website SET cdn_activated = false WHERE cdn_activated",
+        needs=("website.cdn_activated",),
+    ),
+    Rule(
+        "website",
+        ODOO.format("website") + " (later than 17.0; applied to all): robots.txt disallows all",
+        "website",
+        r"UPDATE website SET robots_txt = E'User-agent: *\nDisallow: /' "
+        r"WHERE robots_txt IS DISTINCT FROM E'User-agent: *\nDisallow: /'",
+        needs=("website.robots_txt",),
+    ),
+    # -- calendar sync tokens -----------------------------------------------------------------------------
+    Rule(
+        "google_calendar",
+        ODOO.format("google_calendar") + " 17.0-18.0: drop Google calendar tokens",
+        "res_users_settings",
+        "UPDATE res_users_settings SET google_calendar_rtoken = NULL, google_calendar_token = NULL, "
+        "google_synchronization_stopped = true WHERE google_calendar_rtoken IS NOT NULL "
+        "OR google_calendar_token IS NOT NULL OR google_synchronization_stopped IS NOT TRUE",
+        needs=(
+            "res_users_settings.google_calendar_rtoken",
+            "res_users_settings.google_calendar_token",
+            "res_users_settings.google_synchronization_stopped",
+        ),
+    ),
+    Rule(
+        "google_calendar",
+        ODOO.format("google_calendar") + " 16.0: drop Google calendar tokens",
+        "google_calendar_credentials",
+        "UPDATE google_calendar_credentials SET calendar_rtoken = NULL, calendar_token = NULL, "
+        "synchronization_stopped = true WHERE calendar_rtoken IS NOT NULL OR calendar_token IS NOT NULL "
+        "OR synchronization_stopped IS NOT TRUE",
+        needs=("google_calendar_credentials.calendar_rtoken", "google_calendar_credentials.synchronization_stopped"),
+    ),
+    Rule(
+        "microsoft_calendar",
+        ODOO.format("microsoft_calendar") + " 16.0-18.0: drop Microsoft tokens",
+        "res_users",
+        "UPDATE res_users SET microsoft_calendar_token = NULL, microsoft_calendar_rtoken = NULL "
+        "WHERE microsoft_calendar_token IS NOT NULL OR microsoft_calendar_rtoken IS NOT NULL",
+        needs=("res_users.microsoft_calendar_token", "res_users.microsoft_calendar_rtoken"),
+    ),
+    Rule(
+        "microsoft_calendar",
+        ODOO.format("microsoft_calendar") + " 17.0-18.0: stop Microsoft sync",
+        "res_users_settings",
+        "UPDATE res_users_settings SET microsoft_calendar_sync_token = NULL, "
+        "microsoft_synchronization_stopped = true, microsoft_last_sync_date = NULL "
+        "WHERE microsoft_calendar_sync_token IS NOT NULL "
+        "OR microsoft_synchronization_stopped IS NOT TRUE OR microsoft_last_sync_date IS NOT NULL",
+        needs=(
+            "res_users_settings.microsoft_calendar_sync_token",
+            "res_users_settings.microsoft_synchronization_stopped",
+            "res_users_settings.microsoft_last_sync_date",
+        ),
+    ),
+    Rule(
+        "microsoft_calendar",
+        ODOO.format("microsoft_calendar") + " 16.0: stop Microsoft sync",
+        "microsoft_calendar_credentials",
+        "UPDATE microsoft_calendar_credentials SET calendar_sync_token = NULL, synchronization_stopped = true, "
+        "last_sync_date = NULL WHERE calendar_sync_token IS NOT NULL OR synchronization_stopped IS NOT TRUE "
+        "OR last_sync_date IS NOT NULL",
+        needs=(
+            "microsoft_calendar_credentials.calendar_sync_token",
+            "microsoft_calendar_credentials.synchronization_stopped",
+            "microsoft_calendar_credentials.last_sync_date",
+        ),
+    ),
+    # -- e-invoicing proxies ----------------------------------------------------------------------------------
+    Rule(
+        "account_edi_proxy_client",
+        ODOO.format("account_edi_proxy_client") + " 17.0-18.0: EDI users to test/demo",
+        "account_edi_proxy_client_user",
+        "UPDATE account_edi_proxy_client_user SET edi_mode = CASE WHEN proxy_type IN "
+        "('l10n_it_edi', 'peppol', 'nemhandel') THEN 'demo' ELSE 'test' END "
+        "WHERE proxy_type NOT IN ('l10n_my_edi', 'l10n_gr_edi') AND edi_mode IS DISTINCT FROM CASE WHEN proxy_type IN "
+        "('l10n_it_edi', 'peppol', 'nemhandel') THEN 'demo' ELSE 'test' END",
+        needs=("account_edi_proxy_client_user.edi_mode", "account_edi_proxy_client_user.proxy_type"),
+    ),
+    Rule(
+        "account_peppol",
+        ODOO.format("account_peppol") + " 17.0-18.0: Peppol in test mode",
+        "ir_config_parameter",
+        "UPDATE ir_config_parameter SET value = 'test' WHERE key = 'account_peppol.edi.mode' AND value <> 'test'",
+    ),
+    Rule(
+        "l10n_my_edi",
+        ODOO.format("l10n_my_edi") + " 17.0-18.0: archive MyInvois proxy users",
+        "account_edi_proxy_client_user",
+        "UPDATE account_edi_proxy_client_user SET active = false WHERE proxy_type = 'l10n_my_edi' AND active",
+        needs=("account_edi_proxy_client_user.active", "account_edi_proxy_client_user.proxy_type"),
+    ),
+    Rule(
+        "l10n_gr_edi",
+        ODOO.format("l10n_gr_edi") + " 18.0: archive myDATA proxy users",
+        "account_edi_proxy_client_user",
+        "UPDATE account_edi_proxy_client_user SET active = false WHERE proxy_type = 'l10n_gr_edi' AND active",
+        needs=("account_edi_proxy_client_user.active", "account_edi_proxy_client_user.proxy_type"),
+    ),
+    # -- enterprise modules (guarded like the rest: they run only where the module is installed) ------------
+    Rule(
+        "account_online_synchronization",
+        ENTERPRISE.format("account_online_synchronization") + ": unbind bank links",
+        "account_online_link",
+        "UPDATE account_online_link SET client_id = 'duplicate' WHERE client_id IS DISTINCT FROM 'duplicate'",
+        needs=("account_online_link.client_id",),
+    ),
+    Rule(
+        "account_online_synchronization",
+        ENTERPRISE.format("account_online_synchronization") + ": provider data",
+        "account_online_link",
+        "UPDATE account_online_link SET provider_data = '' WHERE provider_data IS DISTINCT FROM ''",
+        needs=("account_online_link.provider_data",),
+    ),
+    Rule(
+        "social_facebook",
+        ENTERPRISE.format("social_facebook") + ": drop Facebook tokens",
+        "social_account",
+        "UPDATE social_account SET facebook_account_id = NULL, facebook_access_token = NULL "
+        "WHERE facebook_account_id IS NOT NULL OR facebook_access_token IS NOT NULL",
+        needs=("social_account.facebook_account_id", "social_account.facebook_access_token"),
+    ),
+    Rule(
+        "social_instagram",
+        ENTERPRISE.format("social_instagram") + ": drop Instagram tokens",
+        "social_account",
+        "UPDATE social_account SET instagram_account_id = NULL, instagram_facebook_account_id = NULL, "
+        "instagram_access_token = NULL WHERE instagram_account_id IS NOT NULL "
+        "OR instagram_facebook_account_id IS NOT NULL OR instagram_access_token IS NOT NULL",
+        needs=(
+            "social_account.instagram_account_id",
+            "social_account.instagram_facebook_account_id",
+            "social_account.instagram_access_token",
+        ),
+    ),
+    Rule(
+        "social_linkedin",
+        ENTERPRISE.format("social_linkedin") + ": drop LinkedIn tokens",
+        "social_account",
+        "UPDATE social_account SET linkedin_account_urn = NULL, linkedin_access_token = NULL "
+        "WHERE linkedin_account_urn IS NOT NULL OR linkedin_access_token IS NOT NULL",
+        needs=("social_account.linkedin_account_urn", "social_account.linkedin_access_token"),
+    ),
+    Rule(
+        "social_twitter",
+        ENTERPRISE.format("social_twitter") + ": drop X/Twitter tokens",
+        "social_account",
+        "UPDATE social_account SET twitter_user_id = NULL, twitter_oauth_token = NULL, "
+        "twitter_oauth_token_secret = NULL WHERE twitter_user_id IS NOT NULL OR twitter_oauth_token IS NOT NULL "
+        "OR twitter_oauth_token_secret IS NOT NULL",
+        needs=(
+            "social_account.twitter_user_id",
+            "social_account.twitter_oauth_token",
+            "social_account.twitter_oauth_token_secret",
+        ),
+    ),
+    Rule(
+        "social_youtube",
+        ENTERPRISE.format("social_youtube") + ": drop YouTube tokens",
+        "social_account",
+        "UPDATE social_account SET youtube_channel_id = NULL, youtube_access_token = NULL, "
+        "youtube_refresh_token = NULL, youtube_token_expiration_date = NULL, youtube_upload_playlist_id = NULL "
+        "WHERE youtube_channel_id IS NOT NULL OR youtube_access_token IS NOT NULL "
+        "OR youtube_refresh_token IS NOT NULL",
+        needs=(
+            "social_account.youtube_channel_id",
+            "social_account.youtube_access_token",
+            "social_account.youtube_refresh_token",
+            "social_account.youtube_token_expiration_date",
+            "social_account.youtube_upload_playlist_id",
+        ),
+    ),
+    Rule(
+        "social_push_notifications",
+        ENTERPRISE.format("social_push_notifications") + ": unset Firebase",
+        "website",
+        "UPDATE website SET firebase_enable_push_notifications = false, firebase_use_own_account = false, "
+        "firebase_project_id = NULL, firebase_web_api_key = NULL, firebase_push_certificate_key = NULL, "
+        "firebase_sender_id = NULL WHERE firebase_enable_push_notifications OR firebase_use_own_account "
+        "OR firebase_project_id IS NOT NULL OR firebase_web_api_key IS NOT NULL",
+        needs=(
+            "website.firebase_enable_push_notifications",
+            "website.firebase_use_own_account",
+            "website.firebase_project_id",
+            "website.firebase_web_api_key",
+            "website.firebase_push_certificate_key",
+            "website.firebase_sender_id",
+        ),
+    ),
+    Rule(
+        "web_map",
+        ENTERPRISE.format("web_map") + ": drop the MapBox token (valid per URL)",
+        "ir_config_parameter",
+        "DELETE FROM ir_config_parameter WHERE key = 'web_map.token_map_box'",
+    ),
+    # -- erpops' own ------------------------------------------------------------------------------------------
+    Rule(
+        None,
+        "erpops: a copy must not present the production subscription code",
+        "ir_config_parameter",
+        "DELETE FROM ir_config_parameter WHERE key = 'database.enterprise_code'",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    """One kind of live item: `sql` returns one line of text per live row. Runs where `needs` exist."""
+
+    needs: tuple[str, ...]
+    sql: str
+
+
+def _live_checks(schema: Schema) -> list[LiveCheck]:
+    def name(table: str, column: str = "name") -> str:
+        # Translatable names are jsonb from 16.0 on; show the English one.
+        kind = schema.column_type(table, column)
+        if kind is None:
+            return "''"
+        return f"coalesce({column}->>'en_US', {column}::text)" if kind == "jsonb" else f"{column}::text"
+
+    cron_xmlid = (
+        "coalesce((SELECT string_agg(d.module || '.' || d.name, ',') FROM ir_model_data d "
+        "WHERE d.model = 'ir.cron' AND d.res_id = c.id), 'no xml id')"
+    )
+    return [
+        LiveCheck(
+            ("ir_mail_server.active", "ir_mail_server.smtp_host"),
+            "SELECT format('ir_mail_server #%s %s (%s:%s) is active', id, "
+            + name("ir_mail_server")
+            + f", smtp_host, smtp_port) FROM ir_mail_server WHERE active "
+            f"AND smtp_host IS DISTINCT FROM {quote_literal(MAIL_SINK_HOST)}",
+        ),
+        LiveCheck(
+            ("fetchmail_server.active",),
+            "SELECT format('fetchmail_server #%s %s (%s) is active', id, "
+            + name("fetchmail_server")
+            + ", server) FROM fetchmail_server WHERE active",
+        ),
+        LiveCheck(
+            ("ir_cron.active", "ir_model_data"),
+            "SELECT format('ir_cron #%s %s (%s) is active', c.id, "
+            + cron_xmlid
+            + ", "
+            + name("ir_cron", "cron_name")
+            + f") FROM ir_cron c WHERE c.active AND c.id NOT IN "
+            f"({_ESSENTIAL_CRON_IDS})",
+        ),
+        LiveCheck(
+            ("payment_provider.state",),
+            "SELECT format('payment_provider #%s %s is enabled', id, "
+            + name("payment_provider")
+            + ") FROM payment_provider WHERE state = 'enabled'",
+        ),
+        LiveCheck(
+            ("delivery_carrier.prod_environment",),
+            "SELECT format('delivery_carrier #%s %s is in production mode', id, "
+            + name("delivery_carrier")
+            + ") FROM delivery_carrier WHERE prod_environment",
+        ),
+        LiveCheck(
+            ("ir_act_server.webhook_url", "ir_act_server.state"),
+            "SELECT format('ir_act_server #%s sends webhooks to %s', id, webhook_url) FROM ir_act_server "
+            f"WHERE state = 'webhook' AND webhook_url IS DISTINCT FROM {quote_literal(WEBHOOK_SINK)}",
+        ),
+        LiveCheck(
+            ("iap_account.account_token",),
+            "SELECT format('iap_account #%s (%s) holds a live token', id, service_name) FROM iap_account "
+            "WHERE account_token NOT LIKE '%+disabled'",
+        ),
+        LiveCheck(
+            ("account_edi_proxy_client_user.edi_mode",),
+            "SELECT format('account_edi_proxy_client_user #%s (%s) is in production mode', id, "
+            + ("proxy_type" if schema.has("account_edi_proxy_client_user.proxy_type") else "''")
+            + ") FROM account_edi_proxy_client_user WHERE edi_mode = 'prod'"
+            + (" AND active" if schema.has("account_edi_proxy_client_user.active") else ""),
+        ),
+        LiveCheck(
+            ("ir_config_parameter",),
+            "SELECT 'ir_config_parameter database.enterprise_code is set' WHERE EXISTS (SELECT 1 "
+            "FROM ir_config_parameter WHERE key = 'database.enterprise_code' AND coalesce(value, '') <> '')",
+        ),
+        LiveCheck(
+            ("ir_config_parameter",),
+            "SELECT 'ir_config_parameter database.is_neutralized is not true' WHERE NOT EXISTS (SELECT 1 "
+            "FROM ir_config_parameter WHERE key = 'database.is_neutralized' "
+            "AND lower(value) IN ('true', '1'))",
+        ),
+    ]
+
+
+class Schema:
+    """The tables and columns (with their types) of the public schema that erpops cares about."""
+
+    def __init__(self, columns: dict[str, dict[str, str]]) -> None:
+        self.columns = columns
+
+    @classmethod
+    def probe(cls, pg: Pg, db: str, tables: Iterable[str]) -> Schema:
+        names = sorted(set(tables))
+        array = "ARRAY[" + ", ".join(quote_literal(t) for t in names) + "]::text[]"
+        out = pg.psql(
+            "SELECT c.relname, a.attname, t.typname FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_type t ON t.oid = a.atttypid "
+            f"WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped "
+            f"AND c.relname = ANY({array})",
+            db,
+        )
+        columns: dict[str, dict[str, str]] = {}
+        for line in out.splitlines():
+            table, column, kind = line.split("|")
+            columns.setdefault(table, {})[column] = kind
+        return cls(columns)
+
+    def has(self, name: str) -> bool:
+        table, _, column = name.partition(".")
+        if table not in self.columns:
+            return False
+        return not column or column in self.columns[table]
+
+    def column_type(self, table: str, column: str) -> str | None:
+        return self.columns.get(table, {}).get(column)
+
+
+def _tables_of(names: Iterable[str]) -> set[str]:
+    return {n.partition(".")[0] for n in names}
+
+
+def _probe(pg: Pg, db: str) -> Schema:
+    if not pg.database_exists(db):
+        raise UsageError(f"database {db!r} does not exist on {pg.host}:{pg.port}; check the name (psql -l)")
+    tables = _tables_of(n for rule in RULES for n in rule.requirements())
+    tables |= {"ir_module_module", "ir_config_parameter", "ir_cron", "ir_model_data", "ir_mail_server"}
+    tables |= _tables_of(n for check in _live_checks(Schema({})) for n in check.needs)
+    schema = Schema.probe(pg, db, tables)
+    missing = [t for t in ("ir_module_module", "ir_config_parameter", "ir_cron") if not schema.has(t)]
+    if missing:
+        raise UsageError(
+            f"database {db!r} is not an Odoo database (no {', '.join(missing)}); point erpops at the Odoo database"
+        )
+    return schema
+
+
+def live_items(pg: Pg, db: str) -> list[str]:
+    """What in `db` can still act on the outside world, one line each; [] once neutralized.
+
+    Active mail servers (but Odoo's dummy `invalid` one), active fetchmail servers, active crons but
+    the ones Odoo keeps (base.autovacuum_job), enabled payment providers, carriers in production
+    mode, live webhooks, live IAP tokens, e-invoicing proxies in production, an enterprise code,
+    and a missing `database.is_neutralized`. Checks whose tables are absent are skipped.
+    """
+    return _live_items(pg, db, _probe(pg, db))
+
+
+def _live_items(pg: Pg, db: str, schema: Schema) -> list[str]:
+    checks = [c for c in _live_checks(schema) if all(schema.has(n) for n in c.needs)]
+    if not checks:
+        return []
+    sql = "\nUNION ALL\n".join(f"({c.sql})" for c in checks)
+    out = pg.psql(f"SELECT line FROM ({sql}) AS live(line) ORDER BY 1", db)
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def read_identity(pg: Pg, db: str) -> dict[str, str | None]:
+    """database.uuid and database.secret as stored (None where missing)."""
+    keys = ", ".join(quote_literal(k) for k in IDENTITY_KEYS)
+    out = pg.psql(f"SELECT key, value FROM ir_config_parameter WHERE key IN ({keys})", db)
+    found = dict(line.split("|", 1) for line in out.splitlines() if "|" in line)
+    return {key: found.get(key) for key in IDENTITY_KEYS}
+
+
+def new_identity() -> dict[str, str]:
+    """Fresh values for database.uuid and database.secret (both uuid4, the form Odoo reads)."""
+    return {"database.uuid": str(uuid.uuid4()), "database.secret": str(uuid.uuid4())}
+
+
+def identity_sql(values: dict[str, str]) -> str:
+    """Statements that set ir_config_parameter keys to values (insert or overwrite)."""
+    return "\n".join(
+        "INSERT INTO ir_config_parameter (key, value) "
+        f"VALUES ({quote_literal(key)}, {quote_literal(value)}) "
+        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;"
+        for key, value in values.items()
+    )
+
+
+def applicable_rules(installed: set[str], schema: Schema) -> list[Rule]:
+    """The rules that run on a database with these installed modules and this schema, in order."""
+    return [
+        rule
+        for rule in RULES
+        if (rule.module is None or rule.module in installed) and all(schema.has(n) for n in rule.requirements())
+    ]
+
+
+def _installed_modules(pg: Pg, db: str) -> set[str]:
+    states = ", ".join(quote_literal(s) for s in INSTALLED_STATES)
+    out = pg.psql(f"SELECT name FROM ir_module_module WHERE state IN ({states})", db)
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+_TAG = re.compile(r"^(?:UPDATE|DELETE) (\d+)$|^INSERT \d+ (\d+)$")
+_ERROR_LINE = re.compile(r"<stdin>:(\d+): ERROR")
+
+
+def _script(rules: list[Rule], identity: dict[str, str]) -> tuple[str, list[int]]:
+    """The psql script: a marker line echoed before each rule, so each rule's row count can be read.
+
+    Returns the script and the line on which each rule starts (to name the rule a failure came from).
+    """
+    lines = ["SET LOCAL lock_timeout = '60s';"]
+    starts: list[int] = []
+    for i, rule in enumerate(rules):
+        lines.append(f"\\echo @@{i}")
+        starts.append(len(lines) + 1)
+        if rule.counts_before:
+            lines.append(f"SELECT count(*) FROM {rule.table};")
+        lines.append(rule.sql.strip().rstrip(";") + ";")
+    lines.append("\\echo @@identity")
+    lines.append(identity_sql(identity))
+    return "\n".join(lines) + "\n", starts
+
+
+def _row_counts(out: str, rules: list[Rule]) -> list[int]:
+    sections: dict[int, list[str]] = {}
+    current: int | None = None
+    for line in out.splitlines():
+        if line.startswith("@@"):
+            current = int(line[2:]) if line[2:].isdigit() else None
+            continue
+        if current is not None:
+            sections.setdefault(current, []).append(line.strip())
+    counts = []
+    for i, rule in enumerate(rules):
+        lines = sections.get(i, [])
+        rows = 0
+        if rule.counts_before:
+            rows = next((int(x) for x in lines if x.isdigit()), 0)
+        else:
+            for line in lines:
+                match = _TAG.match(line)
+                if match:
+                    rows = int(match.group(1) or match.group(2))
+        counts.append(rows)
+    return counts
+
+
+def _run_in_one_transaction(pg: Pg, db: str, script: str, starts: list[int], rules: list[Rule]) -> str:
+    argv = [client_bin("psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", db, "-f", "-"]
+    try:
+        proc = subprocess.run(
+            argv, input=script, capture_output=True, text=True, env=pg.env(), timeout=600, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise OperationFailed(f"neutralize {db}: did not finish within 600 s; rolled back, nothing changed") from exc
+    if proc.returncode == 0:
+        return proc.stdout
+    err = "\n".join(line for line in proc.stderr.strip().splitlines() if ": NOTICE: " not in line)
+    where = ""
+    match = _ERROR_LINE.search(err)
+    if match:
+        line = int(match.group(1))
+        failed = [rule for start, rule in zip(starts, rules, strict=True) if start <= line]
+        if failed:
+            where = f" in the rule from {failed[-1].source}"
+    if proc.returncode == 2 or "could not connect" in err or "connection to server" in err:
+        raise ServiceError(f"neutralize {db}: cannot reach PostgreSQL at {pg.host}:{pg.port}: {err}")
+    raise OperationFailed(f"neutralize {db}: a statement failed{where}; rolled back, nothing changed:\n{err}")
+
+
+class NeutralizationIncomplete(OperationFailed):
+    """Neutralization committed, yet something can still act on the outside: never start Odoo on it."""
+
+    def __init__(self, db: str, remaining: list[str], report: dict) -> None:
+        self.db = db
+        self.remaining = remaining
+        self.report = report
+        lines = "\n".join(f"  - {item}" for item in remaining)
+        super().__init__(
+            f"neutralize {db}: {len(remaining)} live item{'s' if len(remaining) != 1 else ''} remain after "
+            f"neutralization; do not start Odoo on this database until they are gone "
+            f"(a trigger, a custom module or a concurrent session re-enabled them?):\n{lines}"
+        )
+
+
+def neutralize(pg: Pg, db: str) -> dict:
+    """Neutralize `db` like Odoo 16.0-18.0 does, rotate its identity, and prove nothing live remains.
+
+    Returns {db, modules_applied, statements, changed: {table: rows}, remaining: [], uuid_changed,
+    secret_changed, is_neutralized, uuid, kept_crons}. Raises UsageError when db is missing or not
+    Odoo, OperationFailed when a statement fails (rolled back, nothing changed) or when, after the
+    commit, anything live remains (listed in the message and in `exc.remaining`).
+    """
+    schema = _probe(pg, db)
+    installed = _installed_modules(pg, db)
+    rules = applicable_rules(installed, schema)
+    before = read_identity(pg, db)
+    identity = new_identity()
+    script, starts = _script(rules, identity)
+    out = _run_in_one_transaction(pg, db, script, starts, rules)
+    counts = _row_counts(out, rules)
+
+    statements = [
+        {"module": rule.module or "erpops", "source": rule.source, "table": rule.table, "rows": rows}
+        for rule, rows in zip(rules, counts, strict=True)
+    ]
+    changed: dict[str, int] = {}
+    for st in statements:
+        changed[st["table"]] = changed.get(st["table"], 0) + st["rows"]
+
+    # Verification, in its own query after the commit: what any other session now sees.
+    remaining = _live_items(pg, db, schema)
+    after = read_identity(pg, db)
+    uuid_changed = after["database.uuid"] == identity["database.uuid"] != before["database.uuid"]
+    secret_changed = after["database.secret"] == identity["database.secret"] != before["database.secret"]
+    if not uuid_changed:
+        remaining.append("ir_config_parameter database.uuid was not replaced")
+    if not secret_changed:
+        remaining.append("ir_config_parameter database.secret was not replaced")
+    report = {
+        "db": db,
+        "modules_applied": sorted({rule.module for rule in rules if rule.module}),
+        "statements": statements,
+        "changed": changed,
+        "remaining": remaining,
+        "uuid_changed": uuid_changed,
+        "secret_changed": secret_changed,
+        "is_neutralized": not any("is_neutralized" in item for item in remaining),
+        "uuid": after["database.uuid"],
+        "kept_crons": [f"{m}.{n}" for m, n in ESSENTIAL_CRONS],
+    }
+    if remaining:
+        raise NeutralizationIncomplete(db, remaining, report)
+    return report

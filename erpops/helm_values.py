@@ -1,0 +1,208 @@
+"""Names every Pulumi component gives its objects, and the Odoo chart's values derived from the spec.
+
+Pure: no Pulumi, no I/O. The Pulumi program (infra/) names its objects from `refs_for()` and passes
+`odoo_values(sized, refs)` to the chart; `erpops render` renders the chart with those same values.
+Secrets are passed by reference only: a Secret name and a key, never a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from erpops.spec import Sized
+from erpops.units import format_mib_quantity
+
+POSTGRES_PORT = 5432
+REDIS_PORT = 6379
+ODOO_HTTP_PORT = 8069
+ODOO_WEBSOCKET_PORT = 8072
+
+
+@dataclass(frozen=True)
+class Refs:
+    """Names of the objects of one stack: Services, Secrets (name + key), ServiceAccounts, buckets."""
+
+    stack: str
+    namespace: str
+    # Odoo (helm/odoo, release `odoo_release`): object names are <release>-<component>
+    odoo_release: str
+    odoo_web_service: str
+    odoo_web_sa: str
+    odoo_cron_sa: str
+    odoo_admin_secret: str
+    odoo_admin_key: str
+    # PostgreSQL (CloudNativePG)
+    pg_cluster: str
+    pg_rw_service: str
+    pg_app_secret: str  # made by CloudNativePG: keys username, password, uri, ...
+    pg_owner: str
+    pooler: str  # the Pooler and its Service share this name
+    scheduled_backup: str
+    # Redis
+    redis_service: str
+    redis_sa: str
+    redis_secret: str
+    redis_password_key: str
+    redis_prefix: str
+    # Object storage: one Secret read by Odoo (attachment_s3) and by CloudNativePG (barman)
+    s3_secret: str
+    s3_access_key_id_key: str
+    s3_secret_access_key_key: str
+    filestore_bucket: str
+    backup_bucket: str
+
+
+def refs_for(sized: Sized) -> Refs:
+    """Every name is fixed per stack (no auto-naming), so runbooks and health checks can rely on them."""
+    release = "odoo"
+    cluster = "odoo-db"
+    storage = sized.spec.object_storage
+    return Refs(
+        stack=sized.stack,
+        namespace=sized.namespace,
+        odoo_release=release,
+        odoo_web_service=f"{release}-web",
+        odoo_web_sa=f"{release}-web",
+        odoo_cron_sa=f"{release}-cron",
+        odoo_admin_secret=f"{release}-admin",
+        odoo_admin_key="admin-password",
+        pg_cluster=cluster,
+        pg_rw_service=f"{cluster}-rw",
+        pg_app_secret=f"{cluster}-app",
+        pg_owner="odoo",
+        pooler=f"{cluster}-pooler-rw",
+        scheduled_backup=f"{cluster}-scheduled",
+        redis_service="redis",
+        redis_sa="redis",
+        redis_secret="redis-auth",  # noqa: S106 (a Secret's name or key, not a value)
+        redis_password_key="redis-password",  # noqa: S106 (a Secret's name or key, not a value)
+        # one Redis per stack already, the prefix keeps sessions apart should two stacks ever share one
+        redis_prefix=f"erpops-{sized.stack}",
+        s3_secret="object-storage-credentials",  # noqa: S106 (a Secret's name or key, not a value)
+        s3_access_key_id_key="access-key-id",
+        s3_secret_access_key_key="secret-access-key",  # noqa: S106 (a Secret's name or key, not a value)
+        filestore_bucket=storage.filestore_bucket,
+        backup_bucket=storage.backup_bucket,
+    )
+
+
+def _resources(cpu: str, memory_mib: int) -> dict[str, Any]:
+    # requests = limits: Guaranteed QoS, and the namespace quota sums to exactly what runs
+    quantity = {"cpu": str(cpu), "memory": format_mib_quantity(memory_mib)}
+    return {"requests": dict(quantity), "limits": dict(quantity)}
+
+
+def s3_endpoint_host(endpoint: str | None) -> str:
+    """`https://minio.example.com:9000/` -> `minio.example.com:9000` (attachment_s3's AWS_HOST)."""
+    if not endpoint:
+        return ""
+    parts = urlsplit(endpoint)
+    return parts.netloc or parts.path.strip("/")
+
+
+def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """The helm/odoo values of one stack: spec + sizing + the names of the objects the other components make.
+
+    `pod_annotations` roll the Odoo pods when something they read only at start changes (e.g. the Redis
+    password rotation marker), without putting the changed value itself in the values.
+    """
+    spec = sized.spec
+    odoo, web, cron = spec.odoo, spec.odoo.web, spec.odoo.cron
+    storage = spec.object_storage
+    if "@" in odoo.image:
+        repository, digest = odoo.image.split("@", 1)
+        image = {"repository": repository, "tag": "", "digest": digest}
+    else:
+        repository, _, tag = odoo.image.rpartition(":")
+        image = {"repository": repository, "tag": tag, "digest": ""}
+    annotations = dict(pod_annotations or {})
+    autoscale = web.autoscale
+    values: dict[str, Any] = {
+        "fullnameOverride": refs.odoo_release,
+        "commonLabels": {"erpops.io/stack": sized.stack},
+        "image": {**image, "pullPolicy": "IfNotPresent"},
+        "odoo": {
+            "version": odoo.version,
+            "proxyMode": odoo.proxy_mode,
+            "dbfilter": odoo.dbfilter,
+            "limits": {
+                "memorySoft": sized.odoo.limit_memory_soft,
+                "memoryHard": sized.odoo.limit_memory_hard,
+                "timeCpu": sized.odoo.limit_time_cpu,
+                "timeReal": sized.odoo.limit_time_real,
+                "request": sized.odoo.limit_request,
+            },
+            "adminPassword": {"existingSecret": refs.odoo_admin_secret, "key": refs.odoo_admin_key},
+        },
+        "database": {
+            # through the PgBouncer pooler (session mode); its Service has the Pooler's name
+            "host": refs.pooler,
+            "port": POSTGRES_PORT,
+            "name": sized.database,
+            "sslmode": "require",
+            "maxConnections": sized.odoo.db_maxconn,
+            "existingSecret": refs.pg_app_secret,
+            "userKey": "username",
+            "passwordKey": "password",
+        },
+        "web": {
+            "replicaCount": web.replicas,
+            "workers": sized.odoo.workers,
+            "resources": _resources(web.cpu, web.memory_mib),
+            "autoscaling": {
+                "enabled": autoscale.enabled,
+                "minReplicas": autoscale.min_replicas,
+                "maxReplicas": autoscale.max_replicas,
+                "targetCPUUtilizationPercentage": autoscale.target_cpu_percent,
+            },
+            "podAnnotations": annotations,
+            "serviceAccount": {"create": False, "name": refs.odoo_web_sa},
+        },
+        "cron": {
+            # cron in its own Deployment when it has a replica; the filestore is S3, shared by every pod
+            "enabled": cron.replicas > 0,
+            "replicaCount": max(cron.replicas, 1),
+            "maxCronThreads": sized.odoo.cron_threads,
+            "resources": _resources(cron.cpu, cron.memory_mib),
+            "podAnnotations": annotations,
+            "serviceAccount": {"create": False, "name": refs.odoo_cron_sa},
+        },
+        "moduleJob": {
+            "enabled": True,
+            "modules": list(odoo.modules),
+            # `odoo -u` loads every module like a web worker does: give it a web pod's size
+            "resources": _resources(web.cpu, web.memory_mib),
+        },
+        "service": {"httpPort": ODOO_HTTP_PORT, "websocketPort": ODOO_WEBSOCKET_PORT},
+        "ingress": {
+            "enabled": True,
+            "className": spec.kubernetes.ingress_class,
+            "host": spec.kubernetes.host,
+            "tlsSecretName": spec.kubernetes.tls_secret or "",
+        },
+        "redis": {
+            "enabled": spec.redis.enabled,
+            "host": refs.redis_service if spec.redis.enabled else "",
+            "port": REDIS_PORT,
+            "prefix": refs.redis_prefix,
+            "expiration": spec.redis.session_ttl_seconds,
+            "existingSecret": refs.redis_secret if spec.redis.enabled else "",
+            "passwordKey": refs.redis_password_key,
+        },
+        "s3": {
+            "enabled": True,
+            "endpoint": s3_endpoint_host(storage.endpoint) if storage.mode == "s3-compatible" else "",
+            "region": storage.region,
+            "bucket": storage.filestore_bucket,
+            "existingSecret": refs.s3_secret,
+            "accessKeyIdKey": refs.s3_access_key_id_key,
+            "secretAccessKeyKey": refs.s3_secret_access_key_key,
+        },
+        # attachments live in S3: /var/lib/odoo is scratch, so no PVC ties pods to one node
+        "persistence": {"enabled": False},
+    }
+    if not values["cron"]["enabled"]:
+        values["cron"].pop("podAnnotations")
+    return values

@@ -1,0 +1,438 @@
+"""The real Pulumi program (infra/__main__.py) under Pulumi's mocks, once per stack.
+
+Asserts on what `pulumi up` would register: the namespace and its Pod Security labels, the explicit
+provider on every Kubernetes resource, component parents, NetworkPolicies, per-stack names, the
+CloudNativePG parameters and pooler against the sizing, AWS buckets and IAM, and a bad spec that stops
+the program before a single resource is registered. Messages name the resource's URN.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+
+from erpops import render, spec
+from erpops.helm_values import odoo_values, refs_for
+from infra import derive
+
+ROOT = Path(__file__).resolve().parents[2]
+STACKS = ["dev", "staging", "prod"]
+
+
+class Run:
+    """One run of the program for a stack: every registration, the resolved `ops` output, the sizing."""
+
+    def __init__(self, stack: str, regs: list[render.Registration], ops: dict[str, Any], sized: spec.Sized,
+                 checked: dict[str, Any]) -> None:
+        self.stack, self.regs, self.ops, self.sized, self.checked = stack, regs, ops, sized, checked
+
+    def of_type(self, token: str) -> list[render.Registration]:
+        return [r for r in self.regs if r.type == token]
+
+    def one(self, token: str, name: str | None = None) -> render.Registration:
+        found = [r for r in self.of_type(token) if name is None or r.inputs.get("metadata", {}).get("name") == name]
+        assert len(found) == 1, f"expected one {token} {name or ''} in stack {self.stack}, got {len(found)}"
+        return found[0]
+
+    def manifests(self) -> list[render.Registration]:
+        return [r for r in self.regs if r.custom and r.type.startswith("kubernetes:") and "kind" in r.inputs]
+
+
+def _inspect(checked: dict[str, Any]):
+    """Assertions inside Output.all(...).apply, on the program's own component objects: returned to the
+    mocks runner, which awaits it, so a failing assertion fails the run instead of passing silently."""
+
+    def inspect(program: dict[str, Any]) -> pulumi.Output:
+        env, postgres, sized = program["env"], program["postgres"], program["sized"]
+
+        def check(args: list[Any]) -> None:
+            ns_meta, ns_urn, pooler_spec, pooler_urn = args
+            assert ns_meta["name"] == sized.namespace, f"{ns_urn}: namespace is {ns_meta['name']}"
+            assert ns_meta["labels"]["pod-security.kubernetes.io/enforce"] == "restricted", ns_urn
+            pgb = pooler_spec["pgbouncer"]
+            assert int(pgb["parameters"]["default_pool_size"]) == sized.budget.pool_size, pooler_urn
+            checked["outputs"] = True
+
+        return pulumi.Output.all(env.namespace.metadata, env.namespace.urn, postgres.pooler.spec,
+                                 postgres.pooler.urn).apply(check)
+
+    return inspect
+
+
+@cache
+def run(stack: str) -> Run:
+    raw = spec.read_raw(spec.stack_file(ROOT, stack))
+    sized = spec.validate(raw, stack)
+    secrets = render._Secrets()
+    config, secret_keys = render.mock_config(raw, sized, secrets)
+    checked: dict[str, Any] = {}
+    regs, ops = render.run_program(ROOT, stack, config, secret_keys, secrets, inspect=_inspect(checked))
+    return Run(stack, regs, ops, sized, checked)
+
+
+@pytest.fixture(params=STACKS)
+def r(request: pytest.FixtureRequest) -> Run:
+    return run(request.param)
+
+
+# --------------------------------------------------------------------------------------------
+# Namespace, provider, parents
+# --------------------------------------------------------------------------------------------
+
+def test_outputs_were_checked_inside_apply(r: Run) -> None:
+    assert r.checked.get("outputs") is True, "the Output.all(...).apply assertions never ran"
+
+
+def test_namespace_is_per_stack_and_enforces_restricted(r: Run) -> None:
+    ns = r.one("kubernetes:core/v1:Namespace", f"erpops-{r.stack}")
+    labels = ns.inputs["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", f"{ns.urn}: {mode} label"
+        assert labels[f"pod-security.kubernetes.io/{mode}-version"] == "latest", f"{ns.urn}: {mode}-version"
+    assert r.ops["namespace"] == f"erpops-{r.stack}"
+
+
+def test_every_namespaced_object_lives_in_the_stack_namespace(r: Run) -> None:
+    for reg in r.manifests():
+        if reg.inputs["kind"] == "Namespace":
+            continue
+        assert reg.inputs["metadata"].get("namespace") == r.sized.namespace, f"{reg.urn}: wrong namespace"
+        assert reg.inputs["metadata"].get("name"), f"{reg.urn}: no explicit metadata.name"
+
+
+def test_every_kubernetes_resource_uses_the_stacks_explicit_provider(r: Run) -> None:
+    provider = r.one("pulumi:providers:kubernetes")
+    assert provider.inputs["context"] == r.sized.spec.kubernetes.context, provider.urn
+    assert provider.inputs["namespace"] == r.sized.namespace, provider.urn
+    reference = f"{provider.urn}::{provider.name}-id"
+    k8s = [x for x in r.regs if x.type.startswith("kubernetes:")]
+    assert k8s
+    for reg in k8s:
+        assert reg.provider == reference, f"{reg.urn} uses provider {reg.provider or 'default (ambient kubeconfig)'}"
+
+
+def test_every_resource_is_the_child_of_a_component(r: Run) -> None:
+    root = f"urn:pulumi:{r.stack}::erpops::pulumi:pulumi:Stack::erpops-{r.stack}"
+    components = {x.urn for x in r.regs if x.type.startswith("erpops:k8s:")}
+    assert {x.type for x in r.regs if x.urn in components} >= {
+        "erpops:k8s:Environment", "erpops:k8s:ObjectStorage", "erpops:k8s:Postgres", "erpops:k8s:Odoo"}
+    for reg in r.regs:
+        if reg.urn in components:
+            assert reg.parent == root, f"{reg.urn}: a component must sit under the stack, not {reg.parent}"
+            assert not reg.custom, f"{reg.urn}: components are not custom resources"
+        else:
+            assert reg.parent in components, f"{reg.urn} has no component parent (parent {reg.parent!r})"
+
+
+# --------------------------------------------------------------------------------------------
+# NetworkPolicies
+# --------------------------------------------------------------------------------------------
+
+def _peers(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    spec_ = policy["spec"]
+    return [p for rule in spec_.get("ingress", []) for p in rule.get("from", [])] + \
+           [p for rule in spec_.get("egress", []) for p in rule.get("to", [])]
+
+
+def test_a_default_deny_policy_covers_every_pod(r: Run) -> None:
+    policies = [x for x in r.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")]
+    deny = [p for p in policies if p.inputs["spec"]["podSelector"] == {}
+            and set(p.inputs["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and not p.inputs["spec"].get("ingress") and not p.inputs["spec"].get("egress")]
+    assert len(deny) == 1, f"stack {r.stack}: no default-deny ingress+egress NetworkPolicy"
+
+
+def test_no_policy_admits_another_namespace(r: Run) -> None:
+    allowed = {r.sized.spec.kubernetes.ingress_namespace, "kube-system", "cnpg-system"}
+    for reg in r.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy"):
+        for peer in _peers(reg.inputs):
+            if "namespaceSelector" not in peer:
+                continue
+            selector = peer["namespaceSelector"]
+            assert set(selector) == {"matchLabels"}, f"{reg.urn}: namespaceSelector {selector} is not exact"
+            labels = selector["matchLabels"]
+            assert list(labels) == ["kubernetes.io/metadata.name"], f"{reg.urn}: selects by {labels}"
+            name = labels["kubernetes.io/metadata.name"]
+            assert name in allowed, f"{reg.urn}: admits namespace {name}"
+            assert not name.startswith("erpops-"), f"{reg.urn}: admits another erpops namespace {name}"
+        for rule in reg.inputs["spec"].get("ingress", []):
+            for peer in rule.get("from", []):
+                assert "ipBlock" not in peer, f"{reg.urn}: ingress from an IP block bypasses namespaces"
+
+
+def test_ingress_reaches_only_the_odoo_web_ports(r: Run) -> None:
+    reg = r.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "odoo-web-from-ingress")
+    (rule,) = reg.inputs["spec"]["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": r.sized.spec.kubernetes.ingress_namespace}}}], reg.urn
+    assert sorted(p["port"] for p in rule["ports"]) == [8069, 8072], reg.urn
+    assert reg.inputs["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "web", reg.urn
+
+
+def test_object_storage_egress_port_and_range(r: Run) -> None:
+    reg = r.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "odoo-egress")
+    storage = r.sized.spec.object_storage
+    s3_rules = [rule for rule in reg.inputs["spec"]["egress"] if "ipBlock" in rule["to"][0]]
+    assert len(s3_rules) == 1, reg.urn
+    assert [p["port"] for p in s3_rules[0]["ports"]] == [443], reg.urn
+    excepted = set(s3_rules[0]["to"][0]["ipBlock"].get("except", []))
+    if storage.mode == "aws":
+        assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= excepted, f"{reg.urn}: RFC1918 reachable"
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL, pooler, Redis against the sizing
+# --------------------------------------------------------------------------------------------
+
+def test_cnpg_parameters_equal_the_sizing_minus_what_cnpg_fixes(r: Run) -> None:
+    cluster = r.one("kubernetes:postgresql.cnpg.io/v1:Cluster")
+    params = cluster.inputs["spec"]["postgresql"]["parameters"]
+    expected = {k: v for k, v in r.sized.pg_parameters().items() if k not in derive.CNPG_FIXED_PARAMETERS}
+    assert params == expected, cluster.urn
+    assert not set(params) & derive.CNPG_FIXED_PARAMETERS, f"{cluster.urn}: sets a CNPG-fixed parameter"
+    assert params["max_connections"] == str(r.sized.budget.max_connections), cluster.urn
+    assert all(isinstance(v, str) for v in params.values()), f"{cluster.urn}: parameters must be strings"
+
+
+def test_cluster_shape_follows_the_spec(r: Run) -> None:
+    cluster = r.one("kubernetes:postgresql.cnpg.io/v1:Cluster")
+    s = cluster.inputs["spec"]
+    pg = r.sized.spec.postgres
+    assert s["instances"] == pg.instances, cluster.urn
+    assert s["imageName"] == f"ghcr.io/cloudnative-pg/postgresql:{derive.PG_MINOR[pg.major_version]}", cluster.urn
+    assert s["resources"]["requests"] == s["resources"]["limits"], f"{cluster.urn}: not Guaranteed QoS"
+    assert s["storage"] == {"size": pg.storage, "storageClass": r.sized.spec.kubernetes.storage_class}
+    assert s["bootstrap"]["initdb"]["database"] == r.sized.database
+    assert s["bootstrap"]["initdb"]["owner"] == "odoo"
+    barman = s["backup"]["barmanObjectStore"]
+    assert barman["destinationPath"] == f"s3://{r.sized.spec.object_storage.backup_bucket}/postgres/"
+    assert ("endpointURL" in barman) == (r.sized.spec.object_storage.mode == "s3-compatible"), cluster.urn
+    assert s["backup"]["retentionPolicy"] == f"{r.sized.spec.backup.retention.daily}d"
+    if pg.instances > 1:
+        assert s["affinity"]["enablePodAntiAffinity"] is True and \
+            s["affinity"]["topologyKey"] == "kubernetes.io/hostname", cluster.urn
+    backup = r.one("kubernetes:postgresql.cnpg.io/v1:ScheduledBackup")
+    assert backup.inputs["spec"]["schedule"] == "0 " + r.sized.spec.backup.schedule, backup.urn
+    assert len(backup.inputs["spec"]["schedule"].split()) == 6
+    assert backup.inputs["spec"]["method"] == "barmanObjectStore"
+
+
+def test_pooler_sizes_equal_the_budget(r: Run) -> None:
+    pooler = r.one("kubernetes:postgresql.cnpg.io/v1:Pooler")
+    s, budget = pooler.inputs["spec"], r.sized.budget
+    assert s["type"] == "rw" and s["pgbouncer"]["poolMode"] == "session", pooler.urn
+    assert s["instances"] == budget.pooler_instances, pooler.urn
+    params = s["pgbouncer"]["parameters"]
+    assert int(params["default_pool_size"]) == budget.pool_size, pooler.urn
+    assert int(params["max_client_conn"]) == r.sized.spec.pooler.max_client_conn, pooler.urn
+    assert int(params["max_client_conn"]) >= budget.client_connections, pooler.urn
+    # the pooled server connections fit in max_connections with the direct and reserved ones
+    assert budget.pool_size * s["instances"] + budget.direct_connections + budget.reserved \
+        <= budget.max_connections, pooler.urn
+
+
+def test_redis_password_comes_from_a_secret_never_the_args(r: Run) -> None:
+    sts = r.one("kubernetes:apps/v1:StatefulSet", "redis")
+    (c,) = sts.inputs["spec"]["template"]["spec"]["containers"]
+    args = c["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)", sts.urn
+    env = {e["name"]: e for e in c["env"]}
+    for name in ("REDIS_PASSWORD", "REDISCLI_AUTH"):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "redis-password"}
+    maxmemory = int(args[args.index("--maxmemory") + 1])
+    from erpops.units import parse_memory
+
+    assert maxmemory == int(0.9 * parse_memory(r.sized.spec.redis.memory)), sts.urn
+    assert args[args.index("--maxmemory-policy") + 1] == "volatile-lru"
+    assert c["image"] == derive.REDIS_IMAGE and derive.REDIS_IMAGE.startswith("redis:7.2.")
+    persistence = r.sized.spec.redis.persistence
+    assert ("volumeClaimTemplates" in sts.inputs["spec"]) == persistence, sts.urn
+    assert args[args.index("--appendonly") + 1] == ("yes" if persistence else "no"), sts.urn
+    password = r.one("random:index/randomPassword:RandomPassword")
+    assert password.inputs["keepers"] == {"rotation": "initial"}, password.urn
+
+
+def test_secrets_hold_references_only(r: Run) -> None:
+    for reg in r.of_type("kubernetes:core/v1:Secret"):
+        for key, value in reg.inputs.get("stringData", {}).items():
+            assert str(value).startswith("<secret"), f"{reg.urn}: stringData.{key} is not a secret reference"
+
+
+# --------------------------------------------------------------------------------------------
+# Object storage
+# --------------------------------------------------------------------------------------------
+
+def test_aws_buckets_are_private_versioned_encrypted_and_expire(r: Run) -> None:
+    storage = r.sized.spec.object_storage
+    buckets = r.of_type("aws:s3/bucket:Bucket")
+    if storage.mode != "aws":
+        assert not [x for x in r.regs if x.type.startswith("aws:")], f"{r.stack}: s3-compatible creates no AWS"
+        return
+    assert r.one("pulumi:providers:aws").inputs["region"] == storage.region
+    by_name = {b.inputs["bucket"]: b for b in buckets}
+    assert set(by_name) == {storage.filestore_bucket, storage.backup_bucket}
+    for kind, bucket in (("filestore", storage.filestore_bucket), ("backup", storage.backup_bucket)):
+        def one(token: str, bucket: str = bucket) -> dict[str, Any]:
+            found = [x for x in r.of_type(token) if x.inputs.get("bucket") == bucket]
+            assert len(found) == 1, f"expected one {token} for {bucket}, got {len(found)}"
+            return found[0].inputs
+
+        assert one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock") == {
+            "bucket": bucket, "blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True,
+            "restrictPublicBuckets": True}
+        assert one("aws:s3/bucketOwnershipControls:BucketOwnershipControls")["rule"] == {
+            "objectOwnership": "BucketOwnerEnforced"}
+        assert one("aws:s3/bucketVersioning:BucketVersioning")["versioningConfiguration"]["status"] == "Enabled"
+        sse = one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+        assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in ("AES256", "aws:kms")
+        rules = {x["id"]: x for x in one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")["rules"]}
+        assert rules["abort-incomplete-multipart"]["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 1
+        assert rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"]["noncurrentDays"] >= 1
+        if kind == "backup":
+            retention = r.sized.spec.backup.retention
+            gfs = max(retention.daily, retention.weekly * 7, retention.monthly * 31)
+            assert rules["expire-after-retention"]["expiration"]["days"] == max(gfs, retention.daily + 2)
+    backup = by_name[storage.backup_bucket]
+    locks = r.of_type("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration")
+    if r.sized.spec.tier == "prod":
+        assert backup.inputs["objectLockEnabled"] is True, backup.urn
+        (lock,) = locks
+        assert lock.inputs["rule"]["defaultRetention"]["mode"] == "GOVERNANCE", lock.urn
+    else:
+        assert not locks
+    assert by_name[storage.filestore_bucket].inputs["objectLockEnabled"] is False
+
+
+def test_iam_policy_is_limited_to_the_two_buckets(r: Run) -> None:
+    if r.sized.spec.object_storage.mode != "aws":
+        pytest.skip("s3-compatible stacks bring their own keys (Pulumi secret config)")
+    storage = r.sized.spec.object_storage
+    policy = json.loads(r.one("aws:iam/userPolicy:UserPolicy").inputs["policy"])
+    arns = {f"arn:aws:s3:::{storage.filestore_bucket}", f"arn:aws:s3:::{storage.backup_bucket}"}
+    resources = {res for stmt in policy["Statement"] for res in stmt["Resource"]}
+    assert resources == arns | {f"{a}/*" for a in arns}
+    assert all(stmt["Effect"] == "Allow" and all(a.startswith("s3:") for a in stmt["Action"])
+               for stmt in policy["Statement"])
+    secret = r.one("kubernetes:core/v1:Secret", "object-storage-credentials")
+    assert secret.inputs["stringData"]["secret-access-key"].startswith("<secret:aws-iam-secret-access-key/")
+
+
+def test_s3_compatible_keys_come_from_the_named_secret_config(r: Run) -> None:
+    if r.sized.spec.object_storage.mode != "s3-compatible":
+        pytest.skip("aws stacks create their own IAM user and key")
+    data = r.one("kubernetes:core/v1:Secret", "object-storage-credentials").inputs["stringData"]
+    secrets = r.sized.spec.secrets
+    assert data["access-key-id"] == f"<secret:pulumi-config/erpops:{secrets.s3_access_key_id}>"
+    assert data["secret-access-key"] == f"<secret:pulumi-config/erpops:{secrets.s3_secret_access_key}>"
+
+
+# --------------------------------------------------------------------------------------------
+# Segregation across stacks, ops output, Odoo chart values
+# --------------------------------------------------------------------------------------------
+
+def test_stacks_share_no_namespace_bucket_prefix_database_or_secret() -> None:
+    runs = [run(s) for s in STACKS]
+    for what, value in (
+        ("namespace", lambda x: x.ops["namespace"]),
+        ("filestore bucket", lambda x: x.ops["buckets"]["filestore"]),
+        ("backup bucket", lambda x: x.ops["buckets"]["backup"]),
+        ("backup destination", lambda x: x.ops["endpoints"]["backup_destination"]),
+        ("redis key prefix", lambda x: x.ops["redis_key_prefix"]),
+        ("database", lambda x: x.ops["database"]["name"]),
+        ("odoo url", lambda x: x.ops["endpoints"]["odoo"]),
+    ):
+        values = [value(x) for x in runs]
+        assert len(set(values)) == len(values), f"{what} shared between stacks: {values}"
+    secrets = [(x.sized.namespace, reg.inputs["metadata"]["name"])
+               for x in runs for reg in x.of_type("kubernetes:core/v1:Secret")]
+    assert len(set(secrets)) == len(secrets), "two stacks write the same Secret"
+    users = [reg.inputs["name"] for x in runs for reg in x.of_type("aws:iam/user:User")]
+    assert len(set(users)) == len(users)
+
+
+def test_ops_output_shape(r: Run) -> None:
+    ops = r.ops
+    assert set(ops) == {"stack", "tier", "kubernetes_context", "namespace", "database", "services", "secrets",
+                        "buckets", "endpoints", "redis_key_prefix"}
+    assert ops["services"]["odoo_web"] == {"name": "odoo-web", "port": 8069}
+    assert ops["services"]["odoo_websocket"] == {"name": "odoo-web", "port": 8072}
+    assert ops["services"]["pooler_rw"] == {"name": "odoo-db-pooler-rw", "port": 5432}
+    assert ops["services"]["redis"] == {"name": "redis", "port": 6379}
+    assert ops["database"]["name"] == r.sized.database
+    assert ops["secrets"] == {"database": "odoo-db-app", "odoo_admin": "odoo-admin",
+                              "object_storage": "object-storage-credentials", "redis": "redis-auth"}
+    assert "<secret" not in json.dumps(ops)
+
+
+def test_the_chart_gets_exactly_odoo_values(r: Run) -> None:
+    chart = r.one("kubernetes:helm.sh/v4:Chart")
+    assert chart.parent.endswith("erpops:k8s:Odoo::odoo"), chart.urn
+    assert chart.inputs["name"] == "odoo" and chart.inputs["namespace"] == r.sized.namespace
+    assert Path(chart.inputs["chart"]).resolve() == ROOT / "helm" / "odoo", chart.urn
+    expected = odoo_values(r.sized, refs_for(r.sized),
+                           pod_annotations={derive.ROTATION_ANNOTATION: "initial"})
+    assert chart.inputs["values"] == expected, chart.urn
+
+
+def test_quota_covers_every_pod_at_full_scale(r: Run) -> None:
+    quota = r.one("kubernetes:core/v1:ResourceQuota").inputs["spec"]["hard"]
+    groups = derive.pod_groups(r.sized, odoo_values(r.sized, refs_for(r.sized)))
+    from erpops.units import mib, parse_cpu
+
+    cpu = sum(g.count * g.cpu_limit_m for g in groups) / 1000
+    memory = sum(g.count * g.memory_limit_mib for g in groups)
+    assert parse_cpu(quota["limits.cpu"]) >= cpu * 1.19 and mib(quota["limits.memory"]) >= memory * 1.19
+    assert int(quota["pods"]) >= r.sized.spec.web_replicas_max + r.sized.spec.postgres.instances \
+        + r.sized.spec.pooler.instances + 1
+    assert quota["services.loadbalancers"] == "0" and quota["services.nodeports"] == "0"
+
+
+# --------------------------------------------------------------------------------------------
+# A bad spec: RunError naming the key and the fix, before any resource
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("change", "key", "fix"), [
+    (lambda raw: raw["postgres"].update(instances=1), "postgres.instances", "set postgres.instances to 3"),
+    (lambda raw: raw["postgres"].update(paramters={}), "postgres.paramters", "remove it or fix its spelling"),
+    (lambda raw: raw["kubernetes"].update(ingress_namespace="erpops-staging"), "kubernetes.ingress_namespace",
+     "set it to the namespace of your ingress controller"),
+])
+def test_bad_spec_raises_run_error_before_any_resource(change: Any, key: str, fix: str) -> None:
+    raw = copy.deepcopy(spec.read_raw(spec.stack_file(ROOT, "prod")))
+    change(raw)
+    sink: list[render.Registration] = []
+    with pytest.raises(pulumi.RunError) as exc:
+        render.run_program(ROOT, "prod", {"erpops:spec": json.dumps(raw)}, [], sink=sink)
+    assert key in str(exc.value) and fix in str(exc.value), str(exc.value)
+    assert sink == [], f"{len(sink)} resources registered before the spec error: {[x.urn for x in sink]}"
+
+
+def test_missing_spec_names_the_config_key() -> None:
+    sink: list[render.Registration] = []
+    with pytest.raises(pulumi.RunError, match="erpops:spec") as exc:
+        render.run_program(ROOT, "prod", {}, [], sink=sink)
+    assert "pulumi config set" in str(exc.value)
+    assert sink == []
+
+
+def test_the_optional_operator_install_is_pinned_and_restricted() -> None:
+    raw = copy.deepcopy(spec.read_raw(spec.stack_file(ROOT, "dev")))
+    raw["kubernetes"]["install_cnpg_operator"] = True
+    sized = spec.validate(raw, "dev")
+    secrets = render._Secrets()
+    config, secret_keys = render.mock_config(raw, sized, secrets)
+    regs, _ = render.run_program(ROOT, "dev", config, secret_keys, secrets)
+    charts = {r.name: r for r in regs if r.type == "kubernetes:helm.sh/v4:Chart"}
+    operator = charts["postgres-operator"]
+    assert operator.inputs["chart"] == "cloudnative-pg" and operator.inputs["version"] == derive.CNPG_CHART["version"]
+    assert operator.inputs["repositoryOpts"] == {"repo": "https://cloudnative-pg.github.io/charts"}
+    assert operator.inputs["namespace"] == "cnpg-system" and operator.parent.endswith("erpops:k8s:Postgres::postgres")
+    (ns,) = [r for r in regs
+             if r.type == "kubernetes:core/v1:Namespace" and r.inputs["metadata"]["name"] == "cnpg-system"]
+    assert ns.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted", ns.urn
