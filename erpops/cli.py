@@ -133,6 +133,16 @@ def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path) -> None:
         out.print(f"[green]ok[/green] {name}: {directory}")
 
 
+def _register_tool_commands() -> None:
+    """Commands whose code lives beside erpops (healthchecks/, erpops/backup/), one adapter each."""
+    from healthchecks.cli import health
+
+    cli.add_command(health)
+
+
+_register_tool_commands()
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

@@ -1,0 +1,3 @@
+from healthchecks.cli import main
+
+main()
