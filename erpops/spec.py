@@ -505,6 +505,11 @@ def _semantic_problems(stack: str, spec: Spec) -> tuple[list[tuple[str, str]], S
         problems.append(("redis.enabled",
                          f"false, but Odoo runs up to {spec.web_replicas_max} web replicas, which must share "
                          "sessions: set redis.enabled to true or odoo.web.replicas to 1"))
+    tag = re.search(r":(\d+\.\d)(?:[-.]|$)", spec.odoo.image.split("@")[0].rsplit("/", 1)[-1])
+    if tag and tag.group(1) != spec.odoo.version:
+        problems.append(("odoo.image",
+                         f"tag {tag.group(1)} does not match odoo.version {spec.odoo.version}: use an "
+                         f"odoo:{spec.odoo.version}-... image or set odoo.version to {tag.group(1)}"))
     a = web.autoscale
     if a.enabled and a.min_replicas > a.max_replicas:
         problems.append(("odoo.web.autoscale.min_replicas",

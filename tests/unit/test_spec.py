@@ -92,6 +92,8 @@ BAD_SPECS = [
                  "object_storage.endpoint", "remove user:password@", id="credentials-in-endpoint"),
     pytest.param("dev", "odoo.image", "odoo:latest", "odoo.image", "not a pinned tag", id="image-latest"),
     pytest.param("dev", "odoo.image", "odoo", "odoo.image", "odoo@sha256:", id="image-without-tag"),
+    pytest.param("dev", "odoo.image", "odoo:16.0-20241010", "odoo.image", "does not match odoo.version 17.0",
+                 id="image-version-mismatch"),
     pytest.param("prod", "postgres.instances", 1, "postgres.instances", "set postgres.instances to 3",
                  id="prod-single-postgres"),
     pytest.param("prod", "odoo.web.replicas", 1, "odoo.web.replicas", "at least 2", id="prod-single-web"),
