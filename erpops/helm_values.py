@@ -7,6 +7,7 @@ Secrets are passed by reference only: a Secret name and a key, never a value.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ class Refs:
     odoo_web_service: str
     odoo_web_sa: str
     odoo_cron_sa: str
+    odoo_modules_sa: str
     odoo_admin_secret: str
     odoo_admin_key: str
     # PostgreSQL (CloudNativePG)
@@ -66,6 +68,9 @@ def refs_for(sized: Sized) -> Refs:
         odoo_web_service=f"{release}-web",
         odoo_web_sa=f"{release}-web",
         odoo_cron_sa=f"{release}-cron",
+        # not <release>-modules: the chart's hook ServiceAccount had that name, and an object the chart
+        # deletes on its next update must not be one the program has just adopted
+        odoo_modules_sa=f"{release}-module-job",
         odoo_admin_secret=f"{release}-admin",
         odoo_admin_key="admin-password",
         pg_cluster=cluster,
@@ -174,6 +179,7 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
             "modules": list(odoo.modules),
             # `odoo -u` loads every module like a web worker does: give it a web pod's size
             "resources": _resources(web.cpu, web.memory_mib),
+            "serviceAccount": {"create": False, "name": refs.odoo_modules_sa},
         },
         "service": {"httpPort": ODOO_HTTP_PORT, "websocketPort": ODOO_WEBSOCKET_PORT},
         "ingress": {
@@ -206,3 +212,25 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
     if not values["cron"]["enabled"]:
         values["cron"].pop("podAnnotations")
     return values
+
+
+def chart_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The values the Pulumi program installs the chart with: everything but the module Job.
+
+    Pulumi's helm.v4.Chart ignores Helm hooks (it applies what `helm template` prints), so the hook Job
+    would start together with the Deployments. The program applies the Job itself (`module_job_values`),
+    waits for it, and only then installs the chart.
+    """
+    out = copy.deepcopy(values)
+    out["moduleJob"]["enabled"] = False
+    return out
+
+
+def module_job_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The values the module Job is rendered from (templates/job-modules.yaml alone): the same values as
+    the chart's, with `moduleJob.hook=false`, so the Job is a plain object named after a hash of (image,
+    database, modules) that runs `odoo -i MODULES -u MODULES --stop-after-init`."""
+    out = copy.deepcopy(values)
+    out["moduleJob"]["enabled"] = True
+    out["moduleJob"]["hook"] = False
+    return out

@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,12 @@ class Registration:
     provider: str
     custom: bool
     inputs: dict[str, Any]
+    depends_on: list[str] = field(default_factory=list)  # URNs of the resource's dependencies
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "urn": self.urn, "parent": self.parent,
-                "provider": self.provider, "custom": self.custom, "inputs": self.inputs}
+                "provider": self.provider, "custom": self.custom, "depends_on": self.depends_on,
+                "inputs": self.inputs}
 
 
 @dataclass
@@ -165,7 +167,7 @@ def run_program(root: Path, stack: str, config: dict[str, str], secret_keys: lis
 
     secrets = secrets or _Secrets()
     registrations: list[Registration] = sink if sink is not None else []
-    parents: dict[tuple[str, str], tuple[str, str]] = {}
+    parents: dict[tuple[str, str], tuple[str, str, list[str]]] = {}
 
     class Mocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
@@ -181,21 +183,21 @@ def run_program(root: Path, stack: str, config: dict[str, str], secret_keys: lis
                 state["arn"] = f"arn:aws:s3:::{resource_id}"
             elif args.typ == "aws:iam/user:User":
                 state["arn"] = f"arn:aws:iam::000000000000:user/{args.inputs.get('name', args.name)}"
-            parent, urn = parents.get((args.typ, args.name), ("", ""))
+            parent, urn, deps = parents.get((args.typ, args.name), ("", "", []))
             registrations.append(Registration(
                 type=args.typ, name=args.name, urn=urn, parent=parent, provider=args.provider or "",
-                custom=bool(args.custom), inputs=clean(args.inputs, secrets)))
+                custom=bool(args.custom), inputs=clean(args.inputs, secrets), depends_on=deps))
             return resource_id, state
 
         def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
             return {}, None
 
     class Monitor(pulumi_mocks.MockMonitor):
-        """Records each registration's parent URN, which the mocks' arguments do not carry."""
+        """Records each registration's parent URN and dependencies, which the mocks' arguments do not carry."""
 
         def RegisterResource(self, request: Any) -> Any:
             urn = self.make_urn(request.parent, request.type, request.name)
-            parents[(request.type, request.name)] = (request.parent, urn)
+            parents[(request.type, request.name)] = (request.parent, urn, sorted(request.dependencies))
             return super().RegisterResource(request)
 
     mocks = Mocks()
@@ -219,7 +221,9 @@ def run_program(root: Path, stack: str, config: dict[str, str], secret_keys: lis
 # The chart, with the values the Odoo component passed
 # --------------------------------------------------------------------------------------------
 
-def render_chart(chart_dir: Path, values: dict[str, Any], release: str, namespace: str) -> list[dict[str, Any]]:
+def render_chart(chart_dir: Path, values: dict[str, Any], release: str, namespace: str,
+                 template: str | None = None) -> list[dict[str, Any]]:
+    """The chart's objects; with `template` (e.g. "templates/job-modules.yaml"), that template's only."""
     import helm_python as helm
 
     with helm.Chart.load(str(chart_dir)) as chart:
@@ -228,6 +232,8 @@ def render_chart(chart_dir: Path, values: dict[str, Any], release: str, namespac
     objects = []
     for path in sorted(files):
         if not path.endswith((".yaml", ".yml")):
+            continue
+        if template is not None and not path.endswith("/" + template):
             continue
         for doc in yaml.safe_load_all(files[path]):
             if doc:

@@ -39,8 +39,10 @@ base = [env.namespace, *env.service_accounts.values()]
 storage = ObjectStorage("storage", sized, refs, env.provider, [env.namespace], s3_keys)
 postgres = Postgres("postgres", sized, refs, env.provider, [env.namespace, storage.secret])
 redis = Redis("redis", sized, refs, env.provider, base, redis_rotation) if spec.redis.enabled else None
+# Odoo's module Job depends on all of these (the Cluster and Pooler first), and its chart on that Job
 odoo = Odoo("odoo", refs, values, env.provider, admin_password,
-            [*base, storage.secret, postgres.cluster, postgres.pooler, *([redis.service] if redis else [])])
+            [*base, storage.secret, postgres.cluster, postgres.pooler,
+             *([redis.secret, redis.service] if redis else [])])
 
 ops = {
     "stack": stack,

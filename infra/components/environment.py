@@ -78,7 +78,8 @@ class Environment(pulumi.ComponentResource):
                 automount_service_account_token=False,
                 opts=in_ns,
             )
-            for sa in (refs.odoo_web_sa, refs.odoo_cron_sa) + ((refs.redis_sa,) if spec.redis.enabled else ())
+            for sa in (refs.odoo_web_sa, refs.odoo_cron_sa, refs.odoo_modules_sa)
+            + ((refs.redis_sa,) if spec.redis.enabled else ())
         }
         self.register_outputs({
             "namespace": self.namespace.metadata["name"],

@@ -1,4 +1,15 @@
-"""Odoo: the local helm/odoo chart, with values derived from the spec by erpops.helm_values.odoo_values."""
+"""Odoo: the local helm/odoo chart, with values derived from the spec by erpops.helm_values.odoo_values,
+and its module install/upgrade Job applied ahead of it.
+
+Pulumi's helm.v4.Chart ignores Helm hooks (it applies what `helm template` prints): the chart's
+pre-install/pre-upgrade Job would start together with the Deployments, its delete policy would be
+ignored and its ttlSecondsAfterFinished would make it vanish (drift). So the chart is installed with
+`moduleJob.enabled=false`, and this component renders the chart's own templates/job-modules.yaml with
+`moduleJob.hook=false` (same pod spec, plain objects, no TTL, a Job name hashed over image, database
+and modules) and registers those objects itself. Pulumi waits for a Job to complete (the provider's Job
+await: the `Complete` condition, failure on `Failed`), and the chart depends on the Job: web and cron
+roll only after the modules were installed or updated.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +20,20 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from erpops.helm_values import Refs
+from erpops.helm_values import Refs, chart_values, module_job_values
+from infra import derive
 from infra.components._k8s import child_opts, meta
 
 CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "odoo"
+MODULE_JOB_TEMPLATE = "templates/job-modules.yaml"
+# Pulumi waits this long past the Job's activeDeadlineSeconds (image pull, scheduling) before giving up
+JOB_AWAIT_MARGIN_SECONDS = 600
+
+_KINDS = {
+    "ConfigMap": k8s.core.v1.ConfigMap,
+    "ServiceAccount": k8s.core.v1.ServiceAccount,
+    "Job": k8s.batch.v1.Job,
+}
 
 
 def chart_path() -> str:
@@ -20,8 +41,38 @@ def chart_path() -> str:
     return os.path.relpath(CHART_DIR, Path.cwd())
 
 
+def job_annotations(job: dict[str, Any]) -> dict[str, str]:
+    """Pulumi-kubernetes annotations of the module Job.
+
+    - No `pulumi.com/skipAwait`: the provider waits until the Job is Complete and fails the update when it
+      fails, so nothing that depends on it (the chart) is touched after a failed migration.
+    - `pulumi.com/timeoutSeconds`: the default Job await is 10 minutes, a module update may take up to
+      activeDeadlineSeconds.
+    - `pulumi.com/replaceUnready`: a Job that failed stays (no TTL) with its logs; the next `pulumi up`
+      replaces it (runs it again) instead of waiting forever on the failed one.
+    """
+    deadline = int(job["spec"]["activeDeadlineSeconds"])
+    return {
+        "pulumi.com/timeoutSeconds": str(deadline + JOB_AWAIT_MARGIN_SECONDS),
+        "pulumi.com/replaceUnready": "true",
+    }
+
+
+def module_job_objects(values: dict[str, Any], release: str, namespace: str) -> list[dict[str, Any]]:
+    """The chart's templates/job-modules.yaml rendered with `moduleJob.hook=false`: ConfigMap and Job (and
+    a ServiceAccount when the values ask the chart to create one). Pure: no Pulumi resource."""
+    from erpops.render import render_chart
+
+    objects = render_chart(CHART_DIR, module_job_values(values), release, namespace, template=MODULE_JOB_TEMPLATE)
+    unexpected = sorted({o.get("kind", "") for o in objects} - set(_KINDS))
+    if unexpected or not [o for o in objects if o.get("kind") == "Job"]:
+        raise pulumi.RunError(f"{MODULE_JOB_TEMPLATE} rendered kinds {unexpected or 'without a Job'}")
+    return objects
+
+
 class Odoo(pulumi.ComponentResource):
     chart: k8s.helm.v4.Chart
+    module_job: k8s.batch.v1.Job
     values: dict[str, Any]
 
     def __init__(self, name: str, refs: Refs, values: dict[str, Any], provider: k8s.Provider,
@@ -36,12 +87,47 @@ class Odoo(pulumi.ComponentResource):
             string_data={refs.odoo_admin_key: admin_password},
             opts=child_opts(self, provider, depends_on),
         )
+
+        # The module Job and what it mounts. `depends_on` holds the CloudNativePG Cluster and Pooler, the
+        # Secrets and the ServiceAccounts; the Job's init container also waits until the database answers.
+        job_deps = list(depends_on)
+        self.module_job_objects: list[pulumi.CustomResource] = []
+        for obj in module_job_objects(values, refs.odoo_release, refs.namespace):
+            kind = obj["kind"]
+            metadata = dict(obj["metadata"])
+            metadata["labels"] = {**metadata.get("labels", {}), **derive.stack_labels(refs)}
+            if kind == "Job":
+                metadata["annotations"] = {**metadata.get("annotations", {}), **job_annotations(obj)}
+            body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+            # a stable Pulumi name: a new Job name (new image or modules) shows as a replacement, created
+            # (and awaited) before the chart is updated; the old Job is deleted at the end of the update
+            resource = _KINDS[kind](
+                f"{name}-modules-{kind.lower()}",
+                metadata=metadata,
+                **{_snake(k): v for k, v in body.items()},
+                opts=child_opts(self, provider, job_deps if kind == "Job" else list(depends_on)),
+            )
+            if kind == "Job":
+                self.module_job = resource
+            else:
+                job_deps.append(resource)
+            self.module_job_objects.append(resource)
+
         self.chart = k8s.helm.v4.Chart(
             f"{name}-chart",
             chart=chart_path(),
             name=refs.odoo_release,
             namespace=refs.namespace,
-            values=values,
-            opts=child_opts(self, provider, [*depends_on, self.admin_secret]),
+            values=chart_values(values),
+            opts=child_opts(self, provider, [*depends_on, self.admin_secret, self.module_job]),
         )
-        self.register_outputs({"release": refs.odoo_release, "adminSecret": self.admin_secret.metadata["name"]})
+        self.register_outputs({
+            "release": refs.odoo_release,
+            "adminSecret": self.admin_secret.metadata["name"],
+            "moduleJob": self.module_job.metadata["name"],
+        })
+
+
+def _snake(key: str) -> str:
+    """automountServiceAccountToken -> automount_service_account_token (the SDK's keyword names)."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)

@@ -561,3 +561,77 @@ def test_module_job_adds_attachment_s3_when_s3_is_on() -> None:
     job = find(render_chart(HA_VALUES, upgrade=True), "Job", "odoo-modules")
     assert "--update=base,web,attachment_s3" in container(job)["args"]
     assert "affinity" not in pod_spec(job)
+
+
+# -- module Job as plain objects (moduleJob.hook=false, for deployers that ignore hooks) ------------
+
+PLAIN_JOB_VALUES = deep_merge(HA_VALUES, {"moduleJob": {"hook": False, "modules": ["base", "web", "sale"]}})
+
+
+def plain_job(values: dict[str, Any] = PLAIN_JOB_VALUES, version: str = "17.0") -> dict[str, Any]:
+    (job,) = [o for o in render_chart(values, version) if o["kind"] == "Job"]
+    return job
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_plain_module_job_has_no_hook_and_runs_install_and_update(version: str) -> None:
+    objs = render_chart(PLAIN_JOB_VALUES, version)
+    validate_k8s(objs, "1.30.0")
+    assert check_all(objs) == []
+    for obj in objs:
+        annotations = obj["metadata"].get("annotations") or {}
+        if "modules" in obj["metadata"]["name"]:
+            assert not [a for a in annotations if a.startswith("helm.sh/hook")], obj["metadata"]["name"]
+    job = plain_job(PLAIN_JOB_VALUES, version)
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    assert job["spec"]["backoffLimit"] == 0
+    args = container(job)["args"]
+    # Odoo installs the uninstalled modules of -i and updates the installed ones of -u: both, every run
+    assert "--init=base,web,sale,attachment_s3" in args and "--update=base,web,sale,attachment_s3" in args
+    assert "--without-demo=all" in args and "--stop-after-init" in args
+    (wait,) = pod_spec(job)["initContainers"]
+    assert wait["name"] == "wait-for-database" and wait["command"][:2] == ["python3", "-c"]
+    compile(wait["command"][2], "wait-for-database", "exec")
+    assert wait["command"][3:] == ["odoo-db-rw", "5432", "odoo", "require"]
+    assert {e["name"] for e in wait["env"]} == {"PGUSER", "PGPASSWORD"}
+    # the same odoo.conf as the web pods, in the Job's own ConfigMap, named like the Job
+    name = job["metadata"]["name"]
+    assert find(objs, "ConfigMap", name)["data"] == find(objs, "ConfigMap", "odoo-config")["data"]
+    assert [v["configMap"]["name"] for v in pod_spec(job)["volumes"] if "configMap" in v] == [name]
+
+
+def test_plain_module_job_name_follows_image_database_and_modules() -> None:
+    name = plain_job()["metadata"]["name"]
+    assert re.fullmatch(r"odoo-modules-[0-9a-f]{10}", name), name
+    assert plain_job()["metadata"]["name"] == name
+    for change in ({"image": {"digest": "sha256:" + "f" * 64}}, {"moduleJob": {"modules": ["base", "web"]}},
+                   {"database": {"name": "other"}}):
+        assert plain_job(deep_merge(PLAIN_JOB_VALUES, change))["metadata"]["name"] != name, change
+    for change in ({"web": {"replicaCount": 4}}, {"odoo": {"limits": {"timeCpu": 61}}},
+                   {"moduleJob": {"activeDeadlineSeconds": 7200}}):
+        assert plain_job(deep_merge(PLAIN_JOB_VALUES, change))["metadata"]["name"] == name, change
+    long_release = plain_job(deep_merge(PLAIN_JOB_VALUES, {"fullnameOverride": "x" * 40}))
+    assert len(long_release["metadata"]["name"]) <= 63
+
+
+def test_plain_module_job_refuses_a_chart_made_pvc_filestore() -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape("moduleJob.hook=false")):
+        render_chart({"moduleJob": {"hook": False}})
+    objs = render_chart({"moduleJob": {"hook": False}, "persistence": {"enabled": False}})
+    (job,) = [o for o in objs if o["kind"] == "Job"]
+    assert job["metadata"]["name"].startswith("odoo-modules-")
+
+
+def test_module_job_disabled_renders_nothing_of_it() -> None:
+    objs = render_chart(deep_merge(HA_VALUES, {"moduleJob": {"enabled": False}}))
+    assert not [o for o in objs if "modules" in o["metadata"]["name"]]
+
+
+@pytest.mark.parametrize("upgrade", [False, True], ids=["install", "upgrade"])
+def test_hook_module_job_is_unchanged_by_default(upgrade: bool) -> None:
+    job = find(render_chart({}, upgrade=upgrade), "Job", "odoo-modules")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "initContainers" not in pod_spec(job)
+    args = container(job)["args"]
+    assert bool([a for a in args if a.startswith("--init")]) is not upgrade
+    assert bool([a for a in args if a.startswith("--update")]) is upgrade

@@ -18,7 +18,7 @@ import pulumi
 import pytest
 
 from erpops import render, spec
-from erpops.helm_values import odoo_values, refs_for
+from erpops.helm_values import chart_values, odoo_values, refs_for
 from infra import derive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -377,7 +377,10 @@ def test_the_chart_gets_exactly_odoo_values(r: Run) -> None:
     assert Path(chart.inputs["chart"]).resolve() == ROOT / "helm" / "odoo", chart.urn
     expected = odoo_values(r.sized, refs_for(r.sized),
                            pod_annotations={derive.ROTATION_ANNOTATION: "initial"})
-    assert chart.inputs["values"] == expected, chart.urn
+    # everything but the module Job, which the component applies ahead of the chart
+    assert chart.inputs["values"] == chart_values(expected), chart.urn
+    assert chart.inputs["values"]["moduleJob"]["enabled"] is False, chart.urn
+    assert expected["moduleJob"]["enabled"] is True
 
 
 def test_quota_covers_every_pod_at_full_scale(r: Run) -> None:
@@ -436,3 +439,116 @@ def test_the_optional_operator_install_is_pinned_and_restricted() -> None:
     (ns,) = [r for r in regs
              if r.type == "kubernetes:core/v1:Namespace" and r.inputs["metadata"]["name"] == "cnpg-system"]
     assert ns.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted", ns.urn
+
+
+# --------------------------------------------------------------------------------------------
+# Module install/upgrade Job: its own resource, ahead of the chart (Pulumi ignores Helm hooks)
+# --------------------------------------------------------------------------------------------
+
+def _module_job(r: Run) -> render.Registration:
+    (job,) = r.of_type("kubernetes:batch/v1:Job")
+    return job
+
+
+def _depends_on(reg: render.Registration, r: Run) -> set[str]:
+    return set(reg.depends_on)
+
+
+def test_module_job_is_its_own_resource_ahead_of_the_chart(r: Run) -> None:
+    job = _module_job(r)
+    assert job.parent.endswith("erpops:k8s:Odoo::odoo"), job.urn
+    name = job.inputs["metadata"]["name"]
+    assert name.startswith("odoo-modules-") and len(name) <= 63, job.urn
+    annotations = job.inputs["metadata"].get("annotations", {})
+    assert not [a for a in annotations if a.startswith("helm.sh/")], f"{job.urn}: hook annotations {annotations}"
+    assert annotations.get("pulumi.com/skipAwait", "false") == "false", f"{job.urn}: Pulumi must await the Job"
+    assert annotations["pulumi.com/replaceUnready"] == "true", job.urn
+    spec_ = job.inputs["spec"]
+    assert int(annotations["pulumi.com/timeoutSeconds"]) > spec_["activeDeadlineSeconds"], job.urn
+    assert "ttlSecondsAfterFinished" not in spec_, f"{job.urn}: a vanishing Job is drift under Pulumi"
+    assert spec_["backoffLimit"] == 0, job.urn
+    pod = spec_["template"]["spec"]
+    assert pod["serviceAccountName"] == "odoo-module-job", job.urn
+    (odoo,) = pod["containers"]
+    modules = ",".join(dict.fromkeys([*r.sized.spec.odoo.modules, "attachment_s3"]))
+    assert f"--init={modules}" in odoo["args"] and f"--update={modules}" in odoo["args"], odoo["args"]
+    assert "--stop-after-init" in odoo["args"] and f"--database={r.sized.database}" in odoo["args"]
+    assert [c["name"] for c in pod["initContainers"]] == ["wait-for-database"], job.urn
+    # the Job's own ConfigMap and ServiceAccount, named apart from the hook objects the chart used to own
+    configmap = r.one("kubernetes:core/v1:ConfigMap", name)
+    assert {v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v} == {name}
+    assert "db_host = odoo-db-pooler-rw" in configmap.inputs["data"]["odoo.conf"], configmap.urn
+    r.one("kubernetes:core/v1:ServiceAccount", "odoo-module-job")
+
+
+def test_module_job_waits_for_the_database_and_the_chart_waits_for_it(r: Run) -> None:
+    job, chart = _module_job(r), r.one("kubernetes:helm.sh/v4:Chart")
+    cluster = r.one("kubernetes:postgresql.cnpg.io/v1:Cluster")
+    pooler = r.one("kubernetes:postgresql.cnpg.io/v1:Pooler")
+    configmap = r.one("kubernetes:core/v1:ConfigMap", job.inputs["metadata"]["name"])
+    sa = r.one("kubernetes:core/v1:ServiceAccount", "odoo-module-job")
+    job_deps = _depends_on(job, r)
+    for needed in (cluster, pooler, configmap, sa, r.one("kubernetes:core/v1:Secret", "object-storage-credentials")):
+        assert needed.urn in job_deps, f"{job.urn} does not depend on {needed.urn}"
+    assert job.urn in _depends_on(chart, r), f"{chart.urn} does not depend on the module Job"
+
+
+def test_the_chart_renders_no_module_job(r: Run) -> None:
+    chart = r.one("kubernetes:helm.sh/v4:Chart")
+    objs = render.render_chart(ROOT / "helm" / "odoo", chart.inputs["values"], "odoo", r.sized.namespace)
+    assert not [o for o in objs if "modules" in o["metadata"]["name"]], [o["metadata"]["name"] for o in objs]
+
+
+def test_module_job_objects_are_the_charts_own_template() -> None:
+    """The program's Job is the chart's templates/job-modules.yaml with moduleJob.hook=false: same pod."""
+    from erpops.helm_values import module_job_values
+    from infra.components.odoo import module_job_objects
+
+    sized = spec.load("prod", ROOT)
+    values = odoo_values(sized, refs_for(sized))
+    objs = module_job_objects(values, "odoo", sized.namespace)
+    assert sorted(o["kind"] for o in objs) == ["ConfigMap", "Job"]
+    full = render.render_chart(ROOT / "helm" / "odoo", module_job_values(values), "odoo", sized.namespace)
+    (job,) = [o for o in objs if o["kind"] == "Job"]
+    assert job in full
+
+
+def _job_name(values: dict[str, Any], namespace: str = "ns") -> str:
+    from infra.components.odoo import module_job_objects
+
+    (job,) = [o for o in module_job_objects(values, "odoo", namespace) if o["kind"] == "Job"]
+    return job["metadata"]["name"]
+
+
+def test_module_job_name_follows_image_and_modules_only() -> None:
+    sized = spec.load("staging", ROOT)
+    base = odoo_values(sized, refs_for(sized))
+    name = _job_name(base)
+    assert _job_name(copy.deepcopy(base)) == name, "the name must be stable across runs"
+
+    def changed(change: Any) -> str:
+        values = copy.deepcopy(base)
+        change(values)
+        return _job_name(values)
+
+    assert changed(lambda v: v["image"].update(tag=v["image"]["tag"] + "-1")) != name
+    assert changed(lambda v: v["image"].update(digest="sha256:" + "a" * 64)) != name
+    assert changed(lambda v: v["moduleJob"]["modules"].append("crm")) != name
+    # what does not call for a module run keeps the Job (no re-run on a scale or a sizing change)
+    assert changed(lambda v: v["web"].update(replicaCount=v["web"]["replicaCount"] + 1)) == name
+    assert changed(lambda v: v["web"]["podAnnotations"].update(x="y")) == name
+    assert changed(lambda v: v["odoo"]["limits"].update(timeCpu=v["odoo"]["limits"]["timeCpu"] + 1)) == name
+
+
+def test_module_job_name_changes_with_the_spec_image_under_pulumi() -> None:
+    raw = copy.deepcopy(spec.read_raw(spec.stack_file(ROOT, "dev")))
+    names = []
+    for image in (raw["odoo"]["image"], raw["odoo"]["image"] + "-patched", raw["odoo"]["image"]):
+        raw["odoo"]["image"] = image
+        sized = spec.validate(raw, "dev")
+        secrets = render._Secrets()
+        config, secret_keys = render.mock_config(raw, sized, secrets)
+        regs, _ = render.run_program(ROOT, "dev", config, secret_keys, secrets)
+        (job,) = [x for x in regs if x.type == "kubernetes:batch/v1:Job"]
+        names.append(job.inputs["metadata"]["name"])
+    assert names[0] != names[1] and names[0] == names[2], names

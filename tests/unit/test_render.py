@@ -107,12 +107,44 @@ def test_the_chart_objects_are_present(rendered: dict[str, Path], stack: str) ->
     objs = chart_objects(rendered, stack)
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
     assert {("Deployment", "odoo-web"), ("Deployment", "odoo-cron"), ("Service", "odoo-web"),
-            ("Ingress", "odoo"), ("Job", "odoo-modules"), ("ConfigMap", "odoo-config")} <= kinds, kinds
+            ("Ingress", "odoo"), ("ConfigMap", "odoo-config")} <= kinds, kinds
+    # the module Job is the program's own resource (Pulumi ignores Helm hooks), not the chart's
+    assert not [k for k in kinds if k[0] == "Job" or k[1].startswith("odoo-modules")], kinds
     assert (("HorizontalPodAutoscaler", "odoo-web") in kinds) == sized.spec.odoo.web.autoscale.enabled
     for obj in objs:
         assert obj["metadata"]["namespace"] == sized.namespace, f"{obj['kind']}/{obj['metadata']['name']}"
     # the web and cron ServiceAccounts are the program's (one per workload), not the chart's
     assert ("ServiceAccount", "odoo-web") not in kinds and ("ServiceAccount", "odoo-cron") not in kinds
+
+
+def module_job(rendered: dict[str, Path], stack: str) -> dict[str, Any]:
+    jobs = [o for o in program_objects(rendered, stack) if o["kind"] == "Job"]
+    assert len(jobs) == 1, [o["metadata"]["name"] for o in jobs]
+    return jobs[0]
+
+
+def test_the_module_job_is_a_plain_program_object(rendered: dict[str, Path], stack: str) -> None:
+    job = module_job(rendered, stack)
+    name = job["metadata"]["name"]
+    assert name.startswith("odoo-modules-"), name
+    annotations = job["metadata"].get("annotations", {})
+    assert not [a for a in annotations if a.startswith("helm.sh/")], annotations
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    # strictly valid for Kubernetes 1.30 and Pod Security "restricted", on its own
+    validate_k8s([job, find(program_objects(rendered, stack), "ConfigMap", name)], "1.30.0")
+    violations = podsecurity.check_all([job], (podsecurity.BASELINE, podsecurity.RESTRICTED))
+    assert not violations, "\n".join(map(str, violations))
+    assert not podsecurity.check_all([job])
+    # the same odoo.conf as the web and cron pods
+    conf = find(program_objects(rendered, stack), "ConfigMap", name)["data"]["odoo.conf"]
+    assert conf == find(chart_objects(rendered, stack), "ConfigMap", "odoo-config")["data"]["odoo.conf"]
+    resources = json.loads((rendered[stack] / "resources.json").read_text())
+    (chart,) = [x for x in resources if x["type"] == "kubernetes:helm.sh/v4:Chart"]
+    (job_reg,) = [x for x in resources if x["type"] == "kubernetes:batch/v1:Job"]
+    assert job_reg["urn"] in chart["depends_on"], "the chart must wait for the module Job"
+    cnpg = {x["urn"] for x in resources if x["type"].startswith("kubernetes:postgresql.cnpg.io/v1:")
+            and x["type"].rsplit(":", 1)[1] in ("Cluster", "Pooler")}
+    assert len(cnpg) == 2 and cnpg <= set(job_reg["depends_on"]), job_reg["depends_on"]
 
 
 def _pooler_pod(pooler: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +201,8 @@ def test_network_policies_select_the_pods_that_exist(rendered: dict[str, Path], 
     ingress = find(program, "NetworkPolicy", "odoo-web-from-ingress")["spec"]["podSelector"]["matchLabels"]
     assert selected(ingress) == ["Deployment/odoo-web"]
     odoo = find(program, "NetworkPolicy", "odoo-egress")["spec"]["podSelector"]["matchLabels"]
-    assert set(selected(odoo)) == {"Deployment/odoo-web", "Deployment/odoo-cron", "Job/odoo-modules"}
+    job = module_job(rendered, stack)
+    assert set(selected(odoo)) == {"Deployment/odoo-web", "Deployment/odoo-cron", f"Job/{job['metadata']['name']}"}
     redis = find(program, "NetworkPolicy", "redis-from-odoo")["spec"]["podSelector"]["matchLabels"]
     assert selected(redis) == ["StatefulSet/redis"]
     web_service = find(chart, "Service", "odoo-web")["spec"]["selector"]

@@ -106,7 +106,11 @@ A UID without a passwd entry breaks Odoo's getpass.getuser() at start.
 
 {{/*
 Path of the readiness probe. /web/health?db_server_status=1 also checks that
-PostgreSQL answers; assumed available from 17.0 (16.0 only has /web/health).
+PostgreSQL answers (HTTP 500 when it does not). Odoo added the parameter in a
+stable fix, odoo/odoo PR #182537 (October 2024), merged into 17.0 and 18.0;
+16.0 does not have it (the parameter would be ignored and the probe would
+not check the database), so 16.0 stays on plain /web/health. An image built
+from 17.0/18.0 sources older than October 2024 also ignores it (no failure).
 */}}
 {{- define "odoo.readinessPath" -}}
 {{- if eq .Values.odoo.version "16.0" -}}
@@ -130,11 +134,82 @@ PostgreSQL answers; assumed available from 17.0 (16.0 only has /web/health).
 {{- $modules | uniq | join "," -}}
 {{- end -}}
 
-{{/* Modules the Job installs (-i) or updates (-u). */}}
+{{/*
+Modules the Job installs (-i) or updates (-u). Odoo applies each option to
+the modules in the matching state only (odoo/modules/loading.py, load_modules,
+"STEP 2"): -i marks the *uninstalled* ones of the list `to install`, -u the
+*installed* ones `to upgrade`. Passing both (moduleJob.hook=false) is
+therefore right on a new database and on every later run alike.
+*/}}
 {{- define "odoo.jobModules" -}}
 {{- $modules := .Values.moduleJob.modules -}}
 {{- if .Values.s3.enabled -}}{{- $modules = append $modules "attachment_s3" -}}{{- end -}}
 {{- $modules | uniq | join "," -}}
+{{- end -}}
+
+{{/*
+Name of the module Job when it is not a Helm hook: <fullname>-modules-<hash>,
+the hash over what makes a module run necessary (image, database, modules),
+so a deployer that applies plain objects creates a new Job exactly then.
+*/}}
+{{- define "odoo.moduleJobName" -}}
+{{- $base := include "odoo.componentName" (dict "root" . "component" "modules") | trunc 52 | trimSuffix "-" -}}
+{{- $key := printf "%s\n%s\n%s" (include "odoo.image" .) .Values.database.name (include "odoo.jobModules" .) -}}
+{{- printf "%s-%s" $base ($key | sha256sum | trunc 10) -}}
+{{- end -}}
+
+{{/*
+Init container of the non-hook module Job: waits (up to 10 minutes) until
+PostgreSQL accepts the Job's credentials through database.host, so a Job
+applied together with a new database cluster does not fail on its first
+connection (backoffLimit is 0). Uses the image's own python3 and psycopg2;
+libpq reads PGUSER/PGPASSWORD from env.
+*/}}
+{{- define "odoo.waitForDatabaseContainer" -}}
+- name: wait-for-database
+  image: {{ include "odoo.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    - python3
+    - -c
+    - |
+      import sys, time
+      import psycopg2
+      host, port, dbname, sslmode = sys.argv[1:5]
+      deadline = time.monotonic() + 600
+      while True:
+          try:
+              psycopg2.connect(host=host, port=port, dbname=dbname, sslmode=sslmode, connect_timeout=5).close()
+              break
+          except psycopg2.OperationalError as exc:
+              if time.monotonic() > deadline:
+                  sys.exit("database %s on %s:%s still unreachable: %s" % (dbname, host, port, exc))
+              print("waiting for database %s on %s:%s: %s" % (dbname, host, port, str(exc).strip()), flush=True)
+              time.sleep(5)
+    - {{ .Values.database.host | quote }}
+    - {{ .Values.database.port | int64 | quote }}
+    - {{ .Values.database.name | quote }}
+    - {{ .Values.database.sslmode | quote }}
+  env:
+    - name: PGUSER
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.database.existingSecret }}
+          key: {{ .Values.database.userKey }}
+    - name: PGPASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.database.existingSecret }}
+          key: {{ .Values.database.passwordKey }}
+  securityContext:
+    {{- include "odoo.containerSecurityContext" . | nindent 4 }}
+  resources:
+    requests:
+      cpu: 10m
+      memory: 64Mi
+    limits:
+      cpu: 200m
+      memory: 128Mi
 {{- end -}}
 
 {{/* Cron worker processes in the web pods: none when a cron Deployment runs them. */}}
@@ -192,6 +267,9 @@ and the fix, instead of producing pods that lose sessions or attachments.
 {{- end -}}
 {{- if and .Values.web.autoscaling.enabled (lt (int .Values.web.autoscaling.maxReplicas) (int .Values.web.autoscaling.minReplicas)) -}}
 {{- fail (printf "web.autoscaling.maxReplicas=%d is below web.autoscaling.minReplicas=%d. Fix: raise maxReplicas." (int .Values.web.autoscaling.maxReplicas) (int .Values.web.autoscaling.minReplicas)) -}}
+{{- end -}}
+{{- if and .Values.moduleJob.enabled (not .Values.moduleJob.hook) (eq (include "odoo.filestoreKind" .) "pvc") (or (not .Values.persistence.existingClaim) (include "odoo.filestoreSingleNode" .)) -}}
+{{- fail "moduleJob.hook=false runs the module Job before the chart's objects, but the filestore is a PVC the chart creates or one only one node can mount. Fix: set s3.enabled=true, persistence.enabled=false, or persistence.existingClaim to a ReadWriteMany claim (with persistence.accessModes=[ReadWriteMany])." -}}
 {{- end -}}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}
 {{- fail "ingress.enabled=true needs ingress.host." -}}
