@@ -1,0 +1,355 @@
+"""`erpops backup|verify|restore|list|prune`: click commands over the backup engine.
+
+Registered on the main group from COMMANDS. Every command takes `--json`: one JSON object on
+stdout (also on failure: {"ok": false, "error": ..., "error_type": ..., "exit_code": ...}), and
+progress as JSON lines on stderr. Exit codes are erpops.errors' (0 ok, 2 usage, 3 service or
+credentials, 4 failed and rolled back, 5 integrity, 6 refused by pre-flight).
+
+The target is `--target URL` (s3://bucket/prefix or file:///path), else ERPOPS_BACKUP_TARGET,
+else derived from `--stack`: s3://<object_storage.backup_bucket>/<stack>, with the stack's
+endpoint and region. The database server comes from libpq's PGHOST/PGPORT/PGUSER/PGPASSWORD.
+S3 credentials come from boto3's standard chain (AWS_* variables, profile, instance role).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from erpops.errors import ErpopsError, PreflightError, SpecError, UsageError
+
+_TARGET_HELP = "Backup target: s3://bucket/prefix or file:///path (default: $ERPOPS_BACKUP_TARGET, else from --stack)."
+
+
+def _stack_spec(ctx: click.Context, stack: str | None) -> Any:
+    """The validated spec of --stack, or None when there is no stack file to read."""
+    if not stack:
+        return None
+    from erpops import spec
+
+    obj = ctx.find_root().obj
+    root = obj.get("root") if isinstance(obj, dict) else None
+    try:
+        return spec.load(stack, root or spec.find_root()).spec
+    except SpecError:
+        return None
+
+
+def _target(ctx: click.Context, opts: dict[str, Any], *, writing: bool = False) -> Any:
+    from erpops.backup.storage import open_target
+
+    url, endpoint, region = opts["target"], opts["endpoint_url"], opts["region"]
+    if not url:
+        s = _stack_spec(ctx, opts.get("stack"))
+        if s is None:
+            raise UsageError("no backup target: pass --target s3://bucket/prefix (or file:///path), set "
+                             "ERPOPS_BACKUP_TARGET, or pass --stack naming a Pulumi.<stack>.yaml")
+        url = f"s3://{s.object_storage.backup_bucket}/{opts['stack']}"
+        endpoint = endpoint or (s.object_storage.endpoint if s.object_storage.mode == "s3-compatible" else None)
+        region = region or s.object_storage.region
+    target = open_target(url, endpoint_url=endpoint, region=region, sse=opts.get("sse"),
+                         kms_key_id=opts.get("kms_key_id"), storage_class=opts.get("storage_class"),
+                         concurrency=opts.get("concurrency") or 4)
+    target.check(create=writing)
+    return target
+
+
+def _tier(ctx: click.Context, stack: str | None) -> str | None:
+    if not stack:
+        return None
+    s = _stack_spec(ctx, stack)
+    if s is not None:
+        return s.tier
+    from erpops import spec
+
+    return spec.infer_tier(stack)
+
+
+def _reporter(as_json: bool) -> Any:
+    from erpops.backup.progress import make_reporter
+
+    return make_reporter(tty=False if as_json else None)
+
+
+def _emit(as_json: bool, result: dict[str, Any], human: Callable[[dict[str, Any]], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        human(result)
+
+
+def json_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """With --json, an erpops error is also printed as a JSON object on stdout (then re-raised for the exit code)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ErpopsError as exc:
+            if kwargs.get("as_json") and not getattr(exc, "json_printed", False):
+                body: dict[str, Any] = {"ok": False, "error": str(exc), "error_type": type(exc).__name__,
+                                        "exit_code": exc.exit_code}
+                if isinstance(exc, PreflightError):
+                    body["problems"] = exc.problems
+                click.echo(json.dumps(body, indent=2))
+            raise
+
+    return wrapper
+
+
+def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--target", envvar="ERPOPS_BACKUP_TARGET", default=None, help=_TARGET_HELP),
+        click.option("--stack", "-s", default=None, help="Stack name: default target, set id prefix, tier."),
+        click.option("--endpoint-url", envvar="ERPOPS_S3_ENDPOINT_URL", default=None,
+                     help="S3 endpoint (MinIO, Ceph, ...); default AWS, or the stack's."),
+        click.option("--region", default=None, help="S3 region (default: boto3's, or the stack's)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _opts(**kw: Any) -> dict[str, Any]:
+    return kw
+
+
+def _echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+def _size(n: int | None) -> str:
+    from erpops.backup.engine import _h
+
+    return "-" if n is None else _h(n)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+@click.command("backup")
+@target_options
+@click.option("--db", default=None, help="Database to back up (default: the Odoo zip's, with --from-zip).")
+@click.option("--filestore", default=None,
+              help="Odoo's filestore root (data_dir/filestore, holding <db>/) or s3://bucket/prefix holding <db>/.")
+@click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Parallel filestore transfers (and S3 parts in flight: at most 4).")
+@click.option("--neutralized", is_flag=True,
+              help="Back up a neutralized copy: copy to a scratch database, neutralize it, dump that, drop it.")
+@click.option("--from-zip", "from_zip", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Store an Odoo database-manager zip as a set instead (no database needed).")
+@click.option("--sse", type=click.Choice(["AES256", "aws:kms"]), default=None, help="S3 server-side encryption.")
+@click.option("--kms-key-id", default=None, help="KMS key for --sse aws:kms (default: the bucket's).")
+@click.option("--storage-class", default=None, help="S3 storage class, e.g. STANDARD_IA.")
+@click.pass_context
+@json_errors
+def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
+               region: str | None, as_json: bool, db: str | None, filestore: str | None, jobs: int,
+               neutralized: bool, from_zip: Path | None, sse: str | None, kms_key_id: str | None,
+               storage_class: str | None) -> None:
+    """Back up a database and its filestore into a new set (dump + filestore + manifest.json)."""
+    from erpops.backup import engine
+    from erpops.pg import Pg
+
+    t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region, sse=sse,
+                           kms_key_id=kms_key_id, storage_class=storage_class, concurrency=min(jobs, 4)),
+                writing=True)
+    reporter = _reporter(as_json)
+    if from_zip is not None:
+        if neutralized or filestore:
+            raise UsageError("--from-zip stores the zip as it is: --neutralized and --filestore do not apply")
+        result = engine.import_odoo_zip(t, from_zip, stack=stack or "adhoc", db=db, workers=jobs, reporter=reporter)
+    else:
+        if not db:
+            raise UsageError("--db is required (the database to back up)")
+        result = engine.backup(t, Pg.from_env(), db, stack=stack or "adhoc", filestore=filestore,
+                               filestore_endpoint_url=endpoint_url, filestore_region=region, neutralized=neutralized,
+                               workers=jobs, reporter=reporter)
+
+    def human(r: dict[str, Any]) -> None:
+        dump = r["artifacts"][0]
+        fs = r["filestore"]
+        _echo_lines([
+            f"set {r['set_id']} complete in {r['target']}",
+            f"  dump: {_size(dump['uncompressed_size'])} -> {_size(dump['size'])} zstd, sha256 {dump['sha256']}",
+            f"  filestore: {fs['count']} files, {_size(fs['bytes'])} ({fs['uploaded']} uploaded, "
+            f"{fs['skipped_existing']} already stored)",
+            f"  neutralized: {'yes' if r['neutralized'] else 'no'}; {r['duration_seconds']:.1f} s",
+        ])
+
+    _emit(as_json, result, human)
+
+
+@click.command("verify")
+@target_options
+@click.argument("set_id")
+@click.option("--deep", is_flag=True, help="Also restore into a scratch database and compare row counts.")
+@click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="pg_restore jobs for --deep.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where --deep may decompress the dump for pg_restore -j (default: $TMPDIR).")
+@click.pass_context
+@json_errors
+def verify_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
+               region: str | None, as_json: bool, set_id: str, deep: bool, jobs: int, work_dir: Path | None) -> None:
+    """Re-read a set and check every artifact and filestore file; write verify.json (exit 5 if damaged)."""
+    from erpops.backup import engine
+    from erpops.errors import IntegrityError
+    from erpops.pg import Pg
+
+    t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region))
+    report = engine.verify(t, set_id, deep=deep, pg=Pg.from_env() if deep else None, jobs=jobs, work_dir=work_dir,
+                           reporter=_reporter(as_json))
+
+    def human(r: dict[str, Any]) -> None:
+        c = r["checked"]
+        state = "ok" if r["ok"] else "FAILED"
+        _echo_lines([f"{r['set_id']}: {state} ({c['artifacts']} artifact(s), {c['filestore_files']} filestore files, "
+                     f"{_size(c['bytes'])}{', deep' if r['deep'] else ''})"] + [f"  - {p}" for p in r["problems"]])
+
+    _emit(as_json, report, human)
+    if not report["ok"]:
+        failed = IntegrityError(f"set {set_id} failed verification: {len(report['problems'])} problem(s)")
+        failed.json_printed = True  # type: ignore[attr-defined] - the report above is the JSON answer
+        raise failed
+
+
+@click.command("restore")
+@target_options
+@click.argument("set_id")
+@click.option("--to", "db", required=True, help="Database to restore into (must not exist unless --replace).")
+@click.option("--filestore", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Odoo's filestore root (data_dir/filestore); files go to <root>/<db>/.")
+@click.option("--skip-filestore", is_flag=True, help="Restore the database only.")
+@click.option("--replace", is_flag=True, help="Replace an existing database (kept until the new one is complete).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask to confirm --replace (automation).")
+@click.option("--neutralize/--no-neutralize", default=None,
+              help="Neutralize the restored copy (default: on for Odoo databases, unless the --stack tier is prod).")
+@click.option("--odoo-version", default=None, help="Odoo version of the target image, e.g. 17.0: majors must match.")
+@click.option("--owner", default=None, help="Role to own the database and its objects (default: the connecting user).")
+@click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(1, 64), help="pg_restore jobs.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the dump is decompressed for pg_restore -j (default: $TMPDIR; too small: -j 1 stream).")
+@click.pass_context
+@json_errors
+def restore_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
+                region: str | None, as_json: bool, set_id: str, db: str, filestore: Path | None,
+                skip_filestore: bool, replace: bool, yes: bool, neutralize: bool | None, odoo_version: str | None,
+                owner: str | None, jobs: int, work_dir: Path | None) -> None:
+    """Restore a set into a NEW database (or --replace one), after pre-flight checks and a verify."""
+    from erpops.backup.restore import restore
+    from erpops.pg import Pg
+
+    t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region))
+    if neutralize is None and _tier(ctx, stack) == "prod":
+        neutralize = False  # else None: the library neutralizes Odoo databases, leaves others alone
+
+    def confirm(name: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise PreflightError([f"replacing database {name} needs confirmation: pass --yes when not interactive"],
+                                 f"restore of {set_id} into {name}")
+        typed = click.prompt(f"This replaces database {name!r}. Type its name to confirm", err=True, default="",
+                             show_default=False)
+        return bool(typed == name)
+
+    result = restore(t, set_id, pg=Pg.from_env(), db=db, filestore_root=filestore, skip_filestore=skip_filestore,
+                     replace=replace, confirm=confirm, neutralize=neutralize, jobs=jobs, odoo_version=odoo_version,
+                     owner=owner, work_dir=work_dir, reporter=_reporter(as_json))
+
+    def human(r: dict[str, Any]) -> None:
+        fs = r["filestore"]
+        lines = [f"restored {r['set_id']} as {r['db']}{' (replaced)' if r['replaced'] else ''} in "
+                 f"{r['duration_seconds']:.1f} s",
+                 f"  filestore: {fs['count']} files in {fs['dir']}" if fs["dir"] else "  filestore: not restored",
+                 f"  neutralized: {'yes' if r['neutralized'] else 'NO'}"]
+        lines += [f"  note: {n}" for n in r["leftovers"]]
+        _echo_lines(lines)
+
+    _emit(as_json, result, human)
+
+
+@click.command("list")
+@target_options
+@click.option("--db", default=None, help="Only sets of this database.")
+@click.pass_context
+@json_errors
+def list_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
+             region: str | None, as_json: bool, db: str | None) -> None:
+    """List complete (restorable) sets, newest first, with verified status and age."""
+    from erpops.backup import engine
+
+    t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region))
+    sets = engine.list_sets(t, db=db)
+    result = {"ok": True, "target": t.url, "sets": sets}
+
+    def human(r: dict[str, Any]) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"sets in {r['target']}", title_justify="left")
+        for col in ("set id", "db", "age", "dump", "filestore", "verified"):
+            table.add_column(col)
+        for s in r["sets"]:
+            if "error" in s:
+                table.add_row(s["set_id"], "?", "?", "?", "?", "unreadable manifest")
+                continue
+            verified = {None: "never", True: "ok", False: "FAILED"}[s["verified"]]
+            if s["verified"] is not None:
+                verified += f" {s['verified_at']}{' deep' if s['verified_deep'] else ''}"
+            age = f"{s['age_hours']:.1f} h" if s["age_hours"] < 48 else f"{s['age_hours'] / 24:.1f} d"
+            table.add_row(s["set_id"], s["db"], age, _size(s["dump_bytes"]),
+                          f"{s['filestore_files']} / {_size(s['filestore_bytes'])}", verified)
+        Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+    _emit(as_json, result, human)
+
+
+@click.command("prune")
+@target_options
+@click.option("--daily", type=click.IntRange(1), default=None, help="Days to keep (default: the stack's, else 7).")
+@click.option("--weekly", type=click.IntRange(0), default=None, help="ISO weeks to keep (default: stack's, else 4).")
+@click.option("--monthly", type=click.IntRange(0), default=None, help="Months to keep (default: stack's, else 0).")
+@click.option("--apply", is_flag=True, help="Delete for real (default: show what would be deleted).")
+@click.pass_context
+@json_errors
+def prune_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
+              region: str | None, as_json: bool, daily: int | None, weekly: int | None, monthly: int | None,
+              apply: bool) -> None:
+    """Delete sets outside the retention (GFS); never the newest verified set. Dry run unless --apply."""
+    from erpops.backup import retention
+
+    t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region))
+    s = _stack_spec(ctx, stack)
+    base = s.backup.retention if s is not None else retention.Rules()
+    rules = retention.Rules(daily=daily if daily is not None else base.daily,
+                            weekly=weekly if weekly is not None else base.weekly,
+                            monthly=monthly if monthly is not None else base.monthly)
+    result = {"ok": True, **retention.prune(t, rules, apply=apply, reporter=_reporter(as_json))}
+
+    def human(r: dict[str, Any]) -> None:
+        verb = "deleted" if r["apply"] else "would delete"
+        lines = [f"{r['target']}: keep {len(r['keep'])}, {verb} {len(r['delete'])} set(s) "
+                 f"(daily {r['rules']['daily']}, weekly {r['rules']['weekly']}, monthly {r['rules']['monthly']})"]
+        lines += [f"  keep   {k['set_id']}  ({', '.join(k['reasons'])})" for k in r["keep"]]
+        lines += [f"  delete {d['set_id']}" for d in r["delete"]]
+        lines += [f"  delete incomplete {i}" for i in r["incomplete_delete"]]
+        lines.append(f"  filestore: {verb} {r['filestore_delete']} unreferenced objects "
+                     f"({_size(r['filestore_bytes_freed'])}); {r['filestore_gc']}")
+        if not r["apply"]:
+            lines.append("dry run: pass --apply to delete")
+        _echo_lines(lines)
+
+    _emit(as_json, result, human)
+
+
+COMMANDS = [backup_cmd, verify_cmd, restore_cmd, list_cmd, prune_cmd]

@@ -1,0 +1,324 @@
+"""Restore a backup set into a database (and its filestore), never touching the current one early.
+
+Order, each step only after the previous one succeeded:
+
+1. Pre-flight, before anything changes (all failed checks reported at once, PreflightError,
+   exit 6): the set is complete; the database is absent, or `replace=True` was given and
+   confirmed; the PostgreSQL server major is >= the dump's; the Odoo major matches the target
+   image's (`odoo_version`); free disk for the filestore (shutil.disk_usage against the set's
+   filestore bytes) and, when the server runs on this machine and its data directory is
+   readable, for the database (the source's pg_database_size); the filestore directory is
+   absent (or replaced). A remote server's disk cannot be seen from here: that check is skipped,
+   and the report says so.
+2. The confirmation callback, when replacing (the CLI asks to type the database name).
+3. Verify: the dump and (when it is restored) every filestore object are re-read and checked
+   against the manifest (IntegrityError, exit 5, nothing changed).
+4. Build aside: the dump goes into `<db>__erpops_restore_<hex>`, row counts are compared with
+   the manifest, the copy is neutralized when asked, the filestore is written into
+   `<filestore_root>/<db>__erpops_restore_<hex>/` with every sha1 checked.
+5. Swap: when replacing, the current database is renamed `<db>__erpops_old_<hex>` and the new
+   one renamed `<db>` in one transaction; the filestore directories likewise. The old ones are
+   dropped only after the swap succeeded.
+
+Any failure in 4-5 drops what was built (temp database, partial filestore directory), undoes
+a partial swap, and says so in the error (BackupError, exit 4).
+
+pg_restore -j N needs a seekable file: with jobs > 1 the dump is decompressed to a temp file in
+`work_dir` when there is room for it, otherwise it streams into `pg_restore -j 1` (the report
+says which). Plain SQL dumps (sets imported from Odoo zips) go through `psql -v ON_ERROR_STOP=1
+--single-transaction` under a psql `\\restrict` fence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from erpops.backup import engine
+from erpops.backup import manifest as mf
+from erpops.backup.progress import Reporter
+from erpops.backup.storage import Target
+from erpops.errors import BackupError, ErpopsError, IntegrityError, PreflightError, ServiceError
+from erpops.pg import Pg, quote_ident, quote_literal
+
+MiB = 1024 * 1024
+# Room to leave on a filesystem on top of what a restore writes there.
+DISK_MARGIN = 64 * MiB
+# A plain SQL dump restores into about this many times its own size (indexes, page overhead);
+# used only when the set does not record the source database's size.
+PLAIN_DUMP_GROWTH = 4
+
+
+def _existing_parent(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def _data_directory(pg: Pg) -> Path | None:
+    """The server's data directory when it can be read from here (local server, enough rights)."""
+    if not engine.is_local_host(pg.host):
+        return None
+    try:
+        path = Path(pg.scalar("SHOW data_directory"))
+    except ServiceError:
+        return None
+    return path if path.exists() else None
+
+
+def preflight(
+    manifest: mf.Manifest,
+    pg: Pg,
+    db: str,
+    *,
+    filestore_root: Path | None,
+    skip_filestore: bool,
+    replace: bool,
+    odoo_version: str | None,
+    server_version_num: int,
+    db_exists: bool,
+    disk_usage: Callable[[Path], Any] = shutil.disk_usage,
+) -> tuple[list[str], list[str]]:
+    """(problems, notes): why the restore must not start, and what was checked or skipped."""
+    problems = mf.restore_problems(manifest, server_version_num=server_version_num, odoo_version=odoo_version)
+    notes: list[str] = []
+    if db_exists and not replace:
+        problems.append(f"database {db} already exists on {pg.host}:{pg.port}: restore under another name "
+                        "(--to), or pass --replace (the current database stays until the new one is complete)")
+    fs_bytes = manifest.filestore_bytes
+    if manifest.filestore and not skip_filestore:
+        if filestore_root is None:
+            problems.append(f"the set holds {len(manifest.filestore)} filestore files ({engine._h(fs_bytes)}): pass "
+                            "--filestore <Odoo data_dir>/filestore, or --skip-filestore to restore the database alone")
+        else:
+            dest = filestore_root / db
+            if dest.exists() and any(dest.iterdir()) and not replace:
+                problems.append(f"filestore directory {dest} already exists and is not empty: pass --replace, or "
+                                "remove it if it belongs to no database")
+            where = _existing_parent(filestore_root)
+            free = disk_usage(where).free
+            need = fs_bytes + DISK_MARGIN
+            if free < need:
+                problems.append(f"not enough free disk for the filestore: {engine._h(need)} needed "
+                                f"({engine._h(fs_bytes)} + {engine._h(DISK_MARGIN)} margin), {engine._h(free)} free on "
+                                f"{where}: free space or pass another --filestore")
+            else:
+                notes.append(f"filestore disk: {engine._h(free)} free on {where}, {engine._h(need)} needed")
+    elif manifest.filestore:
+        notes.append(f"filestore: skipped on request ({len(manifest.filestore)} files not restored)")
+    db_bytes = manifest.source.get("db_size_bytes") or (manifest.dump.uncompressed_size or 0) * PLAIN_DUMP_GROWTH
+    data_dir = _data_directory(pg)
+    if data_dir is None:
+        notes.append(f"database disk: not checked (the server at {pg.host}:{pg.port} is remote, or its data "
+                     f"directory is not readable here); the restore needs about {engine._h(db_bytes)} there")
+    else:
+        free = disk_usage(data_dir).free
+        need = db_bytes + DISK_MARGIN
+        if free < need:
+            problems.append(f"not enough free disk for the database: about {engine._h(need)} needed, "
+                            f"{engine._h(free)} free in {data_dir}")
+        else:
+            notes.append(f"database disk: {engine._h(free)} free in {data_dir}, about {engine._h(need)} needed")
+    return problems, notes
+
+
+def restore(
+    target: Target,
+    set_id: str,
+    *,
+    pg: Pg,
+    db: str,
+    filestore_root: Path | None = None,
+    skip_filestore: bool = False,
+    replace: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    neutralize: bool | None = False,
+    jobs: int = 2,
+    workers: int = engine.DEFAULT_WORKERS,
+    odoo_version: str | None = None,
+    owner: str | None = None,
+    work_dir: Path | None = None,
+    reporter: Reporter | None = None,
+    disk_usage: Callable[[Path], Any] = shutil.disk_usage,
+) -> dict[str, Any]:
+    """Restore set_id as database db; returns the restore report. See the module docstring.
+
+    neutralize=None neutralizes Odoo databases and leaves any other database as it is.
+    """
+    reporter = reporter or Reporter()
+    started = time.monotonic()
+    mf.check_db_name(db)
+    manifest = engine.load_manifest(target, set_id)
+    server_version_num = pg.server_version_num()
+    exists = pg.database_exists(db)
+    problems, notes = preflight(
+        manifest, pg, db, filestore_root=filestore_root, skip_filestore=skip_filestore, replace=replace,
+        odoo_version=odoo_version, server_version_num=server_version_num, db_exists=exists, disk_usage=disk_usage)
+    if problems:
+        raise PreflightError(problems, f"restore of {set_id} into {db}")
+    plan = engine.plan_dump_restore(manifest, jobs, work_dir)
+    notes.append(f"database: {plan.note}")
+    if neutralize is None:  # auto: every Odoo database, nothing else (there is nothing to neutralize)
+        neutralize = manifest.odoo_version is not None
+        if not neutralize:
+            notes.append("neutralize: skipped, the set is not an Odoo database (no installed base module)")
+    for note in notes:
+        reporter.note(note)
+    if exists and replace and confirm is not None and not confirm(db):
+        raise PreflightError([f"replacing database {db} was not confirmed"], f"restore of {set_id} into {db}")
+
+    verify_started = time.monotonic()
+    with_fs = bool(manifest.filestore) and not skip_filestore and filestore_root is not None
+    found, _ = engine.verify_artifacts(target, manifest, reporter, workers, filestore=with_fs)
+    if found:
+        raise IntegrityError(f"set {set_id} failed verification, nothing was changed:\n"
+                             + "\n".join(f"  - {p}" for p in found))
+    timings = {"verify_seconds": round(time.monotonic() - verify_started, 3)}
+
+    rand = secrets.token_hex(3)
+    temp_db = engine.side_name(db, "restore", rand)
+    old_db = engine.side_name(db, "old", rand)
+    fs_dest = filestore_root / db if filestore_root is not None else None
+    fs_temp = filestore_root / engine.side_name(db, "restore", rand) if filestore_root is not None else None
+    fs_old = filestore_root / engine.side_name(db, "old", rand) if filestore_root is not None else None
+    built: list[str] = []
+    swapped_db = False
+    neutralize_report = None
+    try:
+        step = time.monotonic()
+        built.append("db")
+        engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner)
+        counts = engine.row_counts(pg, temp_db)
+        mismatched = mf.row_count_problems(manifest.row_counts, counts) if manifest.row_counts else []
+        if mismatched:
+            raise IntegrityError("restored row counts differ from the manifest: " + "; ".join(mismatched))
+        timings["database_seconds"] = round(time.monotonic() - step, 3)
+        if neutralize:
+            step = time.monotonic()
+            reporter.note(f"neutralizing {temp_db}")
+            neutralize_report = engine._neutralize(pg, temp_db)
+            timings["neutralize_seconds"] = round(time.monotonic() - step, 3)
+        if with_fs:
+            assert fs_temp is not None and filestore_root is not None
+            step = time.monotonic()
+            filestore_root.mkdir(parents=True, exist_ok=True)
+            built.append("fs")
+            engine.restore_filestore(target, manifest.filestore, fs_temp, reporter, workers)
+            timings["filestore_seconds"] = round(time.monotonic() - step, 3)
+
+        # Swap: the database first (one transaction), then the filestore directory.
+        if exists:
+            _swap_databases(pg, db, temp_db, old_db)
+        else:
+            pg.psql(f"ALTER DATABASE {quote_ident(temp_db)} RENAME TO {quote_ident(db)}")
+        swapped_db = True
+        if with_fs:
+            assert fs_dest is not None and fs_temp is not None and fs_old is not None
+            if fs_dest.exists():
+                if any(fs_dest.iterdir()):
+                    fs_dest.rename(fs_old)
+                else:
+                    fs_dest.rmdir()
+            fs_temp.rename(fs_dest)
+    except BaseException as exc:
+        undone = _roll_back(pg, db, temp_db, old_db, exists, swapped_db, built, fs_dest, fs_temp, fs_old)
+        if isinstance(exc, ErpopsError):
+            msg = f"restore of {set_id} into {db} failed: {exc}; rolled back: {undone}"
+            if isinstance(exc, IntegrityError):
+                raise IntegrityError(msg) from exc
+            raise BackupError(msg) from exc
+        exc.add_note(f"restore interrupted; rolled back: {undone}")
+        raise
+
+    leftovers = []
+    if exists:
+        try:
+            engine.drop_database(pg, old_db)
+        except ErpopsError as exc:
+            leftovers.append(f"the previous database was kept as {old_db} (drop failed: {exc}); drop it by hand")
+    if fs_old is not None and fs_old.exists():
+        shutil.rmtree(fs_old, ignore_errors=True)
+        if fs_old.exists():
+            leftovers.append(f"the previous filestore was kept as {fs_old}; remove it by hand")
+    return {
+        "ok": True,
+        "set_id": set_id,
+        "target": target.url,
+        "db": db,
+        "replaced": exists,
+        "neutralized": neutralize,
+        "neutralize_report": neutralize_report,
+        "row_counts": counts,
+        "filestore": {"dir": str(fs_dest) if with_fs else None, "count": len(manifest.filestore) if with_fs else 0,
+                      "bytes": manifest.filestore_bytes if with_fs else 0},
+        "pg_restore_jobs": plan.jobs,
+        "notes": notes,
+        "leftovers": leftovers,
+        "timings": timings,
+        "duration_seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _swap_databases(pg: Pg, db: str, new: str, old: str, attempts: int = 3) -> None:
+    """Rename db -> old and new -> db in one transaction, ending the sessions on db first.
+
+    Odoo should be stopped; sessions that still hold db are terminated (a new one can sneak in
+    between terminate and rename: retried).
+    """
+    sql = (
+        f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = {quote_literal(db)} AND pid <> pg_backend_pid();\n"
+        f"ALTER DATABASE {quote_ident(db)} RENAME TO {quote_ident(old)};\n"
+        f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(db)};"
+    )
+    for attempt in range(1, attempts + 1):
+        try:
+            pg.psql("BEGIN;\n" + sql + "\nCOMMIT;")
+            return
+        except ServiceError as exc:
+            if "being accessed by other users" not in str(exc) or attempt == attempts:
+                raise
+            time.sleep(0.5 * attempt)
+
+
+def _roll_back(
+    pg: Pg, db: str, temp_db: str, old_db: str, existed: bool, swapped_db: bool, built: list[str],
+    fs_dest: Path | None, fs_temp: Path | None, fs_old: Path | None,
+) -> str:
+    """Undo whatever the restore did; one sentence saying what, for the error message."""
+    done: list[str] = []
+    failed: list[str] = []
+    if swapped_db:
+        try:
+            if existed:
+                _swap_databases(pg, db, old_db, temp_db)  # db (new) -> temp, old -> db
+                done.append(f"put the previous database back as {db}")
+            else:
+                pg.psql(f"ALTER DATABASE {quote_ident(db)} RENAME TO {quote_ident(temp_db)}")
+        except ErpopsError as exc:
+            failed.append(f"could not undo the database swap ({exc}): the previous database is {old_db}")
+    if fs_old is not None and fs_dest is not None and fs_old.exists() and not fs_dest.exists():
+        with contextlib.suppress(OSError):
+            fs_old.rename(fs_dest)
+            done.append(f"put the previous filestore back in {fs_dest}")
+    if "db" in built:
+        try:
+            engine.drop_database(pg, temp_db)
+            done.append(f"dropped the temporary database {temp_db}")
+        except ErpopsError as exc:
+            failed.append(f"could not drop the temporary database {temp_db} ({exc}): drop it by hand")
+    if "fs" in built and fs_temp is not None and fs_temp.exists():
+        shutil.rmtree(fs_temp, ignore_errors=True)
+        if fs_temp.exists():
+            failed.append(f"could not remove the partial filestore {fs_temp}: remove it by hand")
+        else:
+            done.append(f"removed the partial filestore {fs_temp}")
+    if not existed or not swapped_db:
+        done.append(f"database {db} was not touched" if existed else f"no database {db} was created")
+    return "; ".join(done + failed) or "nothing had been changed"
