@@ -20,8 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import psutil
+
+from erpops.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +225,44 @@ def _run_cleanups() -> None:
         except Exception:  # exit must go on: one failed stop must not keep the others running
             log.exception("cleanup of a local service failed at exit")
     _cleanups.clear()
+
+
+class LocalService:
+    """What the three local servers share: the port once started, context manager, cleanup."""
+
+    host = LOOPBACK
+    _port: int | None
+    _tmp: Path | None
+    _proc: subprocess.Popen[bytes] | None
+
+    def start(self) -> Self:  # pragma: no cover - each server starts its own way
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise ServiceError(f"{type(self).__name__} is not running: call start() first")
+        return self._port
+
+    def _release(self) -> None:
+        """Forget the process handles and delete the temp dir (the end of every stop())."""
+        self._proc = None
+        self._port = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = f"{self.host}:{self._port}" if self._port else "stopped"
+        return f"<{type(self).__name__} {where}>"

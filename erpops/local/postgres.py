@@ -19,7 +19,6 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 import psutil
@@ -27,6 +26,7 @@ import psutil
 from erpops.errors import ServiceError
 from erpops.local._proc import (
     LOOPBACK,
+    LocalService,
     alive,
     free_port,
     kill_pid,
@@ -140,15 +140,13 @@ def _server_account(environ: Mapping[str, str]) -> pwd.struct_passwd | None:
     return account
 
 
-class LocalPostgres:
+class LocalPostgres(LocalService):
     """A PostgreSQL 15 server in a temp dir on 127.0.0.1, trust auth, stopped and deleted by stop().
 
     ``fsync=False`` (the default) also turns off synchronous_commit and full_page_writes: the
     data dir is deleted at stop(), so durability buys nothing and costs test time.
     ``settings`` adds ``-c name=value`` server options.
     """
-
-    host = LOOPBACK
 
     def __init__(
         self,
@@ -177,12 +175,6 @@ class LocalPostgres:
         self._postmaster: psutil.Process | None = None
 
     # -- connection details -------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise ServiceError("LocalPostgres is not running: call start() first")
-        return self._port
 
     @property
     def pid(self) -> int | None:
@@ -281,24 +273,8 @@ class LocalPostgres:
             kill_pid(self._postmaster, signal.SIGQUIT, timeout=self.stop_timeout)
             stop_group(self._proc, timeout=self.stop_timeout)
         finally:
-            self._proc = None
             self._postmaster = None
-            self._port = None
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-                self._tmp = None
-
-    def __enter__(self) -> LocalPostgres:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        where = f"{self.host}:{self._port}" if self._port else "stopped"
-        return f"<LocalPostgres {where}>"
+            self._release()
 
     # -- internals ------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 import psutil
@@ -17,6 +16,7 @@ import psutil
 from erpops.errors import ServiceError
 from erpops.local._proc import (
     LOOPBACK,
+    LocalService,
     alive,
     free_port,
     listens,
@@ -58,14 +58,12 @@ def _config_quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-class LocalRedis:
+class LocalRedis(LocalService):
     """redis-server on 127.0.0.1 and a random port, in a temp dir, without persistence.
 
     A password goes into a 0600 config file in the temp dir rather than onto the command line,
     where every local user could read it with ps.
     """
-
-    host = LOOPBACK
 
     def __init__(
         self,
@@ -91,12 +89,6 @@ class LocalRedis:
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._server: psutil.Process | None = None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise ServiceError("LocalRedis is not running: call start() first")
-        return self._port
 
     @property
     def url(self) -> str:
@@ -161,24 +153,8 @@ class LocalRedis:
                 wait_gone(self._server, self.stop_timeout)
             stop_group(self._proc, timeout=self.stop_timeout)
         finally:
-            self._proc = None
             self._server = None
-            self._port = None
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-                self._tmp = None
-
-    def __enter__(self) -> LocalRedis:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        where = f"{self.host}:{self._port}" if self._port else "stopped"
-        return f"<LocalRedis {where}>"
+            self._release()
 
     def _argv(self, binary: Path, port: int) -> list[str]:
         assert self._tmp is not None

@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psutil
@@ -23,6 +22,7 @@ import psutil
 from erpops.errors import ServiceError
 from erpops.local._proc import (
     LOOPBACK,
+    LocalService,
     alive,
     free_port,
     listens,
@@ -57,10 +57,8 @@ def find_moto_server() -> Path:
     return Path(found)
 
 
-class LocalS3:
+class LocalS3(LocalService):
     """An S3 API (moto server) on 127.0.0.1 and a random port, with dummy credentials."""
-
-    host = LOOPBACK
 
     def __init__(
         self,
@@ -82,12 +80,6 @@ class LocalS3:
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._server: psutil.Process | None = None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise ServiceError("LocalS3 is not running: call start() first")
-        return self._port
 
     @property
     def endpoint_url(self) -> str:
@@ -175,20 +167,8 @@ class LocalS3:
         try:
             stop_group(self._proc, timeout=self.stop_timeout)
         finally:
-            self._proc = None
             self._server = None
-            self._port = None
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-                self._tmp = None
-
-    def __enter__(self) -> LocalS3:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+            self._release()
 
     def __repr__(self) -> str:
         return f"<LocalS3 {self.endpoint_url if self._port else 'stopped'}>"
