@@ -1,0 +1,172 @@
+#!/usr/bin/python
+"""Ansible module erpops.ops.erpops_backup: take a backup set with `erpops backup`."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: erpops_backup
+short_description: Back up an Odoo database and its filestore into a new erpops backup set
+version_added: 1.0.0
+description:
+  - Runs C(erpops backup --json) - a zstd-compressed C(pg_dump), the filestore and a C(manifest.json) written last -
+    into the backup target.
+  - Every successful run creates a new set, so the task always reports C(changed).
+  - In check mode nothing is dumped or written; the result shows the planned target and command.
+  - With O(from_zip), an Odoo database-manager zip is stored as a set instead (no database needed).
+options:
+  db:
+    description:
+      - Database to back up. Required unless O(from_zip) is given.
+    type: str
+  filestore:
+    description:
+      - Odoo's filestore root (C(data_dir/filestore), holding C(<db>/)) or C(s3://bucket/prefix) holding C(<db>/).
+    type: str
+  jobs:
+    description:
+      - Parallel filestore transfers.
+    type: int
+    default: 8
+  neutralized:
+    description:
+      - Back up a neutralized copy (mail servers, crons off) instead of the database as it is.
+    type: bool
+    default: false
+  from_zip:
+    description:
+      - Store this Odoo database-manager zip as a set instead of dumping a database.
+    type: path
+  sse:
+    description:
+      - S3 server-side encryption.
+    type: str
+    choices: [AES256, aws:kms]
+  kms_key_id:
+    description:
+      - KMS key for O(sse=aws:kms).
+    type: str
+  storage_class:
+    description:
+      - S3 storage class, e.g. C(STANDARD_IA).
+    type: str
+extends_documentation_fragment:
+  - erpops.ops.erpops
+  - erpops.ops.erpops.postgres
+attributes:
+  check_mode:
+    support: full
+    description: Reports the planned set (changed) without dumping or writing anything.
+seealso:
+  - module: erpops.ops.erpops_verify
+  - module: erpops.ops.erpops_sets
+author:
+  - erpops maintainers
+"""
+
+EXAMPLES = r"""
+- name: Back up the stack's database into its backup bucket
+  erpops.ops.erpops_backup:
+    project_root: /srv/erpops
+    stack: prod
+    db: odoo_prod
+    filestore: /var/lib/odoo/filestore
+    pg_host: odoo-db-rw.erpops-prod.svc
+    pg_user: odoo
+    pg_password: "{{ erpops_pg_password }}"
+  delegate_to: localhost
+  register: erpops_backup_result
+
+- name: Store a zip downloaded from Odoo's database manager as a set
+  erpops.ops.erpops_backup:
+    target: s3://acme-backups/imports
+    from_zip: /tmp/mfg.zip
+    endpoint_url: https://minio.example.com
+"""
+
+RETURN = r"""
+set_id:
+  description: Id of the new set; null in check mode.
+  returned: always
+  type: str
+  sample: prod-odoo_prod-20261129T020000Z-3f2a
+target:
+  description: The backup target (in check mode, the planned one).
+  returned: always
+  type: str
+  sample: s3://acme-erpops-prod-backups/prod
+backup:
+  description: The CLI's result (artifacts with sizes and sha256, filestore counts, row counts, duration).
+  returned: success, not in check mode
+  type: dict
+planned:
+  description: What a real run would do.
+  returned: check mode
+  type: dict
+command:
+  description: The erpops command line run (or that would run). Secrets are never on it.
+  returned: always
+  type: list
+  elements: str
+exit_code:
+  description: The CLI's exit code (2 usage, 3 service or credentials, 4 failed and rolled back, 5 integrity).
+  returned: failure
+  type: int
+"""
+
+import os  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.erpops.ops.plugins.module_utils.erpops_cli import (  # noqa: E402
+    PG_ARGS,
+    TARGET_ARGS,
+    ErpopsCli,
+    argument_spec,
+    flag,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(TARGET_ARGS, PG_ARGS, {
+            "db": {"type": "str"},
+            "filestore": {"type": "str"},
+            "jobs": {"type": "int", "default": 8},
+            "neutralized": {"type": "bool", "default": False},
+            "from_zip": {"type": "path"},
+            "sse": {"type": "str", "choices": ["AES256", "aws:kms"]},
+            "kms_key_id": {"type": "str"},
+            "storage_class": {"type": "str"},
+        }),
+        required_one_of=[("db", "from_zip")],
+        mutually_exclusive=[("from_zip", "filestore"), ("from_zip", "neutralized")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    cli = ErpopsCli(module)
+    args: list[str] = []
+    flag(args, "--db", p["db"])
+    flag(args, "--filestore", p["filestore"])
+    flag(args, "--jobs", p["jobs"])
+    flag(args, "--from-zip", p["from_zip"])
+    flag(args, "--sse", p["sse"])
+    flag(args, "--kms-key-id", p["kms_key_id"])
+    flag(args, "--storage-class", p["storage_class"])
+    if p["neutralized"]:
+        args.append("--neutralized")
+
+    if module.check_mode:
+        if p["from_zip"] and not os.path.isfile(p["from_zip"]):
+            module.fail_json(msg=f"from_zip {p['from_zip']} does not exist", exit_code=2, error_type="UsageError")
+        target = cli.planned_target()
+        module.exit_json(changed=True, set_id=None, target=target, command=cli.argv(["backup"], args),
+                         planned={"action": "create a new backup set", "target": target, "db": p["db"],
+                                  "from_zip": p["from_zip"], "filestore": p["filestore"],
+                                  "neutralized": p["neutralized"], "stack": p["stack"]})
+
+    result, argv = cli.run_or_fail(["backup"], args)
+    module.exit_json(changed=True, set_id=result.get("set_id"), target=result.get("target"), backup=result,
+                     command=argv)
+
+
+if __name__ == "__main__":
+    main()

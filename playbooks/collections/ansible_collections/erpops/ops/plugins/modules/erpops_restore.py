@@ -1,0 +1,202 @@
+#!/usr/bin/python
+"""Ansible module erpops.ops.erpops_restore: restore a backup set with `erpops restore`."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: erpops_restore
+short_description: Restore an erpops backup set into a new database, or replace one
+version_added: 1.0.0
+description:
+  - Runs C(erpops restore --json) - pre-flight checks, a verify of the set, a restore into a side database,
+    row counts compared, then a rename into place. A failure after the pre-flight rolls everything back.
+  - Restores into a new database unless O(replace=true). An existing database without O(replace) is refused by
+    the pre-flight (exit code 6) and left untouched.
+  - O(replace=true) passes C(--yes) to the CLI (no prompt in automation); the playbook asks for its own
+    confirmation variable first.
+  - Always reports C(changed) on success.
+  - In check mode the set is looked up (the newest one when O(set_id) is not given) and the plan returned; the CLI
+    has no dry run, so the pre-flight checks (database exists, disk, versions) run only on a real run.
+options:
+  set_id:
+    description:
+      - Set to restore. Default, the newest complete set (of O(source_db), if given).
+    type: str
+  source_db:
+    description:
+      - With no O(set_id), pick the newest set of this database.
+    type: str
+  db:
+    description:
+      - Database to restore into.
+    type: str
+    required: true
+    aliases: [to]
+  filestore:
+    description:
+      - Odoo's filestore root (C(data_dir/filestore)); files go to C(<root>/<db>/).
+    type: path
+  skip_filestore:
+    description:
+      - Restore the database only.
+    type: bool
+    default: false
+  replace:
+    description:
+      - Replace an existing database. It is kept until the new one is complete, then dropped.
+    type: bool
+    default: false
+  neutralize:
+    description:
+      - Neutralize the restored copy (mail servers and crons off). Default, on for Odoo databases unless the
+        O(stack) tier is prod.
+    type: bool
+  odoo_version:
+    description:
+      - Odoo version of the image that will run the database, e.g. C(17.0); majors must match the set's.
+    type: str
+  owner:
+    description:
+      - Role to own the database and its objects. Default, the connecting role.
+    type: str
+  jobs:
+    description:
+      - C(pg_restore) jobs.
+    type: int
+    default: 2
+  work_dir:
+    description:
+      - Where the dump is decompressed for C(pg_restore -j).
+    type: path
+extends_documentation_fragment:
+  - erpops.ops.erpops
+  - erpops.ops.erpops.postgres
+attributes:
+  check_mode:
+    support: partial
+    description: The set is looked up and the plan reported; pre-flight checks need a real run (no CLI dry run).
+seealso:
+  - module: erpops.ops.erpops_sets
+  - module: erpops.ops.erpops_verify
+author:
+  - erpops maintainers
+"""
+
+EXAMPLES = r"""
+- name: Restore the newest set into a new database
+  erpops.ops.erpops_restore:
+    project_root: /srv/erpops
+    stack: staging
+    db: odoo_staging_copy
+    skip_filestore: true
+
+- name: Replace the staging database with a given set
+  erpops.ops.erpops_restore:
+    stack: staging
+    set_id: prod-odoo_prod-20261129T020000Z-3f2a
+    db: odoo_staging
+    filestore: /var/lib/odoo/filestore
+    replace: true
+    odoo_version: "17.0"
+    pg_password: "{{ erpops_pg_password }}"
+"""
+
+RETURN = r"""
+set_id:
+  description: The set restored (or that would be).
+  returned: always
+  type: str
+db:
+  description: The database restored into.
+  returned: always
+  type: str
+replaced:
+  description: Whether an existing database was replaced.
+  returned: success, not in check mode
+  type: bool
+row_counts:
+  description: Row counts of the restored database (Odoo's main tables), equal to the manifest's.
+  returned: success, not in check mode
+  type: dict
+restore:
+  description: The CLI's restore report (filestore, neutralization, notes, timings, leftovers).
+  returned: success, not in check mode
+  type: dict
+planned:
+  description: What a real run would do.
+  returned: check mode
+  type: dict
+problems:
+  description: The pre-flight checks that refused the restore, each with its fix.
+  returned: when refused by pre-flight
+  type: list
+  elements: str
+command:
+  description: The erpops command line run (or that would run).
+  returned: always
+  type: list
+  elements: str
+exit_code:
+  description: The CLI's exit code (6 refused by pre-flight, nothing changed; 4 failed and rolled back; 5 integrity).
+  returned: failure
+  type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.erpops.ops.plugins.module_utils.erpops_cli import (  # noqa: E402
+    PG_ARGS,
+    TARGET_ARGS,
+    ErpopsCli,
+    argument_spec,
+    flag,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(TARGET_ARGS, PG_ARGS, {
+            "set_id": {"type": "str"},
+            "source_db": {"type": "str"},
+            "db": {"type": "str", "required": True, "aliases": ["to"]},
+            "filestore": {"type": "path"},
+            "skip_filestore": {"type": "bool", "default": False},
+            "replace": {"type": "bool", "default": False},
+            "neutralize": {"type": "bool"},
+            "odoo_version": {"type": "str"},
+            "owner": {"type": "str"},
+            "jobs": {"type": "int", "default": 2},
+            "work_dir": {"type": "path"},
+        }),
+        mutually_exclusive=[("filestore", "skip_filestore")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    cli = ErpopsCli(module)
+    set_id, entry = cli.resolve_set(p["set_id"], p["source_db"])
+    args = [set_id, "--to", p["db"]]
+    flag(args, "--filestore", p["filestore"])
+    if p["skip_filestore"]:
+        args.append("--skip-filestore")
+    if p["replace"]:
+        args += ["--replace", "--yes"]
+    if p["neutralize"] is not None:
+        args.append("--neutralize" if p["neutralize"] else "--no-neutralize")
+    flag(args, "--odoo-version", p["odoo_version"])
+    flag(args, "--owner", p["owner"])
+    flag(args, "--jobs", p["jobs"])
+    flag(args, "--work-dir", p["work_dir"])
+
+    if module.check_mode:
+        action = "replace database" if p["replace"] else "restore into new database"
+        module.exit_json(changed=True, set_id=set_id, db=p["db"], command=cli.argv(["restore"], args),
+                         planned={"action": f"{action} {p['db']}", "set": entry, "replace": p["replace"],
+                                  "filestore": p["filestore"], "neutralize": p["neutralize"],
+                                  "preflight": "not run: erpops restore has no dry run; it runs first on a real run"})
+
+    result, argv = cli.run_or_fail(["restore"], args)
+    module.exit_json(changed=True, set_id=set_id, db=result.get("db", p["db"]), replaced=result.get("replaced"),
+                     row_counts=result.get("row_counts"), restore=result, command=argv)
+
+
+if __name__ == "__main__":
+    main()
