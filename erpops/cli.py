@@ -136,10 +136,11 @@ def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path) -> None:
 def _register_tool_commands() -> None:
     """Commands whose code lives beside erpops (healthchecks/, erpops/backup/), one adapter each."""
     from erpops.backup.commands import COMMANDS as backup_commands
+    from erpops.backup.interop import COMMANDS as interop_commands
     from erpops.demo import demo
     from healthchecks.cli import health
 
-    for command in backup_commands:
+    for command in [*backup_commands, *interop_commands]:
         cli.add_command(command)
     cli.add_command(health)
     cli.add_command(demo)

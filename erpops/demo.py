@@ -26,8 +26,8 @@ from erpops.pg import Pg
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 
-# A few tables of Odoo's shape, enough for backup, restore, neutralization and health checks.
-_SMALL_ODOO = """
+# Odoo's base tables in their minimal shape: enough for backup, restore, neutralization, health.
+ODOO_BASE_SQL = """
 CREATE TABLE ir_module_module (id serial PRIMARY KEY, name varchar NOT NULL, state varchar,
                                latest_version varchar);
 INSERT INTO ir_module_module (name, state, latest_version)
@@ -43,6 +43,8 @@ CREATE TABLE ir_cron (id serial PRIMARY KEY, cron_name varchar, active boolean, 
                       interval_number int, interval_type varchar);
 INSERT INTO ir_cron (cron_name, active, nextcall, interval_number, interval_type)
   SELECT 'job ' || g, true, now() + interval '1 hour', 1, 'hours' FROM generate_series(1, 5) g;
+"""
+_DEMO_DATA_SQL = """
 CREATE TABLE res_partner (id serial PRIMARY KEY, name varchar NOT NULL);
 INSERT INTO res_partner (name) SELECT 'Partner ' || g FROM generate_series(1, 200) g;
 CREATE TABLE mrp_production (id serial PRIMARY KEY, name varchar, state varchar);
@@ -74,7 +76,7 @@ def _load_database(pg: Pg, env: dict[str, str], filestore: Path, use_fixture: bo
         import_odoo_zip(FIXTURE, pg, "mfg", filestore)
         return "mfg", f"the Odoo 17 fixture ({FIXTURE.name})"
     pg.psql("CREATE DATABASE demo")
-    pg.psql(_SMALL_ODOO, db="demo")
+    pg.psql(ODOO_BASE_SQL + _DEMO_DATA_SQL, db="demo")
     (filestore / "demo").mkdir(parents=True)
     return "demo", "a small Odoo-shaped database made by the demo (the Odoo fixture zip is absent)"
 

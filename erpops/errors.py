@@ -1,7 +1,8 @@
 """One exception hierarchy for erpops, each class with a stable CLI exit code.
 
 Exit codes follow a fixed table so scripts and CI can tell failures apart:
-  1  unexpected internal error (a bug)
+  1  unexpected internal error (a bug); for `erpops rehearse`, `erpops loadtest gate` and
+     `erpops health` (WARN): the run completed and its verdict is a failure
   2  bad input: spec, flags or values (nothing was changed)
   3  a required service or tool is missing or unreachable, or rejected our credentials
   4  an operation failed half-way and was rolled back

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from erpops.backup import engine
+from erpops.demo import ODOO_BASE_SQL
 from erpops.local import LocalPostgres, LocalS3
 from erpops.pg import Pg
 
@@ -74,8 +75,9 @@ def drop_databases_made_here(pg: LocalPostgres) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def source_db(pg: LocalPostgres) -> str:
-    """A small database with two of the tables a set records row counts of."""
+    """A small Odoo-shaped database with two of the tables a set records row counts of."""
     pg.psql(f"CREATE DATABASE {SOURCE_DB}")
+    pg.psql(ODOO_BASE_SQL, SOURCE_DB)
     pg.psql("CREATE TABLE res_partner (id serial PRIMARY KEY, name text NOT NULL);"
             "INSERT INTO res_partner (name) SELECT 'partner ' || g FROM generate_series(1, 42) g;"
             "CREATE TABLE sale_order (id serial PRIMARY KEY, partner_id int REFERENCES res_partner);"
@@ -228,18 +230,28 @@ def test_replace_with_confirmation_swaps_the_database(backed_up: dict[str, Any],
     assert database_oid(pg, "pb_restored") != oid
 
 
-def test_rehearse_playbook_rehearses_or_names_the_missing_command(backed_up: dict[str, Any], extra_vars: Path) -> None:
-    """`erpops rehearse` is newer than the playbooks: until it exists, the module must say so plainly."""
-    has_rehearse = subprocess.run([str(VENV_BIN / "erpops"), "rehearse", "--help"], capture_output=True,
-                                  check=False, timeout=60).returncode == 0
-    run = playbook("rehearse.yml", extra_vars, "-e", "erpops_odoo_version=")
-    assert f"set {backed_up['set_id']}" in run.out  # found by erpops_sets before anything else
-    if has_rehearse:
-        assert run.rc == 0 and run.changed == 0, run.out
-        assert run.value("ok") == "True"
-    else:
-        assert run.rc != 0, run.out
-        assert "has no `rehearse` command: upgrade erpops" in run.out
+def test_rehearse_playbook_rehearses_the_newest_verified_set(backed_up: dict[str, Any], extra_vars: Path,
+                                                            pg: LocalPostgres, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    run = playbook("rehearse.yml", extra_vars, "-e", "erpops_rehearse_to=dev",
+                   "-e", f"erpops_rehearse_pg_host={pg.host}", "-e", f"erpops_rehearse_pg_port={pg.port}",
+                   "-e", f"erpops_rehearse_report_dir={reports}")
+    assert run.rc == 0 and run.changed == 0, run.out
+    assert f"set_id={backed_up['set_id']}" in run.out
+    assert "RPO met=True" in run.out and "RTO met=True" in run.out
+    [report] = reports.glob("rehearsal-dev-dev-*.json")
+    body = json.loads(report.read_text())
+    assert body["ok"] is True and body["set"]["set_id"] == backed_up["set_id"]
+    assert body["dropped"] is True  # a rehearsal leaves no database behind
+    assert not [db for db in pg.psql("SELECT datname FROM pg_database").split() if "_rehearsal_" in db]
+
+
+def test_rehearse_playbook_refuses_the_backed_up_stacks_own_server(backed_up: dict[str, Any],
+                                                                   extra_vars: Path, pg: LocalPostgres) -> None:
+    run = playbook("rehearse.yml", extra_vars, "-e", "erpops_rehearse_to=staging",
+                   "-e", f"erpops_rehearse_pg_host={pg.host}")
+    assert run.rc != 0
+    assert "set erpops_rehearse_pg_host to the PostgreSQL server of stack staging" in run.out
 
 
 def module(name: str, args: dict[str, Any], *flags: str) -> dict[str, Any]:

@@ -5,27 +5,38 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: erpops_rehearse
-short_description: Rehearse a restore of an erpops backup set into a scratch database
+short_description: Rehearse a restore of a stack's newest verified erpops backup set
 version_added: 1.0.0
 description:
-  - Runs C(erpops rehearse --json) on one set, the newest one when O(set_id) is not given - a full restore into a
-    scratch database, checked, timed against the stack's RTO, then dropped.
-  - Leaves nothing behind, so it reports C(changed) only when the CLI says it changed something (O(keep)).
-  - In check mode the set is looked up and the plan returned; nothing is restored.
-  - Needs an erpops with the C(rehearse) command; an older one fails the task saying so.
+  - Runs C(erpops rehearse --from FROM --to TO --json) - the newest verified set of the O(from_stack) restored into
+    a new, neutralized database on the O(to_stack) server, checked, timed against the RPO and RTO of O(from_stack),
+    then dropped unless O(keep).
+  - Reports C(changed) only when O(keep) leaves the rehearsal database behind.
+  - Fails the task when the rehearsal misses its RPO or RTO or a check fails (the CLI's exit code 1), with the report.
+  - Never lands in a prod tier; the CLI refuses O(to_stack) of tier prod.
+  - In check mode nothing runs; the command that would run is returned.
 options:
-  set_id:
+  from_stack:
     description:
-      - Set to rehearse with. Default, the newest complete set (of O(db), if given).
+      - Stack whose backups are rehearsed (its RPO and RTO apply). Default O(stack).
     type: str
+  to_stack:
+    description:
+      - Stack whose PostgreSQL server receives the copy (never a prod tier).
+    type: str
+    required: true
   db:
     description:
-      - With no O(set_id), pick the newest set of this database.
+      - Name of the rehearsal database. Default C(<db>_rehearsal_<YYYYmmddHHMM>).
     type: str
-  odoo_version:
+  report_dir:
     description:
-      - Odoo version of the image that would run the database, e.g. C(17.0).
-    type: str
+      - Where C(rehearsal-<from>-<to>-<ts>.md) and C(.json) are written.
+    type: path
+  filestore:
+    description:
+      - Filestore root for the copy. Default, a temporary directory.
+    type: path
   jobs:
     description:
       - C(pg_restore) jobs.
@@ -36,7 +47,7 @@ options:
     type: path
   keep:
     description:
-      - Keep the scratch database for inspection (then the task reports C(changed)).
+      - Keep the rehearsal database and filestore for inspection (then the task reports C(changed)).
     type: bool
     default: false
 extends_documentation_fragment:
@@ -45,7 +56,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: partial
-    description: The set is looked up and the plan reported; nothing is restored.
+    description: Nothing runs; the command line that would run is returned.
 seealso:
   - module: erpops.ops.erpops_restore
   - module: erpops.ops.erpops_verify
@@ -54,11 +65,11 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Rehearse a restore of the newest production set on the staging server
+- name: Rehearse a restore of the newest verified production set on the staging server
   erpops.ops.erpops_rehearse:
-    project_root: /srv/erpops
-    stack: prod
-    odoo_version: "17.0"
+    from_stack: prod
+    to_stack: staging
+    report_dir: /var/lib/erpops/rehearsals
     pg_host: odoo-db-rw.erpops-staging.svc
     pg_password: "{{ erpops_pg_password }}"
   register: erpops_rehearse_result
@@ -67,19 +78,15 @@ EXAMPLES = r"""
 RETURN = r"""
 set_id:
   description: The set rehearsed with.
-  returned: always
+  returned: success, not in check mode
   type: str
 ok:
-  description: Whether the rehearsal passed (null in check mode).
+  description: Whether every check passed and RPO and RTO were met (null in check mode).
   returned: always
   type: bool
 rehearsal:
-  description: The CLI's rehearsal report (timings against the RTO, row counts, checks).
+  description: The CLI's rehearsal report (rpo, rto with per-step timings, checks, row_counts, report paths).
   returned: success, not in check mode
-  type: dict
-planned:
-  description: What a real run would do.
-  returned: check mode
   type: dict
 command:
   description: The erpops command line run (or that would run).
@@ -87,15 +94,15 @@ command:
   type: list
   elements: str
 exit_code:
-  description: The CLI's exit code on failure.
+  description: The CLI's exit code on failure (1 - completed but a check failed or an objective was missed).
   returned: failure
   type: int
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.erpops.ops.plugins.module_utils.erpops_cli import (  # noqa: E402
+    CLI_ARGS,
     PG_ARGS,
-    TARGET_ARGS,
     ErpopsCli,
     argument_spec,
     flag,
@@ -104,10 +111,20 @@ from ansible_collections.erpops.ops.plugins.module_utils.erpops_cli import (  # 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=argument_spec(TARGET_ARGS, PG_ARGS, {
-            "set_id": {"type": "str"},
+        # the target options are mapped here, not by ErpopsCli.argv: rehearse names its stacks --from/--to
+        argument_spec=argument_spec(CLI_ARGS, PG_ARGS, {
+            "stack": {"type": "str"},
+            "from_stack": {"type": "str"},
+            "to_stack": {"type": "str", "required": True},
+            "target": {"type": "str"},
+            "endpoint_url": {"type": "str"},
+            "region": {"type": "str"},
+            "aws_access_key_id": {"type": "str", "no_log": True},
+            "aws_secret_access_key": {"type": "str", "no_log": True},
+            "aws_session_token": {"type": "str", "no_log": True},
             "db": {"type": "str"},
-            "odoo_version": {"type": "str"},
+            "report_dir": {"type": "path"},
+            "filestore": {"type": "path"},
             "jobs": {"type": "int"},
             "work_dir": {"type": "path"},
             "keep": {"type": "bool", "default": False},
@@ -115,21 +132,28 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
+    from_stack = p["from_stack"] or p["stack"]
+    if not from_stack:
+        module.fail_json(msg="from_stack (or stack) is required: the stack whose backups are rehearsed")
     cli = ErpopsCli(module)
-    set_id, entry = cli.resolve_set(p["set_id"], p["db"])
-    args = [set_id]
-    flag(args, "--odoo-version", p["odoo_version"])
+    args: list[str] = []
+    flag(args, "--from", from_stack)
+    flag(args, "--to", p["to_stack"])
+    flag(args, "--target", p["target"])
+    flag(args, "--endpoint-url", p["endpoint_url"])
+    flag(args, "--region", p["region"])
+    flag(args, "--db", p["db"])
+    flag(args, "--report-dir", p["report_dir"])
+    flag(args, "--filestore", p["filestore"])
     flag(args, "--jobs", p["jobs"])
     flag(args, "--work-dir", p["work_dir"])
     if p["keep"]:
         args.append("--keep")
     if module.check_mode:
-        module.exit_json(changed=False, ok=None, set_id=set_id, command=cli.argv(["rehearse"], args),
-                         planned={"action": "restore into a scratch database, check, time, drop", "set": entry,
-                                  "keep": p["keep"]})
-    result, argv = cli.run_or_fail(["rehearse"], args)
-    module.exit_json(changed=bool(result.get("changed", p["keep"])), ok=bool(result.get("ok", True)),
-                     set_id=result.get("set_id", set_id), rehearsal=result, command=argv)
+        module.exit_json(changed=False, ok=None, command=cli.argv(["rehearse"], args, target=False))
+    result, argv = cli.run_or_fail(["rehearse"], args, target=False)
+    module.exit_json(changed=bool(p["keep"] and result.get("restored")), ok=bool(result.get("ok")),
+                     set_id=(result.get("set") or {}).get("set_id"), rehearsal=result, command=argv)
 
 
 if __name__ == "__main__":
