@@ -138,12 +138,14 @@ def _register_tool_commands() -> None:
     from erpops.backup.commands import COMMANDS as backup_commands
     from erpops.backup.interop import COMMANDS as interop_commands
     from erpops.demo import demo
+    from erpops.patch import patch
     from healthchecks.cli import health
 
     for command in [*backup_commands, *interop_commands]:
         cli.add_command(command)
     cli.add_command(health)
     cli.add_command(demo)
+    cli.add_command(patch)
 
 
 _register_tool_commands()

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,8 +119,14 @@ def test_secret_options_are_no_log(module: str) -> None:
     finally:
         sys.path.remove(str(PLAYBOOKS / "collections"))
     source = (COLLECTION / "plugins" / "modules" / f"{module}.py").read_text()
-    assert "TARGET_ARGS" in source
-    spec = {**erpops_cli.TARGET_ARGS, **(erpops_cli.PG_ARGS if "PG_ARGS" in source else {})}
+    spec: dict[str, dict[str, Any]] = {}
+    for shared in ("CLI_ARGS", "TARGET_ARGS", "PG_ARGS"):
+        if shared in source:
+            spec.update(getattr(erpops_cli, shared))
+    # options the module declares itself: "name": {"type": ..., "no_log": True}
+    for name, body in re.findall(r'"(\w+)": (\{[^{}]*\})', source):
+        spec[name] = {"no_log": '"no_log": True' in body}
+    assert SECRET_OPTIONS & set(spec), f"{module} declares no credential option: is its spec read?"
     for name in SECRET_OPTIONS & set(spec):
         assert spec[name].get("no_log") is True, name
 
