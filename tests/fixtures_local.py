@@ -46,3 +46,35 @@ def redis_server() -> Iterator[LocalRedis]:
 @pytest.fixture(scope="session")
 def s3() -> Iterator[LocalS3]:
     yield from _serve(LocalS3())
+
+
+@pytest.fixture(scope="module")
+def drop_databases_made_here(pg: LocalPostgres) -> Iterator[None]:
+    """The PostgreSQL server is shared by the session: a module leaves it with the databases it had.
+
+    Opt in with `pytestmark = pytest.mark.usefixtures("drop_databases_made_here")`.
+    """
+    from erpops.backup.engine import drop_database
+    from erpops.pg import Pg
+
+    server = Pg.from_local(pg)
+    before = set(server.psql("SELECT datname FROM pg_database").split())
+    yield
+    for db in set(server.psql("SELECT datname FROM pg_database").split()) - before:
+        drop_database(server, db)
+
+
+@pytest.fixture(scope="module")
+def aws(s3: LocalS3, request: pytest.FixtureRequest) -> Iterator[LocalS3]:
+    """boto3's standard chain set to the S3 fixture's dummy credentials, and the module's BUCKET created.
+
+    Endpoints are always passed explicitly, so the AWS_ENDPOINT_URL variables stay unset.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in s3.env().items():
+            if not key.startswith("AWS_ENDPOINT_URL"):
+                mp.setenv(key, value)
+        mp.delenv("AWS_ENDPOINT_URL", raising=False)
+        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        s3.client().create_bucket(Bucket=request.module.BUCKET)
+        yield s3

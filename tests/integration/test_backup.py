@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from erpops.errors import ErpopsError
 from erpops.local import LocalPostgres, LocalS3
 from erpops.pg import Pg
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 BUCKET = "erpops-backup-roundtrip"
@@ -49,29 +48,6 @@ def leftovers(pg: Pg) -> list[str]:
 
 def table_checksum(pg: Pg, db: str, table: str) -> str:
     return pg.scalar(f"SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t", db)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def drop_databases_made_here(pg: LocalPostgres) -> Iterator[None]:
-    """The PostgreSQL server is shared by the session: leave it with the databases it had."""
-    server = Pg.from_local(pg)
-    before = set(server.psql("SELECT datname FROM pg_database").split())
-    yield
-    for db in set(server.psql("SELECT datname FROM pg_database").split()) - before:
-        engine.drop_database(server, db)
-
-
-@pytest.fixture(scope="module")
-def aws(s3: LocalS3) -> Iterator[LocalS3]:
-    """Dummy credentials for boto3's standard chain; endpoints are always passed explicitly."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in s3.env().items():
-            if not key.startswith("AWS_ENDPOINT_URL"):
-                mp.setenv(key, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        s3.client().create_bucket(Bucket=BUCKET)
-        yield s3
 
 
 def s3_target(s3: LocalS3, prefix: str) -> Target:

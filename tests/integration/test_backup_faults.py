@@ -41,34 +41,12 @@ from erpops.errors import (
 from erpops.local import LocalPostgres, LocalS3
 from erpops.pg import Pg
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
 
 BUCKET = "erpops-backup-faults"
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def drop_databases_made_here(pg: LocalPostgres) -> Iterator[None]:
-    """The PostgreSQL server is shared by the session: leave it with the databases it had."""
-    server = Pg.from_local(pg)
-    before = set(server.psql("SELECT datname FROM pg_database").split())
-    yield
-    for db in set(server.psql("SELECT datname FROM pg_database").split()) - before:
-        engine.drop_database(server, db)
-
-
-@pytest.fixture(scope="module")
-def aws(s3: LocalS3) -> Iterator[LocalS3]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in s3.env().items():
-            if not key.startswith("AWS_ENDPOINT_URL"):
-                mp.setenv(key, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        s3.client().create_bucket(Bucket=BUCKET)
-        yield s3
 
 
 @pytest.fixture(scope="module")

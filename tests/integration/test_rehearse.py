@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from erpops.errors import ErpopsError
 from erpops.local import LocalPostgres, LocalS3
 from erpops.pg import Pg
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "odoo17-mfg.zip"
@@ -58,27 +57,6 @@ def run_cli(args: list[str], env: dict[str, str], root: Path) -> tuple[int, Any,
     if "--json" not in args:
         return code, result.stdout, result.stderr
     return code, json.loads(result.stdout) if result.stdout.strip() else None, result.stderr
-
-
-@pytest.fixture(scope="module", autouse=True)
-def drop_databases_made_here(pg: LocalPostgres) -> Iterator[None]:
-    server = Pg.from_local(pg)
-    before = set(server.psql("SELECT datname FROM pg_database").split())
-    yield
-    for db in set(server.psql("SELECT datname FROM pg_database").split()) - before:
-        engine.drop_database(server, db)
-
-
-@pytest.fixture(scope="module")
-def aws(s3: LocalS3) -> Iterator[LocalS3]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in s3.env().items():
-            if not key.startswith("AWS_ENDPOINT_URL"):
-                mp.setenv(key, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        s3.client().create_bucket(Bucket=BUCKET)
-        yield s3
 
 
 @pytest.fixture(scope="module")
