@@ -140,10 +140,12 @@ def _register_tool_commands() -> None:
     from erpops.demo import demo
     from erpops.patch import patch
     from healthchecks.cli import health
+    from loadtests.cli import loadtest
 
     for command in [*backup_commands, *interop_commands]:
         cli.add_command(command)
     cli.add_command(health)
+    cli.add_command(loadtest)
     cli.add_command(demo)
     cli.add_command(patch)
 

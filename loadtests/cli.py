@@ -1,0 +1,342 @@
+"""`erpops loadtest`: run, record a baseline, gate a change, find capacity. Never imports Locust.
+
+Locust monkey-patches the standard library with gevent when imported, so every load runs in its own
+process: `[sys.executable, "-m", "loadtests.runner", ...]`. This module only starts it, reads the
+JSON it writes, judges and prints.
+
+Exit codes (gate; the other commands use 0, 2 and 3 the same way):
+  0  pass
+  1  regression: a p95 slower than the baseline beyond tolerance, error ratio above the spec's
+     slo.error_ratio, req/s below slo.min_rps, a request above its slo.requests limits, or a crash
+     inside the load-test users
+  2  bad input: invalid spec or flags, no baseline for the stack
+  3  target unreachable or login refused, or the load generator failed to run
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from erpops.errors import CredentialsError, ErpopsError, ServiceError, UsageError
+from loadtests import report, stats
+
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+PASSWORD_ENV = "ERPOPS_ODOO_PASSWORD"  # noqa: S105 (the variable's name)
+EXIT_PASS, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
+WARMUP_HELP = ("Run this long before measuring each run (logins and data discovery fall in it and are not "
+               "counted); use the same for record and gate.")
+
+
+def parse_duration(text: str, option: str = "--duration", zero_ok: bool = False) -> float:
+    """`20s`, `2m`, `1m30s` or plain seconds."""
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or not m or not (m[1] or m[2]):
+        raise UsageError(f"{option} {text!r} is not a duration: write 20s, 2m or 1m30s")
+    seconds = float(m[1] or 0) * 60 + float(m[2] or 0)
+    if seconds <= 0 and not zero_ok:
+        raise UsageError(f"{option} must be longer than 0 s")
+    return seconds
+
+
+class Target:
+    """What to load and how, resolved from the stack's spec and the flags."""
+
+    def __init__(self, ctx: click.Context, stack: str, host: str | None, db: str | None, login: str) -> None:
+        from erpops import spec
+
+        root = (ctx.obj or {}).get("root") if isinstance(ctx.obj, dict) else None
+        self.root: Path = root or spec.find_root()
+        self.sized = spec.load(stack, self.root)
+        self.stack = stack
+        self.slo = self.sized.spec.slo
+        self.host = (host or f"https://{self.sized.spec.kubernetes.host}").rstrip("/")
+        if not self.host.startswith(("http://", "https://")):
+            raise UsageError(f"--host {self.host!r} is not an http(s) URL: write it like https://erp.example.com")
+        self.db = db or self.sized.database
+        self.login = login
+        self.password = os.environ.get(PASSWORD_ENV, "")
+
+    def baseline_path(self, given: Path | None) -> Path:
+        return given or self.root / "loadtests" / "baselines" / f"{self.stack}.json"
+
+    def _post(self, path: str, params: dict[str, Any], timeout: float = 10.0) -> Any:
+        body = json.dumps({"jsonrpc": "2.0", "method": "call", "params": params, "id": 1}).encode()
+        req = urllib.request.Request(self.host + path, data=body,  # noqa: S310 (scheme checked in __init__)
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (scheme checked in __init__)
+                return json.loads(resp.read() or b"{}")
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceError(f"Odoo at {self.host} is unreachable ({path}: {reason}): check --host and that "
+                               "the server is up") from None
+
+    def preflight(self) -> str:
+        """The server's serie; raises ServiceError/CredentialsError (exit 3) before any load starts."""
+        info = self._post("/web/webclient/version_info", {})
+        if "result" not in info:
+            raise ServiceError(f"{self.host} answered version_info without a result: is it Odoo?")
+        auth = self._post("/web/session/authenticate", {"db": self.db, "login": self.login, "password": self.password})
+        if not (auth.get("result") or {}).get("uid"):
+            why = ((auth.get("error") or {}).get("data") or {}).get("message") or "no uid returned"
+            raise CredentialsError(f"login {self.login!r} on database {self.db!r} refused ({why}): check --db, "
+                                   f"--login and ${PASSWORD_ENV}")
+        return str(info["result"].get("server_serie") or info["result"].get("server_version"))
+
+    def run_locust(self, users: int, duration: float, runs: int = 1, html: Path | None = None,
+                   scenario: str = "personas", warmup: float = 0.0) -> list[dict[str, Any]]:
+        """Start the runner in its own process, relay its progress lines, return its runs."""
+        with tempfile.TemporaryDirectory(prefix="erpops-loadtest-") as tmp:
+            result = Path(tmp) / "result.json"
+            cmd = [sys.executable, "-m", "loadtests.runner", "--host", self.host, "--users", str(users),
+                   "--duration", str(duration), "--warmup", str(warmup), "--runs", str(runs), "--scenario", scenario,
+                   "--db", self.db,
+                   "--login", self.login, "--think", *(str(t) for t in self.slo.think_time_seconds),
+                   "--weights", json.dumps(dict(self.slo.persona_weights)), "--result", str(result)]
+            if html is not None:
+                cmd += ["--html", str(html.resolve())]
+            env = {**os.environ, PASSWORD_ENV: self.password}
+            # stderr to a file, not a pipe: a crashing user prints a traceback per iteration, which would
+            # fill a pipe nobody reads while we follow stdout, and both processes would wait forever.
+            with open(Path(tmp) / "stderr.txt", "w+") as stderr, \
+                    subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env) as proc:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    err.print(f"[dim]{escape(line.rstrip())}[/dim]", highlight=False)
+                code = proc.wait()
+                stderr.seek(0)
+                tail = stderr.read()[-1500:].strip()
+            if code != 0 or not result.exists():
+                raise ServiceError(f"the load generator exited {code}: {tail}")
+            return list(json.loads(result.read_text())["runs"])
+
+
+def _fail(exc: ErpopsError) -> NoReturn:
+    err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+    sys.exit(exc.exit_code)
+
+
+def _common(f: Any) -> Any:
+    for option in reversed([
+        click.option("--stack", "-s", required=True, help="Stack whose spec gives the SLO, weights and think times."),
+        click.option("--host", default=None, help="Odoo base URL (default: https://<kubernetes.host> of the stack)."),
+        click.option("--db", default=None, help="Database (default: the stack's odoo.database)."),
+        click.option("--login", default="admin", show_default=True,
+                     help=f"Odoo login of the simulated users (password: ${PASSWORD_ENV})."),
+    ]):
+        f = option(f)
+    return f
+
+
+@click.group("loadtest")
+def loadtest() -> None:
+    """Load-test Odoo with Locust personas (planner, shop floor, buyer, sales, warehouse); gate regressions."""
+
+
+@loadtest.command("run")
+@_common
+@click.option("--users", "-u", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--duration", "-d", default="20s", show_default=True, help="Run time, e.g. 20s or 2m.")
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Locust's HTML report.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the run's statistics (with histograms) as JSON.")
+@click.pass_context
+def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, users: int,
+            duration: str, html: Path | None, json_file: Path | None) -> None:
+    """One run; prints per-request statistics. Exit 0 whatever the latencies (use `gate` to judge)."""
+    try:
+        target = Target(ctx, stack, host, db, login)
+        seconds = parse_duration(duration)
+        serie = target.preflight()
+        err.print(f"Odoo {serie} at {target.host}: {users} users for {seconds:g} s")
+        run = target.run_locust(users, seconds, html=html)[0]
+    except ErpopsError as exc:
+        _fail(exc)
+    report.run_table(f"erpops loadtest run {stack} ({target.host}, Odoo {serie})", run, out)
+    if json_file is not None:
+        report.write_atomic(json_file, json.dumps(run, indent=2))
+
+
+@loadtest.command("record")
+@_common
+@click.option("--users", "-u", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--duration", "-d", default="20s", show_default=True, help="Run time of each run.")
+@click.option("--runs", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--warmup", default="2s", show_default=True, help=WARMUP_HELP)
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write (default: loadtests/baselines/<stack>.json).")
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Locust's HTML report of the last run.")
+@click.pass_context
+def record(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, users: int,
+           duration: str, runs: int, warmup: str, baseline: Path | None, html: Path | None) -> None:
+    """Record the baseline the gate compares with: p50/p95/p99, histograms, error ratio, req/s."""
+    try:
+        target = Target(ctx, stack, host, db, login)
+        seconds = parse_duration(duration)
+        serie = target.preflight()
+        warm = parse_duration(warmup, "--warmup", zero_ok=True)
+        err.print(f"recording {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users")
+        results = target.run_locust(users, seconds, runs, html, warmup=warm)
+    except ErpopsError as exc:
+        _fail(exc)
+    crashes = [e for r in results for e in r.get("exceptions") or []]
+    if crashes:
+        _fail(ServiceError(f"not recorded: the load-test users crashed: {crashes[0]['msg']}"))
+    doc = {"stack": stack, "host": target.host, "odoo_serie": serie,
+           "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+           "users": users, "duration_s": seconds, "warmup_s": warm,
+           "think_time_seconds": list(target.slo.think_time_seconds),
+           "persona_weights": dict(target.slo.persona_weights), **stats.summarize(results)}
+    path = target.baseline_path(baseline)
+    report.write_atomic(path, json.dumps(doc, indent=1) + "\n")
+    for r in results[-1:]:
+        report.run_table(f"last run of {runs}", r, out)
+    out.print(f"[green]baseline written[/green] {path}: {doc['rps']:.1f} req/s, error ratio "
+              f"{doc['error_ratio']:.2%}, p95 {doc['requests'][stats.TOTAL]['p95']:.0f} ms")
+    if doc["error_ratio"] > target.slo.error_ratio:
+        err.print(f"[yellow]WARNING[/yellow]: the baseline's error ratio {doc['error_ratio']:.2%} is above the "
+                  f"spec's {target.slo.error_ratio:.2%}: every gate against it will fail on errors")
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no baseline at {path}: record one with `erpops loadtest record --stack <stack> "
+                         "--host <url>` (see runbooks/load-test-gate.md)") from None
+    except ValueError as exc:
+        raise UsageError(f"baseline {path} is not JSON ({exc}): re-record it") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("requests"), dict):
+        raise UsageError(f"baseline {path} has no `requests` table: re-record it")
+    return doc
+
+
+def _slo_limits(target: Target) -> dict[str, Mapping[str, float]]:
+    return {name: r.model_dump() for name, r in target.slo.requests.items()}
+
+
+@loadtest.command("gate")
+@_common
+@click.option("--runs", type=click.IntRange(1), default=5, show_default=True, help="Short runs to repeat.")
+@click.option("--warmup", default="2s", show_default=True, help=WARMUP_HELP)
+@click.option("--duration", "-d", default="20s", show_default=True, help="Run time of each run.")
+@click.option("--users", "-u", type=click.IntRange(1), default=None,
+              help="Simulated users (default: as many as the baseline was recorded with).")
+@click.option("--tolerance", type=click.FloatRange(0, 10), default=0.10, show_default=True,
+              help="Allowed p95 slow-down: fail when the 95% CI's lower bound of p95/baseline exceeds 1 + this.")
+@click.option("--min-samples", type=click.IntRange(1), default=20, show_default=True,
+              help="Requests a name needs (over all runs) to be judged.")
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Baseline to compare with (default: loadtests/baselines/<stack>.json).")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the verdict as JSON.")
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Locust's HTML report of the last run.")
+@click.pass_context
+def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, runs: int, warmup: str,
+         duration: str, users: int | None, tolerance: float, min_samples: int, baseline: Path | None,
+         junit: Path | None, json_file: Path | None, html: Path | None) -> None:
+    """Repeat short runs and compare with the baseline; exit 0 pass, 1 regression, 2 bad input, 3 unreachable."""
+    try:
+        target = Target(ctx, stack, host, db, login)
+        seconds = parse_duration(duration)
+        warm = parse_duration(warmup, "--warmup", zero_ok=True)
+        base = load_baseline(target.baseline_path(baseline))
+        users = users or int(base.get("users") or 10)
+        if users != base.get("users"):
+            err.print(f"[yellow]note[/yellow]: {users} users, the baseline had {base.get('users')}: "
+                      "latencies may differ for that reason alone")
+        serie = target.preflight()
+        if base.get("odoo_serie") and base["odoo_serie"] != serie:
+            err.print(f"[yellow]note[/yellow]: the server runs Odoo {serie}, the baseline was recorded on "
+                      f"{base['odoo_serie']}")
+        if base.get("warmup_s") is not None and base["warmup_s"] != warm:
+            err.print(f"[yellow]note[/yellow]: warm-up {warm:g} s, the baseline had {base['warmup_s']:g} s")
+        err.print(f"gate {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users")
+        results = target.run_locust(users, seconds, runs, html, warmup=warm)
+    except ErpopsError as exc:
+        _fail(exc)
+    verdict = stats.judge(stack, target.host, base, results, target.slo.error_ratio, target.slo.min_rps,
+                          _slo_limits(target), tolerance, min_samples=min_samples)
+    report.verdict_table(verdict, out)
+    if junit is not None:
+        report.write_atomic(junit, report.junit_xml(verdict))
+    if json_file is not None:
+        report.write_atomic(json_file, json.dumps(verdict.to_dict(), indent=1, default=str) + "\n")
+    # sys.exit, not ctx.exit: erpops runs click with standalone_mode=False (see healthchecks/cli.py)
+    sys.exit(EXIT_PASS if verdict.passed else EXIT_REGRESSION)
+
+
+@loadtest.command("capacity")
+@_common
+@click.option("--start-users", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--max-users", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--factor", type=click.FloatRange(1.1, 10), default=2.0, show_default=True,
+              help="Multiply the users by this at each step.")
+@click.option("--duration", "-d", default="20s", show_default=True, help="Run time of each step.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.pass_context
+def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, start_users: int,
+             max_users: int, factor: float, duration: str, json_file: Path | None) -> None:
+    """Ramp users until p50 doubles over its value at the first step; report users and req/s there."""
+    from rich.table import Table
+
+    try:
+        target = Target(ctx, stack, host, db, login)
+        seconds = parse_duration(duration)
+        serie = target.preflight()
+        err.print(f"capacity {stack}: Odoo {serie} at {target.host}, {seconds:g} s per step")
+        steps: list[dict[str, Any]] = []
+        users, knee = start_users, None
+        while True:
+            run = target.run_locust(users, seconds)[0]
+            p50 = run["total"]["p50"] or 0.0
+            steps.append({"users": users, "rps": run["rps"], "p50": p50, "p95": run["total"]["p95"],
+                          "fail_ratio": run["fail_ratio"]})
+            if steps[0]["p50"] and p50 >= 2 * steps[0]["p50"]:
+                knee = steps[-1]
+                break
+            if users >= max_users:
+                break
+            users = min(max_users, max(users + 1, round(users * factor)))
+    except ErpopsError as exc:
+        _fail(exc)
+    table = Table(title=f"erpops loadtest capacity {stack} ({target.host})", title_justify="left")
+    for col in ("users", "req/s", "p50 ms", "p95 ms", "failed"):
+        table.add_column(col, justify="right")
+    for s in steps:
+        table.add_row(str(s["users"]), f"{s['rps']:.1f}", f"{s['p50']:.0f}", f"{s['p95'] or 0:.0f}",
+                      f"{s['fail_ratio']:.2%}", style="bold red" if s is knee else None)
+    out.print(table)
+    if knee:
+        out.print(f"p50 doubled ({steps[0]['p50']:.0f} -> {knee['p50']:.0f} ms) at [bold]{knee['users']} users, "
+                  f"{knee['rps']:.1f} req/s[/bold]")
+        if len(steps) > 1:
+            below = steps[-2]
+            out.print(f"last step below: {below['users']} users, {below['rps']:.1f} req/s, p50 {below['p50']:.0f} ms "
+                      "(the knee lies between; use a smaller --factor for a finer answer)")
+    else:
+        out.print(f"p50 did not double up to {steps[-1]['users']} users ({steps[-1]['rps']:.1f} req/s): raise "
+                  "--max-users")
+    if json_file is not None:
+        report.write_atomic(json_file, json.dumps({"stack": stack, "host": target.host, "steps": steps,
+                                                   "knee": knee}, indent=1) + "\n")

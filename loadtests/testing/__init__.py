@@ -1,0 +1,1 @@
+"""Test doubles for the load tests (no Locust imported here)."""
