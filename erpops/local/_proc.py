@@ -231,9 +231,16 @@ class LocalService:
     """What the three local servers share: the port once started, context manager, cleanup."""
 
     host = LOOPBACK
-    _port: int | None
-    _tmp: Path | None
-    _proc: subprocess.Popen[bytes] | None
+
+    def __init__(self, *, port: int | None, base_dir: str | Path | None, start_timeout: float,
+                 stop_timeout: float) -> None:
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._requested_port = port
+        self._base_dir = Path(base_dir) if base_dir is not None else None
+        self._port: int | None = None
+        self._tmp: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:  # pragma: no cover - each server starts its own way
         raise NotImplementedError

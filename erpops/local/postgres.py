@@ -163,15 +163,9 @@ class LocalPostgres(LocalService):
         self.user = superuser
         self.fsync = fsync
         self.settings = dict(settings or {})
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self._requested_port = port
+        super().__init__(port=port, base_dir=base_dir, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self._bindir = Path(bindir) if bindir is not None else None
-        self._base_dir = Path(base_dir) if base_dir is not None else None
         self._account: pwd.struct_passwd | None = None
-        self._port: int | None = None
-        self._tmp: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._postmaster: psutil.Process | None = None
 
     # -- connection details -------------------------------------------------------------

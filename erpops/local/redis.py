@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -80,14 +79,8 @@ class LocalRedis(LocalService):
         self.password = password
         self.maxmemory = maxmemory
         self.maxmemory_policy = maxmemory_policy
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self._requested_port = port
+        super().__init__(port=port, base_dir=base_dir, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self._binary = Path(binary) if binary is not None else None
-        self._base_dir = Path(base_dir) if base_dir is not None else None
-        self._port: int | None = None
-        self._tmp: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._server: psutil.Process | None = None
 
     @property

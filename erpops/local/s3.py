@@ -10,7 +10,6 @@ import http.client
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,14 +70,8 @@ class LocalS3(LocalService):
         stop_timeout: float = 5.0,
     ) -> None:
         self.region = region
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self._requested_port = port
+        super().__init__(port=port, base_dir=base_dir, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self._binary = Path(binary) if binary is not None else None
-        self._base_dir = Path(base_dir) if base_dir is not None else None
-        self._port: int | None = None
-        self._tmp: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._server: psutil.Process | None = None
 
     @property
