@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from erpops import sizing
 from erpops.errors import SpecError
@@ -221,16 +221,45 @@ class Threshold(_Model):
 
 
 class Health(_Model):
+    """warn/crit levels of `erpops health`. For the *_min keys lower is worse, for all others higher."""
+
     timeout_seconds: float = Field(default=5.0, gt=0)
     odoo_latency_ms: Threshold = Threshold(warn=500, crit=2000)
+    pg_connect_ms: Threshold = Threshold(warn=250, crit=1000)
     pg_connections_ratio: Threshold = Threshold(warn=0.8, crit=0.9)
     pg_longest_transaction_seconds: Threshold = Threshold(warn=300, crit=1800)
+    pg_idle_in_transaction_seconds: Threshold = Threshold(warn=60, crit=600)
+    pg_lock_wait_seconds: Threshold = Threshold(warn=10, crit=60)
     pg_replica_lag_bytes: Threshold = Threshold(warn=16 * 1024**2, crit=256 * 1024**2)
+    pg_replica_lag_seconds: Threshold = Threshold(warn=30, crit=300)
     pg_cache_hit_ratio_min: Threshold = Threshold(warn=0.95, crit=0.90)
     pg_xid_age: Threshold = Threshold(warn=500_000_000, crit=1_000_000_000)
-    redis_memory_ratio: Threshold = Threshold(warn=0.8, crit=0.95)
-    disk_free_ratio_min: Threshold = Threshold(warn=0.2, crit=0.1)
+    pg_database_size_ratio: Threshold = Threshold(warn=0.7, crit=0.85)
+    pg_dead_tuple_ratio: Threshold = Threshold(warn=0.2, crit=0.4)
     cron_overdue_minutes: Threshold = Threshold(warn=30, crit=120)
+    mail_exception_count: Threshold = Threshold(warn=1, crit=100)
+    redis_latency_ms: Threshold = Threshold(warn=50, crit=250)
+    redis_memory_ratio: Threshold = Threshold(warn=0.8, crit=0.95)
+    redis_evicted_keys: Threshold = Threshold(warn=1, crit=10_000)
+    redis_connected_clients: Threshold = Threshold(warn=2000, crit=5000)
+    s3_multipart_age_hours: Threshold = Threshold(warn=1, crit=float("inf"))
+    host_cpu_percent: Threshold = Threshold(warn=85, crit=95)
+    host_memory_ratio: Threshold = Threshold(warn=0.85, crit=0.95)
+    host_load_per_core: Threshold = Threshold(warn=1.5, crit=3.0)
+    disk_free_ratio_min: Threshold = Threshold(warn=0.2, crit=0.1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Health:
+        for name in type(self).model_fields:
+            level = getattr(self, name)
+            if not isinstance(level, Threshold):
+                continue
+            lower_is_worse = name.endswith("_min")
+            if (level.warn < level.crit) if lower_is_worse else (level.warn > level.crit):
+                word = "above" if lower_is_worse else "below"
+                raise ValueError(f"{name}: warn {level.warn:g} must be {word} crit {level.crit:g} "
+                                 f"({'lower' if lower_is_worse else 'higher'} is worse): swap or fix them")
+        return self
 
 
 class Secrets(_Model):

@@ -51,24 +51,6 @@ class Level:
         return f"warn {op} {self.warn:g}, crit {op} {self.crit:g}"
 
 
-# Thresholds the spec's `health` section does not (yet) carry: defaults live here.
-# Key -> (warn, crit, higher_is_worse)
-EXTRA_DEFAULTS: dict[str, tuple[float, float, bool]] = {
-    "pg_connect_ms": (250, 1000, True),
-    "pg_idle_in_transaction_seconds": (60, 600, True),
-    "pg_lock_wait_seconds": (10, 60, True),
-    "pg_replica_lag_seconds": (30, 300, True),
-    "pg_database_size_ratio": (0.7, 0.85, True),
-    "pg_dead_tuple_ratio": (0.2, 0.4, True),
-    "mail_exception_count": (1, 100, True),
-    "redis_latency_ms": (50, 250, True),
-    "redis_evicted_keys": (1, 10_000, True),
-    "redis_connected_clients": (2000, 5000, True),
-    "host_cpu_percent": (85, 95, True),
-    "host_memory_ratio": (0.85, 0.95, True),
-    "host_load_per_core": (1.5, 3.0, True),
-    "s3_multipart_age_hours": (1, float("inf"), True),
-}
 # Minimums among the spec's thresholds (lower is worse).
 _MINIMUMS = {"pg_cache_hit_ratio_min", "disk_free_ratio_min"}
 
@@ -100,8 +82,6 @@ class Thresholds:
             value = getattr(health, name)
             if hasattr(value, "warn") and hasattr(value, "crit"):
                 levels[name] = Level(value.warn, value.crit, name not in _MINIMUMS)
-        for name, (warn, crit, higher) in EXTRA_DEFAULTS.items():
-            levels.setdefault(name, Level(warn, crit, higher))
         rpo = derived.pop("rpo_minutes", 1440.0)
         # The RPO is the objective: missing it is a WARN; twice over it pages.
         levels.setdefault("backup_age_minutes", Level(rpo, 2 * rpo))

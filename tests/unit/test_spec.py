@@ -116,6 +116,8 @@ BAD_SPECS = [
     pytest.param("dev", "odoo.web.replicas", 0, "odoo.web.replicas", "at least 1", id="zero-replicas"),
     pytest.param("dev", "kubernetes", "prod-cluster", "kubernetes", "expected a mapping", id="section-not-mapping"),
     pytest.param("dev", "odoo.modules", "mrp,stock", "odoo.modules", "expected a list", id="modules-not-list"),
+    pytest.param("dev", "health.pg_connections_ratio", {"warn": 0.95, "crit": 0.9}, "health",
+                 "pg_connections_ratio: warn 0.95 must be below crit 0.9", id="health-levels-swapped"),
 ]
 
 
