@@ -399,7 +399,7 @@ class Patch:
         beside = Path(sys.executable).with_name("erpops")
         erpops = str(beside) if beside.exists() else "erpops"
         return shlex.join([erpops, "loadtest", "gate", "--stack", self.o.stack, "--host", self.o.odoo_url,
-                           "--db", self.o.db, "--runs", "1", "--duration", "20s"])
+                           "--db", self.o.db, "--read-only", "--runs", "1", "--duration", "20s"])
 
     def preflight_problems(self) -> tuple[list[str], list[str], dict[str, Any] | None]:
         """(problems, notes, fresh verified set or None): read-only."""
@@ -775,7 +775,8 @@ def _human(result: dict[str, Any]) -> None:
 @click.option("--odoo-url", default=None, help="Odoo URL for health and smoke (default: https://<kubernetes.host>).")
 @click.option("--health-check", "health_checks", multiple=True,
               help="Run only health checks whose name starts with this (repeatable; default all that apply).")
-@click.option("--smoke-cmd", default=None, help="Gate smoke command (default: erpops loadtest gate ... --runs 1).")
+@click.option("--smoke-cmd", default=None,
+              help="Gate smoke command (default: erpops loadtest gate ... --read-only --runs 1).")
 @click.option("--no-smoke", is_flag=True, help="Gate on health checks only.")
 @click.option("--web-mode", type=click.Choice(["scale", "command"]), default="scale", show_default=True,
               help="kubernetes: freeze web by scaling it to 0, or by --maintenance-cmd.")

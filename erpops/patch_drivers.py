@@ -127,7 +127,7 @@ class CommandDriver:
           apply: /srv/odoo/bin/update "$ERPOPS_PATCH_IMAGE" "$ERPOPS_PATCH_MODULES" "$ERPOPS_DB"
           roll: /srv/odoo/bin/switch "$ERPOPS_PATCH_IMAGE" && rm -f /srv/odoo/MAINTENANCE && systemctl start odoo-cron
           health: curl -fsS http://127.0.0.1:8069/web/health   # optional, on top of erpops' checks
-          smoke: erpops loadtest gate --stack vm-prod --host http://127.0.0.1:8069 --runs 1   # optional
+          smoke: erpops loadtest gate --stack vm-prod --host http://127.0.0.1:8069 --read-only --runs 1  # optional
 
     Environment of every command: ERPOPS_PATCH_STEP, ERPOPS_PATCH_STACK, ERPOPS_PATCH_RUN_ID,
     ERPOPS_PATCH_IMAGE (the image this step installs: the new one, or the previous one when

@@ -9,7 +9,8 @@ Exit codes (gate; the other commands use 0, 2 and 3 the same way):
   1  regression: a p95 slower than the baseline beyond tolerance, error ratio above the spec's
      slo.error_ratio, req/s below slo.min_rps, a request above its slo.requests limits, or a crash
      inside the load-test users
-  2  bad input: invalid spec or flags, no baseline for the stack
+  2  bad input: invalid spec or flags, no baseline for the stack, a baseline recorded in the other mode
+     (read-only vs read-write), or write personas aimed at a prod-tier stack without --allow-writes
   3  target unreachable or login refused, or the load generator failed to run
 """
 
@@ -33,7 +34,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from erpops.errors import CredentialsError, ErpopsError, ServiceError, UsageError
-from loadtests import report, stats
+from loadtests import modes, report, stats
 
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -58,13 +59,20 @@ def parse_duration(text: str, option: str = "--duration", zero_ok: bool = False)
 class Target:
     """What to load and how, resolved from the stack's spec and the flags."""
 
-    def __init__(self, ctx: click.Context, stack: str, host: str | None, db: str | None, login: str) -> None:
+    def __init__(self, ctx: click.Context, stack: str, host: str | None, db: str | None, login: str,
+                 read_only: bool = False, allow_writes: bool = False) -> None:
         from erpops import spec
 
         root = (ctx.obj or {}).get("root") if isinstance(ctx.obj, dict) else None
         self.root: Path = root or spec.find_root()
         self.sized = spec.load(stack, self.root)
         self.stack = stack
+        # before any request: write personas never reach a prod-tier stack by accident
+        modes.write_guard(stack, self.sized.spec.tier, read_only, allow_writes)
+        self.read_only = read_only
+        if allow_writes and self.sized.spec.tier == "prod":
+            err.print(f"[yellow]WARNING[/yellow]: --allow-writes on prod stack {stack}: the personas will create, "
+                      "confirm and validate real records in it")
         self.slo = self.sized.spec.slo
         self.host = (host or f"https://{self.sized.spec.kubernetes.host}").rstrip("/")
         if not self.host.startswith(("http://", "https://")):
@@ -74,7 +82,11 @@ class Target:
         self.password = os.environ.get(PASSWORD_ENV, "")
 
     def baseline_path(self, given: Path | None) -> Path:
-        return given or self.root / "loadtests" / "baselines" / f"{self.stack}.json"
+        return given or self.root / "loadtests" / "baselines" / modes.default_baseline_name(self.stack, self.read_only)
+
+    @property
+    def mode(self) -> str:
+        return modes.mode_name(self.read_only)
 
     def _post(self, path: str, params: dict[str, Any], timeout: float = 10.0) -> Any:
         body = json.dumps({"jsonrpc": "2.0", "method": "call", "params": params, "id": 1}).encode()
@@ -112,6 +124,8 @@ class Target:
                    "--weights", json.dumps(dict(self.slo.persona_weights)), "--result", str(result)]
             if html is not None:
                 cmd += ["--html", str(html.resolve())]
+            if self.read_only:
+                cmd.append("--read-only")
             env = {**os.environ, PASSWORD_ENV: self.password}
             # stderr to a file, not a pipe: a crashing user prints a traceback per iteration, which would
             # fill a pipe nobody reads while we follow stdout, and both processes would wait forever.
@@ -140,6 +154,11 @@ def _common(f: Any) -> Any:
         click.option("--db", default=None, help="Database (default: the stack's odoo.database)."),
         click.option("--login", default="admin", show_default=True,
                      help=f"Odoo login of the simulated users (password: ${PASSWORD_ENV})."),
+        click.option("--read-only", is_flag=True,
+                     help="Personas only read (search_read, web_search_read, read, search_count, page loads); "
+                          "nothing is created, written, confirmed or validated. Allowed on prod."),
+        click.option("--allow-writes", is_flag=True,
+                     help="Run the write personas on a prod-tier stack (refused there without it)."),
     ]):
         f = option(f)
     return f
@@ -158,14 +177,14 @@ def loadtest() -> None:
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the run's statistics (with histograms) as JSON.")
 @click.pass_context
-def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, users: int,
-            duration: str, html: Path | None, json_file: Path | None) -> None:
+def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
+            allow_writes: bool, users: int, duration: str, html: Path | None, json_file: Path | None) -> None:
     """One run; prints per-request statistics. Exit 0 whatever the latencies (use `gate` to judge)."""
     try:
-        target = Target(ctx, stack, host, db, login)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
         seconds = parse_duration(duration)
         serie = target.preflight()
-        err.print(f"Odoo {serie} at {target.host}: {users} users for {seconds:g} s")
+        err.print(f"Odoo {serie} at {target.host}: {users} users for {seconds:g} s, {target.mode}")
         run = target.run_locust(users, seconds, html=html)[0]
     except ErpopsError as exc:
         _fail(exc)
@@ -181,19 +200,22 @@ def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, lo
 @click.option("--runs", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--warmup", default="2s", show_default=True, help=WARMUP_HELP)
 @click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write (default: loadtests/baselines/<stack>.json).")
+              help="Where to write (default: loadtests/baselines/<stack>.json, <stack>.read-only.json "
+                   "with --read-only).")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Locust's HTML report of the last run.")
 @click.pass_context
-def record(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, users: int,
-           duration: str, runs: int, warmup: str, baseline: Path | None, html: Path | None) -> None:
+def record(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
+           allow_writes: bool, users: int, duration: str, runs: int, warmup: str, baseline: Path | None,
+           html: Path | None) -> None:
     """Record the baseline the gate compares with: p50/p95/p99, histograms, error ratio, req/s."""
     try:
-        target = Target(ctx, stack, host, db, login)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
         seconds = parse_duration(duration)
         serie = target.preflight()
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
-        err.print(f"recording {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users")
+        err.print(f"recording {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
+                  f"{target.mode}")
         results = target.run_locust(users, seconds, runs, html, warmup=warm)
     except ErpopsError as exc:
         _fail(exc)
@@ -202,25 +224,26 @@ def record(ctx: click.Context, stack: str, host: str | None, db: str | None, log
         _fail(ServiceError(f"not recorded: the load-test users crashed: {crashes[0]['msg']}"))
     doc = {"stack": stack, "host": target.host, "odoo_serie": serie,
            "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-           "users": users, "duration_s": seconds, "warmup_s": warm,
+           "read_only": target.read_only, "users": users, "duration_s": seconds, "warmup_s": warm,
            "think_time_seconds": list(target.slo.think_time_seconds),
            "persona_weights": dict(target.slo.persona_weights), **stats.summarize(results)}
     path = target.baseline_path(baseline)
     report.write_atomic(path, json.dumps(doc, indent=1) + "\n")
     for r in results[-1:]:
         report.run_table(f"last run of {runs}", r, out)
-    out.print(f"[green]baseline written[/green] {path}: {doc['rps']:.1f} req/s, error ratio "
+    out.print(f"[green]{target.mode} baseline written[/green] {path}: {doc['rps']:.1f} req/s, error ratio "
               f"{doc['error_ratio']:.2%}, p95 {doc['requests'][stats.TOTAL]['p95']:.0f} ms")
     if doc["error_ratio"] > target.slo.error_ratio:
         err.print(f"[yellow]WARNING[/yellow]: the baseline's error ratio {doc['error_ratio']:.2%} is above the "
                   f"spec's {target.slo.error_ratio:.2%}: every gate against it will fail on errors")
 
 
-def load_baseline(path: Path) -> dict[str, Any]:
+def load_baseline(path: Path, read_only: bool = False) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UsageError(f"no baseline at {path}: record one with `erpops loadtest record --stack <stack> "
+        flag = " --read-only" if read_only else ""
+        raise UsageError(f"no baseline at {path}: record one with `erpops loadtest record --stack <stack>{flag} "
                          "--host <url>` (see runbooks/load-test-gate.md)") from None
     except ValueError as exc:
         raise UsageError(f"baseline {path} is not JSON ({exc}): re-record it") from None
@@ -245,22 +268,26 @@ def _slo_limits(target: Target) -> dict[str, Mapping[str, float]]:
 @click.option("--min-samples", type=click.IntRange(1), default=20, show_default=True,
               help="Requests a name needs (over all runs) to be judged.")
 @click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Baseline to compare with (default: loadtests/baselines/<stack>.json).")
+              help="Baseline to compare with (default: loadtests/baselines/<stack>.json, <stack>.read-only.json "
+                   "with --read-only).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the verdict as JSON.")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Locust's HTML report of the last run.")
 @click.pass_context
-def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, runs: int, warmup: str,
-         duration: str, users: int | None, tolerance: float, min_samples: int, baseline: Path | None,
-         junit: Path | None, json_file: Path | None, html: Path | None) -> None:
+def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
+         allow_writes: bool, runs: int, warmup: str, duration: str, users: int | None, tolerance: float,
+         min_samples: int, baseline: Path | None, junit: Path | None, json_file: Path | None,
+         html: Path | None) -> None:
     """Repeat short runs and compare with the baseline; exit 0 pass, 1 regression, 2 bad input, 3 unreachable."""
     try:
-        target = Target(ctx, stack, host, db, login)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
         seconds = parse_duration(duration)
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
-        base = load_baseline(target.baseline_path(baseline))
+        base_path = target.baseline_path(baseline)
+        base = load_baseline(base_path, target.read_only)
+        modes.check_baseline_mode(base, target.read_only, base_path, stack)
         users = users or int(base.get("users") or 10)
         if users != base.get("users"):
             err.print(f"[yellow]note[/yellow]: {users} users, the baseline had {base.get('users')}: "
@@ -271,7 +298,8 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
                       f"{base['odoo_serie']}")
         if base.get("warmup_s") is not None and base["warmup_s"] != warm:
             err.print(f"[yellow]note[/yellow]: warm-up {warm:g} s, the baseline had {base['warmup_s']:g} s")
-        err.print(f"gate {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users")
+        err.print(f"gate {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
+                  f"{target.mode}")
         results = target.run_locust(users, seconds, runs, html, warmup=warm)
     except ErpopsError as exc:
         _fail(exc)
@@ -281,7 +309,8 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
     if junit is not None:
         report.write_atomic(junit, report.junit_xml(verdict))
     if json_file is not None:
-        report.write_atomic(json_file, json.dumps(verdict.to_dict(), indent=1, default=str) + "\n")
+        report.write_atomic(json_file, json.dumps({**verdict.to_dict(), "read_only": target.read_only}, indent=1,
+                                                  default=str) + "\n")
     # sys.exit, not ctx.exit: erpops runs click with standalone_mode=False (see healthchecks/cli.py)
     sys.exit(EXIT_PASS if verdict.passed else EXIT_REGRESSION)
 
@@ -295,16 +324,17 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
 @click.option("--duration", "-d", default="20s", show_default=True, help="Run time of each step.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.pass_context
-def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, start_users: int,
-             max_users: int, factor: float, duration: str, json_file: Path | None) -> None:
+def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
+             allow_writes: bool, start_users: int, max_users: int, factor: float, duration: str,
+             json_file: Path | None) -> None:
     """Ramp users until p50 doubles over its value at the first step; report users and req/s there."""
     from rich.table import Table
 
     try:
-        target = Target(ctx, stack, host, db, login)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
         seconds = parse_duration(duration)
         serie = target.preflight()
-        err.print(f"capacity {stack}: Odoo {serie} at {target.host}, {seconds:g} s per step")
+        err.print(f"capacity {stack}: Odoo {serie} at {target.host}, {seconds:g} s per step, {target.mode}")
         steps: list[dict[str, Any]] = []
         users, knee = start_users, None
         while True:
@@ -338,5 +368,5 @@ def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, l
         out.print(f"p50 did not double up to {steps[-1]['users']} users ({steps[-1]['rps']:.1f} req/s): raise "
                   "--max-users")
     if json_file is not None:
-        report.write_atomic(json_file, json.dumps({"stack": stack, "host": target.host, "steps": steps,
-                                                   "knee": knee}, indent=1) + "\n")
+        report.write_atomic(json_file, json.dumps({"stack": stack, "host": target.host, "read_only": target.read_only,
+                                                   "steps": steps, "knee": knee}, indent=1) + "\n")

@@ -6,6 +6,10 @@ Each simulated user logs in once (`/web/session/authenticate`), learns the serve
 `/web/webclient/version_info`, and calls models through `/web/dataset/call_kw/<model>/<method>`.
 Every call is one Locust request named `model:method`; a JSON-RPC `error` is reported as a failure
 even though Odoo answers it with HTTP 200.
+
+With `read_only` set (the runner's `--read-only`), `call_kw` refuses any method outside
+`loadtests.modes.READ_METHODS` before sending it: the user crashes, which the gate reports and
+`record` refuses, instead of writing.
 """
 
 from __future__ import annotations
@@ -17,11 +21,17 @@ from typing import Any
 from locust import FastHttpUser
 from locust.exception import StopUser
 
+from loadtests.modes import READ_METHODS
+
 _ids = itertools.count(1)
 
 
 class RpcFailed(Exception):
     """A JSON-RPC call failed (transport, HTTP status or JSON-RPC error); already reported to Locust."""
+
+
+class WriteRefused(Exception):
+    """A read-only user was about to call a method that is not a read; nothing was sent."""
 
 
 class OdooUser(FastHttpUser):
@@ -32,6 +42,7 @@ class OdooUser(FastHttpUser):
     db: str = ""
     login: str = "admin"
     password: str = ""
+    read_only: bool = False
     # One connection per user, as a browser tab keeps one; no retries that would hide failures.
     max_retries = 0
 
@@ -88,6 +99,9 @@ class OdooUser(FastHttpUser):
 
     def call_kw(self, model: str, method: str, args: list[Any] | None = None,
                 kwargs: dict[str, Any] | None = None, name: str | None = None) -> Any:
+        if self.read_only and method not in READ_METHODS:
+            raise WriteRefused(f"read-only run: refused to call {model}.{method} (a persona bug: it must "
+                               f"only read when read_only is set)")
         kwargs = dict(kwargs or {})
         kwargs.setdefault("context", self.odoo_context)
         params = {"model": model, "method": method, "args": list(args or []), "kwargs": kwargs}

@@ -6,6 +6,11 @@ Imports Locust: run only inside `python -m loadtests.runner`, which sets `weight
 Each persona finds its data at start (products with a bill of materials, partners, picking types),
 then repeats what that person does in a day. A step that needs an earlier step's result is skipped
 when that step failed: the failure is already counted, and a cascade would only add noise.
+
+Read-only mode (`read_only`, set by the runner from `--read-only`): every task keeps its reads,
+under the same request names, and skips what would create, write, confirm or validate; a task
+that only writes reads what that person looks at before writing instead (open MOs of a product,
+the purchase or sale orders list, the transfer about to be validated). Nothing is created.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from loadtests.odoo_user import OdooUser
 
 MO_FIELDS = ["name", "product_id", "product_qty", "qty_producing", "state", "reservation_state", "date_start"]
 PICKING_FIELDS = ["name", "picking_type_id", "partner_id", "state", "origin", "scheduled_date"]
+ORDER_FIELDS = ["name", "partner_id", "state", "date_order", "amount_total"]
 MFG_ACTION = "mrp.mrp_production_action"
 
 
@@ -41,7 +47,7 @@ class Persona(OdooUser):
             self.rpc("/web/action/load", {"action_id": MFG_ACTION}, name="page:action_load")
 
     def new_mo(self) -> int | None:
-        if not self.products:
+        if self.read_only or not self.products:
             return None
         return self.call_kw("mrp.production", "create",
                             [{"product_id": random.choice(self.products), "product_qty": float(random.randint(1, 5))}])
@@ -66,6 +72,12 @@ class Planner(Persona):
 
     @task(2)
     def plan_order(self) -> None:
+        if self.read_only:  # what a planner checks before planning: the open MOs of one product
+            if self.products:
+                self.call_kw("mrp.production", "search_count",
+                             [[["product_id", "=", random.choice(self.products)],
+                               ["state", "in", ["draft", "confirmed", "progress"]]]])
+            return
         mo = self.new_mo()
         if mo and self.call_kw("mrp.production", "action_confirm", [[mo]]) is not None:
             self.call_kw("mrp.production", "action_assign", [[mo]])
@@ -86,13 +98,15 @@ class ShopFloor(Persona):
                                 limit=20, order="date_start asc")
         if rows:
             mo = random.choice(rows)
-        else:  # nothing planned: start one, as a team leader would
+        else:  # nothing planned: start one, as a team leader would (not in read-only mode)
             mo_id = self.new_mo()
             if not mo_id or self.call_kw("mrp.production", "action_confirm", [[mo_id]]) is None:
                 return
             mo = {"id": mo_id, "product_qty": 1.0}
         details = self.call_kw("mrp.production", "read", [[mo["id"]], MO_FIELDS])
         qty = (details or [mo])[0].get("product_qty") or 1.0
+        if self.read_only:
+            return
         if self.call_kw("mrp.production", "write", [[mo["id"]], {"qty_producing": qty}]) is not None:
             self.call_kw("mrp.production", "button_mark_done", [[mo["id"]]])
 
@@ -100,18 +114,22 @@ class ShopFloor(Persona):
     def record_progress(self) -> None:
         rows = self.search_read("mrp.production", [["state", "in", ["confirmed", "progress"]]], ["product_qty"],
                                 limit=20)
-        if rows:
+        if rows and not self.read_only:
             mo = random.choice(rows)
             self.call_kw("mrp.production", "write", [[mo["id"]], {"qty_producing": max(1.0, mo["product_qty"] / 2)}])
 
 
 class Buyer(Persona):
-    """Buys components: creates and confirms purchase orders."""
+    """Buys components: creates and confirms purchase orders (read-only: lists them)."""
 
     persona = "buyer"
 
     @task
     def purchase(self) -> None:
+        if self.read_only:  # the purchase orders list, as a buyer opens it before ordering
+            self.web_search_read("purchase.order", [["state", "in", ["draft", "sent", "purchase"]]], ORDER_FIELDS,
+                                 limit=80, order="date_order desc")
+            return
         if not self.partners or not self.products:
             return
         lines = [self.line(random.choice(self.products), "product_qty", float(random.randint(5, 50)), 9.5)
@@ -123,12 +141,16 @@ class Buyer(Persona):
 
 
 class Sales(Persona):
-    """Sells finished goods: creates and confirms sale orders."""
+    """Sells finished goods: creates and confirms sale orders (read-only: lists them)."""
 
     persona = "sales"
 
     @task
     def sell(self) -> None:
+        if self.read_only:  # the quotations and orders list
+            self.web_search_read("sale.order", [["state", "in", ["draft", "sent", "sale"]]], ORDER_FIELDS,
+                                 limit=80, order="date_order desc")
+            return
         if not self.partners or not self.products:
             return
         lines = [self.line(random.choice(self.products), "product_uom_qty", float(random.randint(1, 10)), 25.0)
@@ -139,7 +161,7 @@ class Sales(Persona):
 
 
 class Warehouse(Persona):
-    """Moves goods: lists ready transfers and validates one."""
+    """Moves goods: lists ready transfers and validates one (read-only: opens one)."""
 
     persona = "warehouse"
 
@@ -147,7 +169,9 @@ class Warehouse(Persona):
     def validate_transfer(self) -> None:
         rows = self.web_search_read("stock.picking", [["state", "=", "assigned"]], PICKING_FIELDS, limit=40,
                                     order="scheduled_date asc")
-        if rows:
+        if rows and self.read_only:  # opens the transfer instead of validating it
+            self.call_kw("stock.picking", "read", [[random.choice(rows)["id"]], PICKING_FIELDS])
+        elif rows:
             self.call_kw("stock.picking", "button_validate", [[random.choice(rows)["id"]]])
 
     @task(1)

@@ -36,7 +36,7 @@ SCENARIOS = ("personas", "bench-odoo", "bench-plain")
 
 
 def user_classes(scenario: str, weights: dict[str, int], think: tuple[float, float], db: str, login: str,
-                 password: str) -> list[type]:
+                 password: str, read_only: bool = False) -> list[type]:
     if scenario == "bench-odoo":
         from loadtests.bench_users import OdooVersionInfo
         return [OdooVersionInfo]
@@ -46,6 +46,7 @@ def user_classes(scenario: str, weights: dict[str, int], think: tuple[float, flo
     from loadtests.personas import PERSONAS
 
     OdooUser.db, OdooUser.login, OdooUser.password = db, login, password
+    OdooUser.read_only = read_only  # personas read only; call_kw refuses anything but READ_METHODS
     classes: list[type] = []
     for persona, cls in PERSONAS.items():
         weight = int(weights.get(persona, 0))
@@ -145,13 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--login", default="admin")
     parser.add_argument("--think", type=float, nargs=2, default=(1.0, 5.0), metavar=("MIN", "MAX"))
     parser.add_argument("--weights", default="{}", help="JSON {persona: weight}")
+    parser.add_argument("--read-only", action="store_true",
+                        help="personas only read (search_read, web_search_read, read, search_count, pages)")
     parser.add_argument("--result", type=Path, required=True, help="write the JSON result here")
     parser.add_argument("--html", type=Path, default=None, help="Locust's HTML report of the last run")
     args = parser.parse_args(argv)
     logging.getLogger("locust").setLevel(logging.ERROR)  # the caller prints the verdict; keep stderr for crashes
 
     classes = user_classes(args.scenario, json.loads(args.weights), tuple(args.think), args.db, args.login,
-                           os.environ.get("ERPOPS_ODOO_PASSWORD", ""))
+                           os.environ.get("ERPOPS_ODOO_PASSWORD", ""), args.read_only)
     if not classes:
         print("no user class to run: every persona weight is 0", file=sys.stderr)
         return 2
@@ -159,10 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.runs):
         html = args.html if args.html is not None and i == args.runs - 1 else None
         run = one_run(classes, args.host, args.users, args.duration, html, args.warmup)
+        run["read_only"] = args.read_only
         runs.append(run)
         print(f"run {i + 1}/{args.runs}: {run['total']['count']} requests, {run['rps']:.1f} req/s, "
               f"{run['fail_ratio']:.2%} failed, p95 {run['total']['p95']} ms, {run['users']} users", flush=True)
-    args.result.write_text(json.dumps({"scenario": args.scenario, "host": args.host, "runs": runs}))
+    args.result.write_text(json.dumps({"scenario": args.scenario, "host": args.host, "read_only": args.read_only,
+                                       "runs": runs}))
     return 0
 
 

@@ -13,7 +13,9 @@ Knobs (constructor, `set()`, or `POST /__double__/control` with a JSON object of
   per_name     {request name: multiplier}, e.g. {"sale.order:create": 1.25}
   error_rate   share of call_kw answered with a JSON-RPC error, HTTP 200   (default 0)
   serie        "16.0", "17.0" or "18.0"                                    (default "17.0")
-`GET /__double__/stats` returns the request count per name.
+`GET /__double__/stats` returns the request count per name. `served` counts the (model, method) pairs
+call_kw actually executed (from the JSON-RPC params, which is what Odoo dispatches on, not the URL),
+and `snapshot()` is a deep copy of every record: a read-only load must leave both without writes.
 
 Standalone: `python -m loadtests.testing.odoo_double --port 8069 [--serie 16.0 --base-ms 20]`.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import random
 import re
@@ -67,6 +70,7 @@ class OdooDouble:
         self.per_name: dict[str, float] = {}
         self.error_rate = error_rate
         self.counts: Counter[str] = Counter()
+        self.served: Counter[tuple[str, str]] = Counter()  # (model, method) executed by call_kw
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._sessions: set[str] = set()
@@ -109,6 +113,11 @@ class OdooDouble:
             raise ValueError(f"unknown knob(s) {sorted(unknown)}: use {sorted(allowed)}")
         for key, value in knobs.items():
             setattr(self, key, dict(value) if key == "per_name" else value)
+
+    def snapshot(self) -> dict[str, dict[int, dict[str, Any]]]:
+        """A deep copy of every record, to compare before and after a load."""
+        with self._lock:
+            return copy.deepcopy(self._records)
 
     # ---- data ------------------------------------------------------------------------------
     def _seed_data(self) -> None:
@@ -191,6 +200,7 @@ class OdooDouble:
         return rows[offset: offset + limit if limit else None]
 
     def call_kw(self, model: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        self.served[(model, method)] += 1
         table = self._table(model)
         if method == "search_read":
             domain = args[0] if args else kwargs.get("domain", [])

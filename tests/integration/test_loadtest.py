@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from loadtests.modes import READ_METHODS
 from loadtests.testing.odoo_double import DB, PASSWORD, OdooDouble
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,15 @@ EVERY_REQUEST = {
     "purchase.order:create", "purchase.order:button_confirm",
     "sale.order:create", "sale.order:action_confirm",
     "stock.picking:web_search_read", "stock.picking:button_validate",
+    "page:/web", "page:load_menus", "page:action_load",
+}
+# --read-only: the reads keep their names; each write step becomes what the person reads before writing
+READ_ONLY_REQUEST = {
+    "session:version_info", "session:authenticate",
+    "mrp.bom:search_read", "res.partner:search_read", "stock.picking.type:search_read",
+    "mrp.production:web_search_read", "mrp.production:search_read", "mrp.production:read",
+    "mrp.production:search_count", "purchase.order:web_search_read", "sale.order:web_search_read",
+    "stock.picking:web_search_read", "stock.picking:read",
     "page:/web", "page:load_menus", "page:action_load",
 }
 GATE = ["--runs", "3", "--warmup", "0.8s", "--duration", "1.5s", "--users", "30"]
@@ -207,3 +217,22 @@ def test_capacity_ramps_users_and_reports_the_knee(project: Path, odoo: OdooDoub
     assert [s["users"] for s in steps] == [1, 2, 4]
     assert steps[-1]["rps"] > steps[0]["rps"]
     assert "did not double" in done.stdout  # 4 users cannot saturate a double that sleeps
+
+
+def test_a_read_only_run_writes_nothing_and_still_measures(project: Path, tmp_path: Path) -> None:
+    with OdooDouble(base_ms=2, jitter_ms=1) as odoo:
+        before = odoo.snapshot()
+        done = loadtest(project, "run", "--stack", "dev", "--host", odoo.url, "--db", DB, "--read-only",
+                        "--users", "10", "--duration", "2s", "--json", str(tmp_path / "run.json"))
+        served, after = dict(odoo.served), odoo.snapshot()
+    assert done.returncode == 0, done.stderr
+    assert "read-only" in done.stderr
+    assert served and {method for _, method in served} <= READ_METHODS, sorted(served)
+    assert after == before  # not one record created or changed
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["read_only"] is True and not run["exceptions"]
+    assert set(run["requests"]) == READ_ONLY_REQUEST
+    # every read of a read-write run is still made, under the same name
+    reads = {n for n in EVERY_REQUEST if n.startswith(("session:", "page:")) or n.split(":")[1] in READ_METHODS}
+    assert reads <= set(run["requests"])
+    assert run["total"]["count"] > 100 and run["total"]["failures"] == 0 and run["total"]["p95"] is not None

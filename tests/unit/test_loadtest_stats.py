@@ -1,17 +1,26 @@
-"""The load-test gate's statistic and verdict, on synthetic histograms (no server, no Locust)."""
+"""The load-test gate's statistic and verdict, on synthetic histograms (no server, no Locust);
+the prod write guard and the read-only/read-write baseline check (refused before any request)."""
 
 from __future__ import annotations
 
+import json
 import random
+import shlex
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from click.testing import CliRunner
 
 from erpops.errors import UsageError
-from loadtests import report, stats
-from loadtests.cli import parse_duration
+from loadtests import modes, report, stats
+from loadtests.cli import loadtest, parse_duration
+
+REPO = Path(__file__).resolve().parents[2]
+UNREACHABLE = "http://127.0.0.1:9"  # a refusal that got as far as the network would exit 3, not 2
 
 
 def _hist(center: float, spread: float, n: int, seed: int) -> dict[int, int]:
@@ -131,3 +140,91 @@ def test_the_cli_does_not_import_locust_or_gevent() -> None:
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ---- read-only mode and the prod guard ------------------------------------------------------------
+
+@pytest.mark.parametrize(("tier", "read_only", "allow_writes", "refused"), [
+    ("prod", False, False, True),
+    ("prod", True, False, False),
+    ("prod", False, True, False),
+    ("staging", False, False, False),
+    ("dev", False, False, False),
+    ("dev", True, True, True),  # contradictory flags, whatever the tier
+    ("prod", True, True, True),
+])
+def test_write_guard(tier: str, read_only: bool, allow_writes: bool, refused: bool) -> None:
+    if not refused:
+        modes.write_guard("s", tier, read_only, allow_writes)
+        return
+    with pytest.raises(UsageError) as exc:
+        modes.write_guard("s", tier, read_only, allow_writes)
+    assert exc.value.exit_code == 2
+    assert "--read-only" in str(exc.value) and "--allow-writes" in str(exc.value)
+
+
+@pytest.mark.parametrize(("recorded", "read_only", "fix"), [
+    ({"read_only": False}, True, "drop --read-only"),
+    ({}, True, "drop --read-only"),  # recorded before the flag existed: the personas wrote
+    ({"read_only": True}, False, "add --read-only"),
+])
+def test_a_baseline_of_the_other_mode_is_refused(recorded: dict, read_only: bool, fix: str) -> None:
+    with pytest.raises(UsageError) as exc:
+        modes.check_baseline_mode(recorded, read_only, "b.json", "prod")
+    assert exc.value.exit_code == 2
+    message = str(exc.value)
+    assert fix in message and "erpops loadtest record --stack prod" in message
+    assert ("--read-only --host" in message) is read_only  # the record command matches the gate's mode
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_baseline_of_the_same_mode_is_accepted(read_only: bool) -> None:
+    modes.check_baseline_mode({"read_only": read_only}, read_only, "b.json", "dev")
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    done = CliRunner().invoke(loadtest, list(args), obj={"root": REPO})
+    return done.exit_code, done.stderr
+
+
+@pytest.mark.parametrize("command", [["run"], ["record"], ["gate"], ["capacity"]])
+def test_write_personas_on_prod_are_refused_before_any_request(command: list[str]) -> None:
+    code, stderr = _cli(*command, "--stack", "prod", "--host", UNREACHABLE)
+    assert code == 2, stderr
+    assert "prod tier" in stderr and "--read-only" in stderr and "--allow-writes" in stderr
+
+
+def test_read_only_and_allow_writes_get_past_the_prod_guard(tmp_path: Path) -> None:
+    (tmp_path / "b.json").write_text(json.dumps({"read_only": True, "users": 1, "requests": {}}))
+    for flag in ("--read-only", "--allow-writes"):
+        code, stderr = _cli("run", "--stack", "prod", "--host", UNREACHABLE, flag)
+        assert code == 3 and "unreachable" in stderr, stderr  # refused by the network, not by the guard
+    code, stderr = _cli("gate", "--stack", "prod", "--host", UNREACHABLE, "--read-only", "--baseline",
+                        str(tmp_path / "b.json"))
+    assert code == 3 and "unreachable" in stderr, stderr
+
+
+@pytest.mark.parametrize(("recorded", "flags"), [(False, ["--read-only"]), (True, [])])
+def test_gate_refuses_a_baseline_of_the_other_mode(recorded: bool, flags: list[str], tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"read_only": recorded, "users": 1, "requests": {}}))
+    code, stderr = _cli("gate", "--stack", "dev", "--host", UNREACHABLE, "--baseline", str(path), *flags)
+    assert code == 2, stderr
+    assert f"recorded {modes.mode_name(recorded)}" in stderr and "erpops loadtest record" in stderr
+
+
+def test_read_only_runs_have_their_own_default_baseline(tmp_path: Path) -> None:
+    assert modes.default_baseline_name("prod", read_only=False) == "prod.json"
+    assert modes.default_baseline_name("prod", read_only=True) == "prod.read-only.json"
+    code, stderr = _cli("gate", "--stack", "prod", "--host", UNREACHABLE, "--read-only")
+    assert code == 2 and "prod.read-only.json" in stderr and "record --stack <stack> --read-only" in stderr, stderr
+
+
+def test_the_patch_smoke_reads_only_and_is_short() -> None:
+    from erpops.patch import Patch
+
+    smoke = Patch.__new__(Patch)
+    smoke.o = SimpleNamespace(odoo_url="https://erp.example.com", stack="prod", db="odoo_prod")
+    args = shlex.split(smoke._default_smoke() or "")
+    assert args[1:3] == ["loadtest", "gate"] and "--read-only" in args and "--allow-writes" not in args
+    assert args[args.index("--runs") + 1] == "1"

@@ -79,7 +79,7 @@ options:
     default: []
   smoke_cmd:
     description:
-      - Gate smoke command. Default C(erpops loadtest gate --stack <stack> --host <url> --runs 1).
+      - Gate smoke command. Default C(erpops loadtest gate --stack <stack> --host <url> --read-only --runs 1).
     type: str
   no_smoke:
     description:
