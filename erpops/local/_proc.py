@@ -231,6 +231,7 @@ class LocalService:
     """What the three local servers share: the port once started, context manager, cleanup."""
 
     host = LOOPBACK
+    log_name = "server.log"  # in the temp dir
 
     def __init__(self, *, port: int | None, base_dir: str | Path | None, start_timeout: float,
                  stop_timeout: float) -> None:
@@ -241,6 +242,7 @@ class LocalService:
         self._port: int | None = None
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._server: psutil.Process | None = None  # the server process itself (not a wrapper)
 
     def start(self) -> Self:  # pragma: no cover - each server starts its own way
         raise NotImplementedError
@@ -254,8 +256,26 @@ class LocalService:
             raise ServiceError(f"{type(self).__name__} is not running: call start() first")
         return self._port
 
+    @property
+    def pid(self) -> int | None:
+        return self._server.pid if self._server is not None else None
+
+    @property
+    def running(self) -> bool:
+        return alive(self._server)
+
+    @property
+    def log_path(self) -> Path:
+        return self._workdir() / self.log_name
+
+    def _workdir(self) -> Path:
+        if self._tmp is None:
+            raise ServiceError(f"{type(self).__name__} is not running: call start() first")
+        return self._tmp
+
     def _release(self) -> None:
         """Forget the process handles and delete the temp dir (the end of every stop())."""
+        self._server = None
         self._proc = None
         self._port = None
         if self._tmp is not None:

@@ -21,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-import psutil
-
 from erpops.errors import ServiceError
 from erpops.local._proc import (
     LOOPBACK,
@@ -148,6 +146,8 @@ class LocalPostgres(LocalService):
     ``settings`` adds ``-c name=value`` server options.
     """
 
+    log_name = "postgres.log"
+
     def __init__(
         self,
         *,
@@ -166,14 +166,8 @@ class LocalPostgres(LocalService):
         super().__init__(port=port, base_dir=base_dir, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self._bindir = Path(bindir) if bindir is not None else None
         self._account: pwd.struct_passwd | None = None
-        self._postmaster: psutil.Process | None = None
 
     # -- connection details -------------------------------------------------------------
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the postmaster (from postmaster.pid), None when not running."""
-        return self._postmaster.pid if self._postmaster is not None else None
 
     @property
     def os_user(self) -> str:
@@ -187,14 +181,6 @@ class LocalPostgres(LocalService):
     @property
     def socket_dir(self) -> Path:
         return self._workdir()
-
-    @property
-    def log_path(self) -> Path:
-        return self._workdir() / "postgres.log"
-
-    @property
-    def running(self) -> bool:
-        return alive(self._postmaster)
 
     def dsn(self, dbname: str = "postgres") -> str:
         """libpq URI, e.g. postgresql://postgres@127.0.0.1:54321/postgres."""
@@ -262,20 +248,14 @@ class LocalPostgres(LocalService):
         """pg_ctl stop -m fast; then SIGQUIT/SIGKILL the postmaster by PID; then delete the dir."""
         unregister_cleanup(self)
         try:
-            if alive(self._postmaster):
+            if alive(self._server):
                 self._pg_ctl_stop()
-            kill_pid(self._postmaster, signal.SIGQUIT, timeout=self.stop_timeout)
+            kill_pid(self._server, signal.SIGQUIT, timeout=self.stop_timeout)
             stop_group(self._proc, timeout=self.stop_timeout)
         finally:
-            self._postmaster = None
             self._release()
 
     # -- internals ------------------------------------------------------------------------
-
-    def _workdir(self) -> Path:
-        if self._tmp is None:
-            raise ServiceError("LocalPostgres is not running: call start() first")
-        return self._tmp
 
     def _as_server_user(self, argv: Sequence[str]) -> list[str]:
         if self._account is None:
@@ -384,7 +364,7 @@ class LocalPostgres(LocalService):
                         last_error = str(exc)
                     else:
                         if Path(data_directory) == self.data_dir:
-                            self._postmaster = watch(pid)
+                            self._server = watch(pid)
                             return True
                         last_error = f"another PostgreSQL (data dir {data_directory}) answers on this port"
             if time.monotonic() > deadline:

@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import psutil
-
 from erpops.errors import ServiceError
 from erpops.local._proc import (
     LOOPBACK,
@@ -64,6 +62,8 @@ class LocalRedis(LocalService):
     where every local user could read it with ps.
     """
 
+    log_name = "redis.log"
+
     def __init__(
         self,
         *,
@@ -81,26 +81,11 @@ class LocalRedis(LocalService):
         self.maxmemory_policy = maxmemory_policy
         super().__init__(port=port, base_dir=base_dir, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self._binary = Path(binary) if binary is not None else None
-        self._server: psutil.Process | None = None
 
     @property
     def url(self) -> str:
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}{self.host}:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self._server.pid if self._server is not None else None
-
-    @property
-    def log_path(self) -> Path:
-        if self._tmp is None:
-            raise ServiceError("LocalRedis is not running: call start() first")
-        return self._tmp / "redis.log"
-
-    @property
-    def running(self) -> bool:
-        return alive(self._server)
 
     def client(self, timeout: float = 5.0) -> RespClient:
         """A RespClient connected (lazily) to this server, authenticated when it has a password."""
@@ -146,7 +131,6 @@ class LocalRedis(LocalService):
                 wait_gone(self._server, self.stop_timeout)
             stop_group(self._proc, timeout=self.stop_timeout)
         finally:
-            self._server = None
             self._release()
 
     def _argv(self, binary: Path, port: int) -> list[str]:

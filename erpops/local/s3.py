@@ -16,13 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from erpops.errors import ServiceError
 from erpops.local._proc import (
     LOOPBACK,
     LocalService,
-    alive,
     free_port,
     listens,
     log_tail,
@@ -59,6 +56,8 @@ def find_moto_server() -> Path:
 class LocalS3(LocalService):
     """An S3 API (moto server) on 127.0.0.1 and a random port, with dummy credentials."""
 
+    log_name = "moto.log"
+
     def __init__(
         self,
         *,
@@ -72,25 +71,10 @@ class LocalS3(LocalService):
         self.region = region
         super().__init__(port=port, base_dir=base_dir, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self._binary = Path(binary) if binary is not None else None
-        self._server: psutil.Process | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._server.pid if self._server is not None else None
-
-    @property
-    def log_path(self) -> Path:
-        if self._tmp is None:
-            raise ServiceError("LocalS3 is not running: call start() first")
-        return self._tmp / "moto.log"
-
-    @property
-    def running(self) -> bool:
-        return alive(self._server)
 
     def env(self) -> dict[str, str]:
         """AWS_* variables pointing a subprocess (aws CLI, pgbackrest, boto3) at this endpoint."""
@@ -160,7 +144,6 @@ class LocalS3(LocalService):
         try:
             stop_group(self._proc, timeout=self.stop_timeout)
         finally:
-            self._server = None
             self._release()
 
     def __repr__(self) -> str:
