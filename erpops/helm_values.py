@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from erpops.spec import Sized
+from erpops import image as odoo_image
+from erpops.spec import Sized, image_addons
 from erpops.units import format_mib_quantity
 
 POSTGRES_PORT = 5432
@@ -48,12 +49,19 @@ class Refs:
     redis_secret: str
     redis_password_key: str
     redis_prefix: str
-    # Object storage: one Secret read by Odoo (attachment_s3) and by CloudNativePG (barman)
+    # Object storage: CloudNativePG's Secret (barman, backup bucket only); Odoo's own (fs_attachment,
+    # filestore bucket only) exists only in filestore mode object-storage. Both use the same two keys.
     s3_secret: str
     s3_access_key_id_key: str
     s3_secret_access_key_key: str
     filestore_bucket: str
     backup_bucket: str
+    odoo_s3_secret: str = "odoo-object-storage"  # noqa: S105 (a Secret's name)
+    # filestore mode shared-volume: the ReadWriteMany claim the program creates
+    filestore_claim: str = "odoo-filestore"
+    # outgoing mail: the Secret holding the SMTP password
+    smtp_secret: str = "odoo-smtp"  # noqa: S105 (a Secret's name)
+    smtp_password_key: str = "smtp-password"  # noqa: S105 (a Secret's key)
 
 
 def refs_for(sized: Sized) -> Refs:
@@ -116,12 +124,11 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
     spec = sized.spec
     odoo, web, cron = spec.odoo, spec.odoo.web, spec.odoo.cron
     storage = spec.object_storage
-    if "@" in odoo.image:
-        repository, digest = odoo.image.split("@", 1)
-        image = {"repository": repository, "tag": "", "digest": digest}
-    else:
-        repository, _, tag = odoo.image.rpartition(":")
-        image = {"repository": repository, "tag": tag, "digest": ""}
+    running = odoo_image.odoo_image(sized)
+    image = {"repository": running.repository, "tag": running.tag, "digest": running.digest,
+             "addons": list(image_addons(spec))}
+    fs = spec.filestore
+    store = fs.session_store
     annotations = dict(pod_annotations or {})
     autoscale = web.autoscale
     values: dict[str, Any] = {
@@ -130,6 +137,7 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
         "image": {**image, "pullPolicy": "IfNotPresent"},
         "odoo": {
             "version": odoo.version,
+            "addonsPath": ["/mnt/extra-addons", *([odoo_image.ADDONS_PATH] if running.built else [])],
             "proxyMode": odoo.proxy_mode,
             "dbfilter": odoo.dbfilter,
             "limits": {
@@ -187,31 +195,85 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
             "className": spec.kubernetes.ingress_class,
             "host": spec.kubernetes.host,
             "tlsSecretName": spec.kubernetes.tls_secret or "",
+            "annotations": ingress_annotations(sized, sized.odoo.limit_time_real),
+            "websocketAnnotations": ingress_annotations(sized, spec.ingress.websocket_timeout_seconds),
         },
-        "redis": {
-            "enabled": spec.redis.enabled,
-            "host": refs.redis_service if spec.redis.enabled else "",
-            "port": REDIS_PORT,
-            "prefix": refs.redis_prefix,
-            "expiration": spec.redis.session_ttl_seconds,
-            "existingSecret": refs.redis_secret if spec.redis.enabled else "",
-            "passwordKey": refs.redis_password_key,
-        },
+        "redis": _redis_values(sized, refs, store == "redis"),
+        "sessionDb": {"enabled": store == "database"},
         "s3": {
-            "enabled": True,
-            "endpoint": s3_endpoint_host(storage.endpoint) if storage.mode == "s3-compatible" else "",
+            "enabled": fs.mode == "object-storage",
+            "endpoint": (storage.endpoint or "") if storage.mode == "s3-compatible" else "",
             "region": storage.region,
             "bucket": storage.filestore_bucket,
-            "existingSecret": refs.s3_secret,
+            "existingSecret": refs.odoo_s3_secret if fs.mode == "object-storage" else "",
             "accessKeyIdKey": refs.s3_access_key_id_key,
             "secretAccessKeyKey": refs.s3_secret_access_key_key,
         },
-        # attachments live in S3: /var/lib/odoo is scratch, so no PVC ties pods to one node
-        "persistence": {"enabled": False},
+        "persistence": _persistence(sized, refs),
+        "mail": _mail_values(sized, refs),
     }
     if not values["cron"]["enabled"]:
         values["cron"].pop("podAnnotations")
     return values
+
+
+def ingress_annotations(sized: Sized, timeout_seconds: int) -> dict[str, str]:
+    """ingress-nginx annotations: uploads up to the spec's body size, and proxy timeouts that outlast Odoo's.
+
+    ingress-nginx defaults are 1m bodies (413 above) and 60 s read/send timeouts (504 above); Odoo lets a
+    request run for limit_time_real, so the proxy waits that long plus a margin for the response to arrive.
+    """
+    timeout = str(timeout_seconds + INGRESS_TIMEOUT_MARGIN_SECONDS)
+    return {
+        "nginx.ingress.kubernetes.io/proxy-body-size": f"{sized.spec.ingress.body_size_mib}m",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": timeout,
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": timeout,
+    }
+
+
+INGRESS_TIMEOUT_MARGIN_SECONDS = 60
+
+
+def _persistence(sized: Sized, refs: Refs) -> dict[str, Any]:
+    fs = sized.spec.filestore
+    if fs.mode == "shared-volume" and fs.volume is not None:
+        # the program creates the claim (the module Job mounts it before the chart exists)
+        return {"enabled": True, "existingClaim": refs.filestore_claim, "accessModes": ["ReadWriteMany"],
+                "storageClass": fs.volume.storage_class, "size": fs.volume.size}
+    # object storage keeps attachments in S3 and sessions in PostgreSQL/Redis: /var/lib/odoo is scratch
+    return {"enabled": False}
+
+
+def _redis_values(sized: Sized, refs: Refs, enabled: bool) -> dict[str, Any]:
+    redis = sized.spec.redis
+    host, port = refs.redis_service, REDIS_PORT
+    if redis.mode == "managed" and redis.endpoint:
+        host, _, port_text = redis.endpoint.rpartition(":")
+        port = int(port_text)
+    return {
+        "enabled": enabled,
+        "host": host if enabled else "",
+        "port": port,
+        "prefix": refs.redis_prefix,
+        "expiration": redis.session_ttl_seconds,
+        "existingSecret": refs.redis_secret if enabled else "",
+        "passwordKey": refs.redis_password_key,
+    }
+
+
+def _mail_values(sized: Sized, refs: Refs) -> dict[str, Any]:
+    out = sized.spec.mail.outgoing
+    if out is None:
+        return {"smtp": {"enabled": False}}
+    return {"smtp": {
+        "enabled": True,
+        "server": out.host,
+        "port": out.port,
+        "ssl": out.tls == "starttls",
+        "user": out.user or "",
+        "existingSecret": refs.smtp_secret if out.password_key else "",
+        "passwordKey": refs.smtp_password_key,
+    }}
 
 
 def chart_values(values: dict[str, Any]) -> dict[str, Any]:

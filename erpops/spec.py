@@ -27,6 +27,8 @@ TIERS = ("dev", "staging", "prod")
 ODOO_VERSIONS = ("16.0", "17.0", "18.0")
 # PGTune warns below 256MB; CloudNativePG cannot run a useful instance below that either
 PG_MIN_MEMORY_MIB = 256
+_HOST = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_CIDR = r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$"
 
 Tier = Literal["dev", "staging", "prod"]
 
@@ -163,6 +165,14 @@ class Redis(_Model):
     persistence: bool = False
     storage: Memory = "1Gi"
     session_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=300)
+    mode: Literal["in-cluster", "managed"] = Field(default="in-cluster", description=(
+        "in-cluster: one Redis pod (a single point of failure, refused in prod); managed: a replicated "
+        "endpoint run elsewhere (ElastiCache Multi-AZ, Memorystore HA, Azure Cache)"))
+    endpoint: str | None = Field(default=None, max_length=260, pattern=r"^[a-z0-9.-]+:\d{1,5}$", description=(
+        "managed: host:port of the primary endpoint"))
+    cidrs: list[Annotated[str, Field(pattern=_CIDR)]] = Field(default=[], max_length=16, description=(
+        "managed: addresses of the endpoint, the egress policy opens its port to these only"))
+    tls: bool = Field(default=True, description="managed: connect with TLS (rediss://)")
 
     @field_validator("memory", "storage")
     @classmethod
@@ -268,6 +278,129 @@ class Secrets(_Model):
     odoo_admin_password: str = "odooAdminPassword"  # noqa: S105 (a key name)
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
+    backup_s3_access_key_id: str | None = Field(default=None, description=(
+        "s3-compatible: Pulumi secret config key of CloudNativePG's own access key (backup bucket only)"))
+    backup_s3_secret_access_key: str | None = Field(default=None, description=(
+        "s3-compatible: Pulumi secret config key of CloudNativePG's own secret key (backup bucket only)"))
+    redis_password: str | None = Field(default=None, description=(
+        "redis.mode managed: Pulumi secret config key holding the managed Redis password"))
+
+
+# --------------------------------------------------------------------------------------------
+# The production shape: shared filestore and sessions, image, ingress, mail, metrics, CNPG
+# --------------------------------------------------------------------------------------------
+
+# Addons the images/odoo build installs (images/odoo/requirements-<series>.txt pins them)
+OBJECT_STORAGE_ADDONS = ("fs_storage", "fs_attachment")
+SESSION_DB_ADDON = "session_db"
+SESSION_REDIS_ADDON = "session_redis"
+
+
+class SharedVolume(_Model):
+    storage_class: str = Field(min_length=1, max_length=253, description=(
+        "StorageClass of the ReadWriteMany claim mounted at /var/lib/odoo in every web, cron and module "
+        "Job pod (NFS, CephFS, EFS, Azure Files, Filestore...)"))
+    size: Memory = Field(default="50Gi", description="Size of the ReadWriteMany claim")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        return _check_memory(v)
+
+
+class Filestore(_Model):
+    """Where Odoo keeps attachments and HTTP sessions, shared by every pod that serves the database."""
+
+    mode: Literal["pod-local", "shared-volume", "object-storage"] = Field(default="pod-local", description=(
+        "pod-local: /var/lib/odoo on each pod (one web pod, no cron Deployment); shared-volume: one "
+        "ReadWriteMany claim for filestore and sessions (works with the official image); object-storage: "
+        "attachments in the filestore bucket (OCA fs_attachment) and sessions in PostgreSQL (OCA "
+        "session_db) or Redis (session_redis), which the image must carry"))
+    volume: SharedVolume | None = Field(default=None, description="The claim of mode shared-volume")
+    sessions: Literal["filesystem", "database", "redis"] | None = Field(default=None, description=(
+        "HTTP session store; default: filesystem (on the shared volume) for pod-local and shared-volume, "
+        "database (session_db, in the HA PostgreSQL) for object-storage"))
+
+    @property
+    def session_store(self) -> str:
+        if self.sessions:
+            return self.sessions
+        return "database" if self.mode == "object-storage" else "filesystem"
+
+
+class ImageBuild(_Model):
+    enabled: bool = Field(default=False, description=(
+        "Build images/odoo FROM odoo.image (adds the pinned object-storage and session addons) and push it"))
+    repository: str = Field(default="", max_length=255, pattern=r"^$|^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$",
+                            description="Registry repository the built image is pushed to, e.g. "
+                                        "registry.example.com/acme/odoo")
+    registry_username_key: str | None = Field(default=None, description=(
+        "Pulumi secret config key holding the registry user; none uses the builder's own docker login"))
+    registry_password_key: str | None = Field(default=None, description=(
+        "Pulumi secret config key holding the registry password or token"))
+
+
+class Image(_Model):
+    """The Odoo image that runs: odoo.image as is, or built from it (build.enabled)."""
+
+    build: ImageBuild = Field(default=ImageBuild(), description="Build and push images/odoo from odoo.image")
+    addons: list[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]] = Field(default=[], max_length=64, description=(
+        "Modules a prebuilt odoo.image carries besides Odoo's own (e.g. fs_storage, fs_attachment, session_db); "
+        "only these may be server-wide or installed by the module Job"))
+
+
+class IngressSettings(_Model):
+    body_size_mib: int = Field(default=100, ge=1, le=10240, description=(
+        "Largest request body (upload, import) the ingress controller accepts, in MiB"))
+    websocket_timeout_seconds: int = Field(default=3600, ge=60, le=86400, description=(
+        "Idle read/send timeout of /websocket connections at the ingress controller"))
+
+
+class OutgoingMail(_Model):
+    host: str = Field(max_length=253, pattern=_HOST, description="SMTP server (odoo.conf smtp_server)")
+    port: int = Field(default=587, ge=1, le=65535, description="SMTP port (smtp_port)")
+    tls: Literal["starttls", "none"] = Field(default="starttls", description=(
+        "starttls sets smtp_ssl = True (Odoo's config option means STARTTLS); SMTPS on 465 needs an "
+        "ir.mail_server record instead"))
+    user: str | None = Field(default=None, max_length=254, description="SMTP user (smtp_user)")
+    password_key: str | None = Field(default=None, description=(
+        "Pulumi secret config key holding the SMTP password (smtp_password, never in a ConfigMap)"))
+    cidrs: list[Annotated[str, Field(pattern=_CIDR)]] = Field(min_length=1, max_length=16, description=(
+        "Addresses of the SMTP server: the egress policy opens the port to these only"))
+    sink: bool = Field(default=False, description=(
+        "The host is a mail catcher (Mailpit, MailHog) that delivers nothing: required outside prod"))
+
+
+class IncomingMail(_Model):
+    protocol: Literal["imap", "pop"] = Field(default="imap", description="Fetchmail protocol")
+    host: str = Field(max_length=253, pattern=_HOST, description="Mail server Odoo fetches from")
+    port: int = Field(default=993, ge=1, le=65535, description="Port (993 IMAPS, 995 POP3S)")
+    cidrs: list[Annotated[str, Field(pattern=_CIDR)]] = Field(min_length=1, max_length=16, description=(
+        "Addresses of the mail server: the egress policy opens the port to these only"))
+
+
+class Mail(_Model):
+    outgoing: OutgoingMail | None = Field(default=None, description=(
+        "Outgoing SMTP; none leaves Odoo unable to send (the egress policy blocks SMTP)"))
+    incoming: list[IncomingMail] = Field(default=[], max_length=8, description=(
+        "Mailboxes Odoo fetches (fetchmail.server records); prod only"))
+
+
+class Monitoring(_Model):
+    namespace: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                                  description="Namespace of the Prometheus that scrapes CNPG (9187) and "
+                                              "PgBouncer (9127); none admits no scrape")
+    pod_monitors: bool = Field(default=False, description=(
+        "The Prometheus Operator CRDs are installed: create PodMonitor objects for the exporters"))
+    scrape_odoo_health: bool = Field(default=False, description=(
+        "Also admit the monitoring namespace to Odoo's /web/health on 8069 (a blackbox probe)"))
+
+
+class CloudNativePG(_Model):
+    image: str | None = Field(default=None, max_length=255, pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", description=(
+        "PostgreSQL image of the Cluster; none uses erpops' pinned ghcr.io/cloudnative-pg/postgresql tag"))
+    operator_chart_version: str | None = Field(default=None, pattern=r"^\d+\.\d+\.\d+$", description=(
+        "cloudnative-pg Helm chart version when kubernetes.install_cnpg_operator; none uses the pinned one"))
 
 
 class Spec(_Model):
@@ -282,6 +415,12 @@ class Spec(_Model):
     slo: Slo = Slo()
     health: Health = Health()
     secrets: Secrets = Secrets()
+    filestore: Filestore = Field(default=Filestore(), description="Shared filestore and session store")
+    image: Image = Field(default=Image(), description="The Odoo image: built from odoo.image or prebuilt")
+    ingress: IngressSettings = Field(default=IngressSettings(), description="Ingress controller settings")
+    mail: Mail = Field(default=Mail(), description="Outgoing SMTP and incoming mailboxes")
+    monitoring: Monitoring = Field(default=Monitoring(), description="Scrapes of the exporters")
+    cnpg: CloudNativePG = Field(default=CloudNativePG(), description="CloudNativePG image and operator chart")
 
     @property
     def web_replicas_max(self) -> int:
@@ -299,7 +438,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                  "cron": {"replicas": 1, "threads": 1, "cpu": "500m", "memory": "1Gi"}},
         "postgres": {"instances": 1, "cpu": "1", "memory": "1Gi", "storage": "10Gi"},
         "pooler": {"instances": 1},
-        "redis": {"enabled": True, "memory": "128Mi", "persistence": False},
+        "redis": {"enabled": False, "memory": "128Mi", "persistence": False},
         "backup": {"retention": {"daily": 3, "weekly": 0, "monthly": 0}, "rpo_minutes": 1440,
                    "rto_minutes": 480},
     },
@@ -308,7 +447,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                  "cron": {"replicas": 1, "threads": 2, "cpu": "1", "memory": "2Gi"}},
         "postgres": {"instances": 2, "cpu": "2", "memory": "4Gi", "storage": "50Gi"},
         "pooler": {"instances": 2},
-        "redis": {"enabled": True, "memory": "256Mi", "persistence": True},
+        "redis": {"enabled": False, "memory": "256Mi", "persistence": True},
         "backup": {"retention": {"daily": 7, "weekly": 4, "monthly": 0}, "rpo_minutes": 1440,
                    "rto_minutes": 240},
     },
@@ -318,7 +457,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                  "cron": {"replicas": 1, "threads": 2, "cpu": "1", "memory": "2Gi"}},
         "postgres": {"instances": 3, "cpu": "4", "memory": "16Gi", "storage": "200Gi"},
         "pooler": {"instances": 2},
-        "redis": {"enabled": True, "memory": "1Gi", "persistence": True},
+        "redis": {"enabled": False, "memory": "1Gi", "persistence": True},
         "backup": {"retention": {"daily": 14, "weekly": 8, "monthly": 12}, "rpo_minutes": 60,
                    "rto_minutes": 120},
     },
@@ -530,10 +669,7 @@ def _semantic_problems(stack: str, spec: Spec) -> tuple[list[tuple[str, str]], S
         if pooler.instances < 2:
             problems.append(("pooler.instances", f"{pooler.instances} is a single point of failure in prod: "
                                                  "set pooler.instances to at least 2"))
-    if spec.web_replicas_max > 1 and not spec.redis.enabled:
-        problems.append(("redis.enabled",
-                         f"false, but Odoo runs up to {spec.web_replicas_max} web replicas, which must share "
-                         "sessions: set redis.enabled to true or odoo.web.replicas to 1"))
+    problems += shape_problems(spec)
     tag = re.search(r":(\d+\.\d)(?:[-.]|$)", spec.odoo.image.split("@")[0].rsplit("/", 1)[-1])
     if tag and tag.group(1) != spec.odoo.version:
         problems.append(("odoo.image",
@@ -592,6 +728,130 @@ def _semantic_problems(stack: str, spec: Spec) -> tuple[list[tuple[str, str]], S
     pg_settings = sizing.pgtune(memory_kb, max(1, math.floor(pg.cores)), pg.disk, pg.profile,
                                 pg.major_version, max_connections=budget.max_connections)
     return [], Sized(stack, spec, odoo_sizing, budget, pg_settings)
+
+
+# Modules the images/odoo build adds, per Odoo series (images/odoo/requirements-<series>.txt pins them;
+# a test keeps the two equal). A series without a pinned set cannot be built.
+BUILT_ADDONS: dict[str, tuple[str, ...]] = {"17.0": (*OBJECT_STORAGE_ADDONS, SESSION_DB_ADDON)}
+
+
+def image_addons(spec: Spec) -> tuple[str, ...]:
+    """The non-core modules the image that runs is known to carry."""
+    if spec.image.build.enabled:
+        return BUILT_ADDONS.get(spec.odoo.version, ())
+    return tuple(spec.image.addons)
+
+
+def shape_problems(spec: Spec) -> list[tuple[str, str]]:
+    """The production shape: every pod shares filestore and sessions, with addons the image carries."""
+    problems: list[tuple[str, str]] = []
+    fs, build, redis = spec.filestore, spec.image.build, spec.redis
+    addons = set(image_addons(spec))
+    pods = spec.web_replicas_max
+    if fs.mode == "pod-local" and (pods > 1 or spec.odoo.cron.replicas > 0):
+        what = f"up to {pods} web pods" if pods > 1 else "a cron Deployment beside the web pod"
+        problems.append(("filestore.mode",
+                         f"pod-local, but Odoo runs {what}: each pod would keep its own attachments and "
+                         "sessions; set filestore.mode to shared-volume (with filestore.volume.storage_class "
+                         "of a ReadWriteMany class) or object-storage"))
+    if fs.mode == "shared-volume" and fs.volume is None:
+        problems.append(("filestore.volume",
+                         "required when filestore.mode is shared-volume: set filestore.volume.storage_class to "
+                         "a ReadWriteMany StorageClass (NFS, CephFS, EFS, Azure Files)"))
+    if fs.mode != "shared-volume" and fs.volume is not None:
+        problems.append(("filestore.volume", f"is only for mode shared-volume, not {fs.mode}: remove it"))
+    if fs.mode == "object-storage":
+        missing = [a for a in OBJECT_STORAGE_ADDONS if a not in addons]
+        if missing:
+            problems.append(("filestore.mode",
+                             f"object-storage needs {', '.join(missing)} in the image, but {spec.odoo.image} is "
+                             "not known to carry them: set image.build.enabled to true (images/odoo adds them) or "
+                             "list the addons a prebuilt odoo.image carries in image.addons"))
+        if fs.session_store == "filesystem" and (pods > 1 or spec.odoo.cron.replicas > 0):
+            problems.append(("filestore.sessions",
+                             "filesystem sessions would stay on each pod: set filestore.sessions to database "
+                             "(session_db) or redis (session_redis)"))
+    store = fs.session_store
+    if store == "database" and SESSION_DB_ADDON not in addons:
+        problems.append(("filestore.sessions",
+                         f"database needs the {SESSION_DB_ADDON} addon in the image: set image.build.enabled to "
+                         f"true or add {SESSION_DB_ADDON} to image.addons of a prebuilt image"))
+    if store == "redis":
+        if SESSION_REDIS_ADDON not in addons:
+            problems.append(("filestore.sessions",
+                             f"redis needs the {SESSION_REDIS_ADDON} addon in the image: add it to image.addons "
+                             "of a prebuilt image, or use filestore.sessions database"))
+        if not redis.enabled:
+            problems.append(("redis.enabled", "false, but filestore.sessions is redis: set redis.enabled to true"))
+    elif redis.enabled:
+        problems.append(("redis.enabled",
+                         f"true, but sessions are stored in the {store}: nothing would use Redis; set "
+                         "redis.enabled to false or filestore.sessions to redis"))
+    if redis.enabled and spec.tier == "prod" and redis.mode == "in-cluster":
+        problems.append(("redis.mode",
+                         "in-cluster runs one Redis pod, a single point of failure for every prod session: set "
+                         "redis.mode to managed (with redis.endpoint and redis.cidrs of a replicated service) "
+                         "or filestore.sessions to database"))
+    if redis.mode == "managed":
+        for key, value in (("redis.endpoint", redis.endpoint), ("redis.cidrs", redis.cidrs),
+                           ("secrets.redis_password", spec.secrets.redis_password)):
+            if not value:
+                problems.append((key, "required when redis.mode is managed: name the managed endpoint, its "
+                                      "addresses and the Pulumi secret config key of its password"))
+    elif redis.endpoint or redis.cidrs:
+        problems.append(("redis.endpoint", "is only for redis.mode managed: remove redis.endpoint and redis.cidrs"))
+    if build.enabled:
+        if spec.odoo.version not in BUILT_ADDONS:
+            problems.append(("image.build.enabled",
+                             f"images/odoo has no pinned addon set for Odoo {spec.odoo.version} (only "
+                             f"{', '.join(BUILT_ADDONS)}): add images/odoo/requirements-{spec.odoo.version}.txt or "
+                             "use a prebuilt image with image.addons"))
+        if not build.repository:
+            problems.append(("image.build.repository",
+                             "required when image.build.enabled: name the registry repository to push to, e.g. "
+                             "registry.example.com/acme/odoo"))
+        if spec.image.addons:
+            problems.append(("image.addons", "the built image carries images/odoo's addons: remove image.addons "
+                                             "or set image.build.enabled to false"))
+        if bool(build.registry_username_key) != bool(build.registry_password_key):
+            problems.append(("image.build.registry_password_key",
+                             "name both registry_username_key and registry_password_key, or neither"))
+    not_in_image = [m for m in spec.odoo.modules if m in (*OBJECT_STORAGE_ADDONS, SESSION_DB_ADDON,
+                                                          SESSION_REDIS_ADDON) and m not in addons]
+    if not_in_image:
+        problems.append(("odoo.modules", f"{', '.join(not_in_image)} not in the image: remove them or declare "
+                                         "them in image.addons"))
+    if spec.kubernetes.ingress_class != "nginx":
+        problems.append(("kubernetes.ingress_class",
+                         f"{spec.kubernetes.ingress_class!r}: erpops sets Odoo's body size and timeouts for "
+                         "ingress-nginx only; use nginx (other controllers would cut uploads and long requests)"))
+    mail = spec.mail
+    if spec.tier != "prod":
+        if mail.outgoing and not mail.outgoing.sink:
+            problems.append(("mail.outgoing.sink",
+                             f"{spec.tier} keeps mail neutralized: point mail.outgoing at a mail catcher and set "
+                             "sink to true, or remove mail.outgoing"))
+        if mail.incoming:
+            problems.append(("mail.incoming", f"{spec.tier} must not fetch real mailboxes (it would take prod's "
+                                              "mail): remove mail.incoming"))
+    if mail.outgoing and mail.outgoing.password_key and not mail.outgoing.user:
+        problems.append(("mail.outgoing.user", "required with mail.outgoing.password_key: name the SMTP user"))
+    if spec.monitoring.pod_monitors and not spec.monitoring.namespace:
+        problems.append(("monitoring.namespace", "required with monitoring.pod_monitors: name Prometheus' namespace"))
+    storage, secrets = spec.object_storage, spec.secrets
+    backup_keys = (secrets.backup_s3_access_key_id, secrets.backup_s3_secret_access_key)
+    if storage.mode == "s3-compatible" and fs.mode == "object-storage":
+        if not all(backup_keys):
+            problems.append(("secrets.backup_s3_access_key_id",
+                             "required when Odoo keeps attachments in s3-compatible storage: CloudNativePG needs "
+                             "its own key limited to the backup bucket; name both backup_s3_* config keys"))
+        elif set(backup_keys) & {secrets.s3_access_key_id, secrets.s3_secret_access_key}:
+            problems.append(("secrets.backup_s3_access_key_id",
+                             "names the same config key as Odoo's: give CloudNativePG a key of its own"))
+    if storage.mode == "aws" and any(backup_keys):
+        problems.append(("secrets.backup_s3_access_key_id", "is only for s3-compatible: mode aws creates both "
+                                                            "IAM users; remove it"))
+    return problems
 
 
 def _budget_problems(spec: Spec, odoo: sizing.OdooSizing,

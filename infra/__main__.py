@@ -12,7 +12,7 @@ from erpops import spec as erpops_spec
 from erpops.errors import SpecError
 from erpops.helm_values import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, odoo_values, refs_for
 from infra import derive
-from infra.components import Environment, ObjectStorage, Odoo, Postgres, Redis
+from infra.components import Environment, ObjectStorage, Odoo, OdooImage, Postgres, Redis
 
 config = pulumi.Config("erpops")
 stack = pulumi.get_stack()
@@ -26,23 +26,39 @@ spec = sized.spec
 admin_password = config.require_secret(spec.secrets.odoo_admin_password)
 s3_keys = None
 if spec.object_storage.mode == "s3-compatible":
-    s3_keys = (config.require_secret(spec.secrets.s3_access_key_id or ""),
-               config.require_secret(spec.secrets.s3_secret_access_key or ""))
+    odoo_keys = (config.require_secret(spec.secrets.s3_access_key_id or ""),
+                 config.require_secret(spec.secrets.s3_secret_access_key or ""))
+    # CloudNativePG gets a key of its own when the spec names one (required with Odoo in object storage)
+    backup_keys = odoo_keys
+    if spec.secrets.backup_s3_access_key_id and spec.secrets.backup_s3_secret_access_key:
+        backup_keys = (config.require_secret(spec.secrets.backup_s3_access_key_id),
+                       config.require_secret(spec.secrets.backup_s3_secret_access_key))
+    s3_keys = {"odoo": odoo_keys, "backup": backup_keys}
+smtp_password = (config.require_secret(spec.mail.outgoing.password_key)
+                 if spec.mail.outgoing and spec.mail.outgoing.password_key else None)
 redis_rotation = config.get("redisPasswordRotation") or "initial"
+in_cluster_redis = spec.redis.enabled and spec.redis.mode == "in-cluster"
+managed_redis_password = (config.require_secret(spec.secrets.redis_password or "")
+                          if spec.redis.enabled and spec.redis.mode == "managed" else None)
 
 refs = refs_for(sized)
 values = odoo_values(sized, refs,
-                     pod_annotations={derive.ROTATION_ANNOTATION: redis_rotation} if spec.redis.enabled else None)
+                     pod_annotations={derive.ROTATION_ANNOTATION: redis_rotation} if in_cluster_redis else None)
 
 env = Environment("env", sized, refs, values)
 base = [env.namespace, *env.service_accounts.values()]
 storage = ObjectStorage("storage", sized, refs, env.provider, [env.namespace], s3_keys)
 postgres = Postgres("postgres", sized, refs, env.provider, [env.namespace, storage.secret])
-redis = Redis("redis", sized, refs, env.provider, base, redis_rotation) if spec.redis.enabled else None
+redis = Redis("redis", sized, refs, env.provider, base, redis_rotation) if in_cluster_redis else None
+image = OdooImage("image", sized, config) if spec.image.build.enabled else None
 # Odoo's module Job depends on all of these (the Cluster and Pooler first), and its chart on that Job
 odoo = Odoo("odoo", refs, values, env.provider, admin_password,
             [*base, storage.secret, postgres.cluster, postgres.pooler,
-             *([redis.secret, redis.service] if redis else [])])
+             *([storage.odoo_secret] if storage.odoo_secret else []),
+             *([env.filestore_claim] if env.filestore_claim else []),
+             *([redis.secret, redis.service] if redis else []),
+             *([image] if image else [])],
+            smtp_password=smtp_password, redis_password=managed_redis_password)
 
 ops = {
     "stack": stack,
@@ -55,13 +71,15 @@ ops = {
         "odoo_websocket": {"name": refs.odoo_web_service, "port": ODOO_WEBSOCKET_PORT},
         "pooler_rw": {"name": refs.pooler, "port": POSTGRES_PORT},
         "postgres_rw": {"name": refs.pg_rw_service, "port": POSTGRES_PORT},
-        "redis": {"name": refs.redis_service, "port": REDIS_PORT} if redis else None,
+        "redis": ({"name": refs.redis_service, "port": REDIS_PORT} if redis else
+                  {"name": values["redis"]["host"], "port": values["redis"]["port"]} if spec.redis.enabled else None),
     },
     "secrets": {
         "database": refs.pg_app_secret,
         "odoo_admin": refs.odoo_admin_secret,
         "object_storage": refs.s3_secret,
-        "redis": refs.redis_secret if redis else None,
+        "odoo_object_storage": refs.odoo_s3_secret if storage.odoo_secret else None,
+        "redis": refs.redis_secret if spec.redis.enabled else None,
     },
     "buckets": {"filestore": storage.filestore_bucket, "backup": storage.backup_bucket},
     "endpoints": {
@@ -69,6 +87,9 @@ ops = {
         "s3": storage.endpoint,
         "backup_destination": f"s3://{spec.object_storage.backup_bucket}/postgres/",
     },
-    "redis_key_prefix": refs.redis_prefix if redis else None,
+    "redis_key_prefix": refs.redis_prefix if spec.redis.enabled else None,
+    "image": values["image"]["repository"] + (f"@{values['image']['digest']}" if values["image"]["digest"]
+                                              else f":{values['image']['tag']}"),
+    "filestore": {"mode": spec.filestore.mode, "sessions": spec.filestore.session_store},
 }
 pulumi.export("ops", ops)

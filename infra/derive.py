@@ -21,14 +21,18 @@ from erpops.units import format_mib_quantity, mib, parse_cpu, parse_memory
 
 # CloudNativePG's PostgreSQL images: ghcr.io/cloudnative-pg/postgresql:<major>.<minor>
 PG_IMAGE_REPOSITORY = "ghcr.io/cloudnative-pg/postgresql"
-PG_MINOR = {15: "15.10", 16: "16.6", 17: "17.2"}
+# The minor releases of PostgreSQL's May 2026 update (18.4 et al.); spec cnpg.image overrides.
+PG_MINOR = {15: "15.18", 16: "16.14", 17: "17.10"}
 # Official Redis image, 7.2 line, Alpine; 7.2.11 carries the October 2025 Lua CVE fixes (CVE-2025-49844)
 REDIS_IMAGE = "redis:7.2.11-alpine"
 REDIS_UID, REDIS_GID = 999, 1000  # the `redis` user and group of the official Alpine image
-# CloudNativePG operator chart 0.27.1 = operator 1.28.1. The in-tree barmanObjectStore this program uses
-# is deprecated from 1.26 and removed in 1.32: do not move past operator 1.31 before migrating to the
-# Barman Cloud plugin.
-CNPG_CHART = {"chart": "cloudnative-pg", "version": "0.27.1", "repo": "https://cloudnative-pg.github.io/charts"}
+# CloudNativePG operator chart 0.29.0 = operator 1.30.0, the release of the CRDs the renders are checked
+# against (../shared/crds: v1.30.0 + 86 commits). The in-tree barmanObjectStore this program uses is
+# deprecated from 1.26 and removed in 1.32: do not move past operator 1.31 before migrating to the
+# Barman Cloud plugin. Spec cnpg.operator_chart_version overrides.
+CNPG_CHART = {"chart": "cloudnative-pg", "version": "0.29.0", "repo": "https://cloudnative-pg.github.io/charts"}
+# Exporter ports: CloudNativePG's instance manager (metrics) and PgBouncer's (metrics) in the Pooler pods
+CNPG_METRICS_PORT, PGBOUNCER_METRICS_PORT = 9187, 9127
 CNPG_NAMESPACE = "cnpg-system"
 
 # --------------------------------------------------------------------------------------------
@@ -72,8 +76,12 @@ CNPG_FIXED_PARAMETERS = frozenset({
 })
 
 
-def pg_image(major: int) -> str:
-    return f"{PG_IMAGE_REPOSITORY}:{PG_MINOR[major]}"
+def pg_image(major: int, override: str | None = None) -> str:
+    return override or f"{PG_IMAGE_REPOSITORY}:{PG_MINOR[major]}"
+
+
+def cnpg_chart(sized: Sized) -> dict[str, str]:
+    return {**CNPG_CHART, "version": sized.spec.cnpg.operator_chart_version or CNPG_CHART["version"]}
 
 
 def cnpg_parameters(sized: Sized) -> dict[str, str]:
@@ -178,7 +186,7 @@ def pod_groups(sized: Sized, odoo_values: dict[str, Any]) -> list[PodGroup]:
         groups.append(_group("odoo-cron", cron["replicaCount"] + _surge(cron["replicaCount"]), cron["resources"]))
     if odoo_values["moduleJob"]["enabled"]:
         groups.append(_group("odoo-modules-job", 1, odoo_values["moduleJob"]["resources"]))
-    if spec.redis.enabled:
+    if spec.redis.enabled and spec.redis.mode == "in-cluster":
         groups.append(_group("redis", 1, redis_resources(sized)))
     return groups
 
@@ -213,9 +221,13 @@ def pvc_plan(sized: Sized) -> tuple[int, int]:
     spec = sized.spec
     count = spec.postgres.instances + 1
     total_mib = (spec.postgres.instances + 1) * mib(spec.postgres.storage)
-    if spec.redis.enabled and spec.redis.persistence:
+    if spec.redis.enabled and spec.redis.mode == "in-cluster" and spec.redis.persistence:
         count += 1
         total_mib += mib(spec.redis.storage)
+    volume = spec.filestore.volume
+    if spec.filestore.mode == "shared-volume" and volume is not None:
+        count += 1
+        total_mib += mib(volume.size)
     return count, total_mib
 
 
@@ -340,16 +352,13 @@ def network_policies(sized: Sized, refs: Refs) -> list[tuple[str, dict[str, Any]
         ("odoo-egress", {
             "podSelector": {"matchLabels": odoo},
             "policyTypes": ["Egress"],
-            "egress": [
-                {"to": [{"podSelector": {"matchLabels": pooler}}], "ports": _ports(POSTGRES_PORT)},
-                {"to": [{"podSelector": {"matchLabels": redis}}], "ports": _ports(REDIS_PORT)},
-                {"to": [s3_peer(sized)], "ports": _ports(s3_port(sized))},
-            ],
+            "egress": odoo_egress(sized, refs),
         }),
         ("pooler-from-odoo", {
             "podSelector": {"matchLabels": pooler},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [{"podSelector": {"matchLabels": odoo}}], "ports": _ports(POSTGRES_PORT)}],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": odoo}}], "ports": _ports(POSTGRES_PORT)},
+                        *_scrape(sized, PGBOUNCER_METRICS_PORT)],
             "egress": [
                 {"to": [{"podSelector": {"matchLabels": pg}}], "ports": _ports(POSTGRES_PORT)},
                 {"to": [api_peer], "ports": _ports(443, 6443)},
@@ -364,6 +373,7 @@ def network_policies(sized: Sized, refs: Refs) -> list[tuple[str, dict[str, Any]
                 {"from": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": refs.pg_cluster}}}],
                  "ports": _ports(POSTGRES_PORT, 8000)},
                 {"from": [_ns(CNPG_NAMESPACE)], "ports": _ports(8000, POSTGRES_PORT)},
+                *_scrape(sized, CNPG_METRICS_PORT),
             ],
             "egress": [
                 {"to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": refs.pg_cluster}}}],
@@ -374,7 +384,13 @@ def network_policies(sized: Sized, refs: Refs) -> list[tuple[str, dict[str, Any]
             ],
         }),
     ]
-    if sized.spec.redis.enabled:
+    if sized.spec.monitoring.namespace and sized.spec.monitoring.scrape_odoo_health:
+        policies.append(("odoo-web-from-monitoring", {
+            "podSelector": {"matchLabels": web},
+            "policyTypes": ["Ingress"],
+            "ingress": _scrape(sized, ODOO_HTTP_PORT),
+        }))
+    if sized.spec.redis.enabled and sized.spec.redis.mode == "in-cluster":
         policies.append(("redis-from-odoo", {
             "podSelector": {"matchLabels": redis},
             "policyTypes": ["Ingress"],
@@ -383,9 +399,52 @@ def network_policies(sized: Sized, refs: Refs) -> list[tuple[str, dict[str, Any]
     return policies
 
 
+def _scrape(sized: Sized, port: int) -> list[dict[str, Any]]:
+    """Ingress rules admitting the monitoring namespace (Prometheus) to an exporter port, if one is named."""
+    namespace = sized.spec.monitoring.namespace
+    return [{"from": [_ns(namespace)], "ports": _ports(port)}] if namespace else []
+
+
+def _cidrs(cidrs: list[str]) -> list[dict[str, Any]]:
+    return [{"ipBlock": {"cidr": c}} for c in cidrs]
+
+
+def odoo_egress(sized: Sized, refs: Refs) -> list[dict[str, Any]]:
+    """Where Odoo's pods may connect: the pooler; S3 only when attachments live there; the session Redis;
+    the spec's SMTP and mailbox servers, each on its port to its addresses only."""
+    spec = sized.spec
+    rules: list[dict[str, Any]] = [
+        {"to": [{"podSelector": {"matchLabels": pooler_labels(refs)}}], "ports": _ports(POSTGRES_PORT)}]
+    if spec.redis.enabled:
+        if spec.redis.mode == "managed" and spec.redis.endpoint:
+            rules.append({"to": _cidrs(spec.redis.cidrs), "ports": _ports(int(spec.redis.endpoint.rsplit(":", 1)[1]))})
+        else:
+            rules.append({"to": [{"podSelector": {"matchLabels": redis_labels()}}], "ports": _ports(REDIS_PORT)})
+    if spec.filestore.mode == "object-storage":
+        rules.append({"to": [s3_peer(sized)], "ports": _ports(s3_port(sized))})
+    if spec.mail.outgoing:
+        rules.append({"to": _cidrs(spec.mail.outgoing.cidrs), "ports": _ports(spec.mail.outgoing.port)})
+    for box in spec.mail.incoming:
+        rules.append({"to": _cidrs(box.cidrs), "ports": _ports(box.port)})
+    return rules
+
+
+def pod_monitor_specs(sized: Sized, refs: Refs) -> list[tuple[str, dict[str, Any]]]:
+    """Prometheus Operator PodMonitors of the two exporters (when the spec says its CRDs are installed)."""
+    if not sized.spec.monitoring.pod_monitors:
+        return []
+    return [
+        (f"{refs.pg_cluster}-metrics", {"selector": {"matchLabels": {"cnpg.io/cluster": refs.pg_cluster}},
+                                         "podMetricsEndpoints": [{"port": "metrics"}]}),
+        (f"{refs.pooler}-metrics", {"selector": {"matchLabels": pooler_labels(refs)},
+                                     "podMetricsEndpoints": [{"port": "metrics"}]}),
+    ]
+
+
 def allowed_namespaces(sized: Sized) -> set[str]:
     """The only namespaces any policy admits, each by exact name."""
-    return {sized.spec.kubernetes.ingress_namespace, "kube-system", CNPG_NAMESPACE}
+    extra = {sized.spec.monitoring.namespace} if sized.spec.monitoring.namespace else set()
+    return {sized.spec.kubernetes.ingress_namespace, "kube-system", CNPG_NAMESPACE, *extra}
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,7 +504,7 @@ def cluster_spec(sized: Sized, refs: Refs) -> dict[str, Any]:
         barman["endpointURL"] = storage.endpoint
     out: dict[str, Any] = {
         "instances": pg.instances,
-        "imageName": pg_image(pg.major_version),
+        "imageName": pg_image(pg.major_version, spec.cnpg.image),
         "primaryUpdateStrategy": "unsupervised",
         "primaryUpdateMethod": "switchover",
         "enableSuperuserAccess": False,
@@ -602,7 +661,12 @@ def check_program_constraints(sized: Sized) -> None:
                          f"{ingress_ns!r} is not an ingress controller namespace: a NetworkPolicy admitting it "
                          "would open this environment to another one; set it to the namespace of your ingress "
                          "controller, e.g. ingress-nginx"))
-    if sized.spec.postgres.major_version not in PG_MINOR:
+    monitoring_ns = sized.spec.monitoring.namespace
+    if monitoring_ns and (monitoring_ns.startswith("erpops-") or monitoring_ns in (CNPG_NAMESPACE, "kube-system")):
+        problems.append(("monitoring.namespace",
+                         f"{monitoring_ns!r} is not a monitoring namespace: a policy admitting it would open this "
+                         "environment to another workload; name Prometheus' namespace, e.g. monitoring"))
+    if sized.spec.postgres.major_version not in PG_MINOR and not sized.spec.cnpg.image:
         problems.append(("postgres.major_version",
                          f"{sized.spec.postgres.major_version} has no pinned image: use one of "
                          f"{', '.join(map(str, PG_MINOR))}"))

@@ -79,8 +79,24 @@ class Environment(pulumi.ComponentResource):
                 opts=in_ns,
             )
             for sa in (refs.odoo_web_sa, refs.odoo_cron_sa, refs.odoo_modules_sa)
-            + ((refs.redis_sa,) if spec.redis.enabled else ())
+            + ((refs.redis_sa,) if spec.redis.enabled and spec.redis.mode == "in-cluster" else ())
         }
+        # filestore mode shared-volume: one ReadWriteMany claim for every Odoo pod, made here because the
+        # module Job mounts it before the chart exists; kept when the stack is destroyed
+        self.filestore_claim: k8s.core.v1.PersistentVolumeClaim | None = None
+        volume = spec.filestore.volume
+        if spec.filestore.mode == "shared-volume" and volume is not None:
+            self.filestore_claim = k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-filestore",
+                metadata=meta(refs.filestore_claim, refs, {"app.kubernetes.io/component": "filestore"}),
+                spec={
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": volume.storage_class,
+                    "resources": {"requests": {"storage": volume.size}},
+                },
+                opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[self.namespace],
+                                            protect=spec.tier == "prod", retain_on_delete=True),
+            )
         self.register_outputs({
             "namespace": self.namespace.metadata["name"],
             "networkPolicies": [p.metadata["name"] for p in self.network_policies],

@@ -1,9 +1,11 @@
-"""ObjectStorage: the filestore and backup buckets, and one Kubernetes Secret holding the credentials to them.
+"""ObjectStorage: the filestore and backup buckets, and one Kubernetes Secret per identity that uses them.
 
-Mode `aws` creates both buckets (versioned, encrypted, private, lifecycle-managed; the prod backup bucket
-with Object Lock) and an IAM user limited to them. Mode `s3-compatible` creates nothing outside the
-cluster: the buckets exist already, and the two Pulumi secret config keys named in the spec hold the keys.
-Either way the credentials end up only in a Kubernetes Secret.
+Least privilege: CloudNativePG's key reaches the backup bucket only, Odoo's the filestore bucket only
+(and Odoo has a key at all only when its attachments live in object storage). Mode `aws` creates both
+buckets (versioned, encrypted, private, lifecycle-managed; the prod backup bucket with Object Lock) and
+one IAM user per identity, each policy scoped to its bucket. Mode `s3-compatible` creates nothing outside
+the cluster: the buckets exist already, and the Pulumi secret config keys named in the spec hold the keys.
+Either way the credentials end up only in Kubernetes Secrets.
 """
 
 from __future__ import annotations
@@ -24,40 +26,66 @@ FILESTORE_NONCURRENT_DAYS = 30
 BACKUP_NONCURRENT_DAYS = 7
 
 
+Keys = tuple[pulumi.Output[str], pulumi.Output[str]]
+
+
+def bucket_policy(bucket_arn: str) -> dict:
+    """An IAM policy reaching one bucket and its objects, nothing else."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ListTheBucket", "Effect": "Allow",
+             "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+             "Resource": [bucket_arn]},
+            {"Sid": "ObjectsOfTheBucket", "Effect": "Allow",
+             "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
+                        "s3:ListMultipartUploadParts"],
+             "Resource": [f"{bucket_arn}/*"]},
+        ],
+    }
+
+
 class ObjectStorage(pulumi.ComponentResource):
-    secret: k8s.core.v1.Secret
+    secret: k8s.core.v1.Secret  # CloudNativePG's (backup bucket)
+    odoo_secret: k8s.core.v1.Secret | None  # Odoo's (filestore bucket), object-storage mode only
     filestore_bucket: pulumi.Output[str]
     backup_bucket: pulumi.Output[str]
     endpoint: str
 
     def __init__(self, name: str, sized: Sized, refs: Refs, provider: k8s.Provider,
                  depends_on: list[pulumi.Resource],
-                 s3_keys: tuple[pulumi.Output[str], pulumi.Output[str]] | None = None,
+                 s3_keys: dict[str, Keys] | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("erpops:k8s:ObjectStorage", name, None, opts)
         storage = sized.spec.object_storage
+        odoo_needs_s3 = sized.spec.filestore.mode == "object-storage"
         if storage.mode == "aws":
-            access_key_id, secret_access_key = self._aws(name, sized, refs)
+            keys = self._aws(name, sized, odoo_needs_s3)
             self.endpoint = f"https://s3.{storage.region}.amazonaws.com"
         else:
-            if s3_keys is None:
+            if not s3_keys or "backup" not in s3_keys:
                 raise pulumi.RunError("object_storage.mode is s3-compatible but no S3 keys were read from config")
-            access_key_id, secret_access_key = s3_keys
+            keys = s3_keys
             self.endpoint = storage.endpoint or ""
             self.filestore_bucket = pulumi.Output.from_input(storage.filestore_bucket)
             self.backup_bucket = pulumi.Output.from_input(storage.backup_bucket)
 
-        self.secret = k8s.core.v1.Secret(
-            f"{name}-credentials",
-            metadata=meta(refs.s3_secret, refs),
-            type="Opaque",
-            string_data={
-                refs.s3_access_key_id_key: pulumi.Output.secret(access_key_id),
-                refs.s3_secret_access_key_key: pulumi.Output.secret(secret_access_key),
-                "region": storage.region,
-            },
-            opts=child_opts(self, provider, depends_on),
-        )
+        def secret(resource_name: str, secret_name: str, pair: Keys) -> k8s.core.v1.Secret:
+            return k8s.core.v1.Secret(
+                resource_name,
+                metadata=meta(secret_name, refs),
+                type="Opaque",
+                string_data={
+                    refs.s3_access_key_id_key: pulumi.Output.secret(pair[0]),
+                    refs.s3_secret_access_key_key: pulumi.Output.secret(pair[1]),
+                    "region": storage.region,
+                },
+                opts=child_opts(self, provider, depends_on),
+            )
+
+        self.secret = secret(f"{name}-credentials", refs.s3_secret, keys["backup"])
+        self.odoo_secret = (secret(f"{name}-odoo-credentials", refs.odoo_s3_secret, keys["odoo"])
+                            if odoo_needs_s3 else None)
         self.register_outputs({
             "secret": self.secret.metadata["name"],
             "filestoreBucket": self.filestore_bucket,
@@ -65,7 +93,7 @@ class ObjectStorage(pulumi.ComponentResource):
             "endpoint": self.endpoint,
         })
 
-    def _aws(self, name: str, sized: Sized, refs: Refs) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    def _aws(self, name: str, sized: Sized, odoo_needs_s3: bool) -> dict[str, Keys]:
         with warnings.catch_warnings():
             # pulumi-aws 7 defines its deprecated *V2 aliases on import, each with a DeprecationWarning
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -134,20 +162,15 @@ class ObjectStorage(pulumi.ComponentResource):
         self.filestore_bucket = filestore.bucket
         self.backup_bucket = backup.bucket
 
-        user = aws.iam.User(f"{name}-user", name=f"erpops-{sized.stack}-object-storage", tags=tags, opts=opts)
-        policy = pulumi.Output.all(filestore.arn, backup.arn).apply(lambda arns: json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Sid": "ListTheTwoBuckets", "Effect": "Allow",
-                 "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
-                 "Resource": list(arns)},
-                {"Sid": "ObjectsOfTheTwoBuckets", "Effect": "Allow",
-                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                            "s3:ListMultipartUploadParts"],
-                 "Resource": [f"{arn}/*" for arn in arns]},
-            ],
-        }, sort_keys=True))
-        aws.iam.UserPolicy(f"{name}-user-policy", name=f"erpops-{sized.stack}-buckets", user=user.name,
-                           policy=policy, opts=opts)
-        key = aws.iam.AccessKey(f"{name}-access-key", user=user.name, opts=opts)
-        return key.id, key.secret
+        def identity(kind: str, bucket_resource: aws.s3.Bucket) -> Keys:
+            user = aws.iam.User(f"{name}-{kind}-user", name=f"erpops-{sized.stack}-{kind}", tags=tags, opts=opts)
+            policy = bucket_resource.arn.apply(lambda arn: json.dumps(bucket_policy(arn), sort_keys=True))
+            aws.iam.UserPolicy(f"{name}-{kind}-user-policy", name=f"erpops-{sized.stack}-{kind}-bucket",
+                               user=user.name, policy=policy, opts=opts)
+            key = aws.iam.AccessKey(f"{name}-{kind}-access-key", user=user.name, opts=opts)
+            return key.id, key.secret
+
+        keys = {"backup": identity("backup", backup)}
+        if odoo_needs_s3:
+            keys["odoo"] = identity("filestore", filestore)
+        return keys

@@ -77,7 +77,9 @@ class Odoo(pulumi.ComponentResource):
 
     def __init__(self, name: str, refs: Refs, values: dict[str, Any], provider: k8s.Provider,
                  admin_password: pulumi.Output[str], depends_on: list[pulumi.Resource],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 opts: pulumi.ResourceOptions | None = None, *,
+                 smtp_password: pulumi.Output[str] | None = None,
+                 redis_password: pulumi.Output[str] | None = None) -> None:
         super().__init__("erpops:k8s:Odoo", name, None, opts)
         self.values = values
         self.admin_secret = k8s.core.v1.Secret(
@@ -87,6 +89,16 @@ class Odoo(pulumi.ComponentResource):
             string_data={refs.odoo_admin_key: admin_password},
             opts=child_opts(self, provider, depends_on),
         )
+        depends_on = [*depends_on, self.admin_secret]
+        if smtp_password is not None:
+            depends_on.append(k8s.core.v1.Secret(
+                f"{name}-smtp", metadata=meta(refs.smtp_secret, refs), type="Opaque",
+                string_data={refs.smtp_password_key: smtp_password}, opts=child_opts(self, provider, depends_on)))
+        if redis_password is not None:
+            # redis.mode managed: the managed service's password, from Pulumi secret config
+            depends_on.append(k8s.core.v1.Secret(
+                f"{name}-redis-auth", metadata=meta(refs.redis_secret, refs), type="Opaque",
+                string_data={refs.redis_password_key: redis_password}, opts=child_opts(self, provider, depends_on)))
 
         # The module Job and what it mounts. `depends_on` holds the CloudNativePG Cluster and Pooler, the
         # Secrets and the ServiceAccounts; the Job's init container also waits until the database answers.

@@ -26,7 +26,7 @@ class Postgres(pulumi.ComponentResource):
         super().__init__("erpops:k8s:Postgres", name, None, opts)
         deps = list(depends_on)
         if sized.spec.kubernetes.install_cnpg_operator:
-            deps.append(self._operator(name, provider))
+            deps.append(self._operator(name, sized, provider))
 
         self.cluster = k8s.apiextensions.CustomResource(
             f"{name}-cluster",
@@ -60,14 +60,23 @@ class Postgres(pulumi.ComponentResource):
                 spec={"maxUnavailable": 1, "selector": {"matchLabels": derive.pooler_labels(refs)}},
                 opts=after_cluster,
             )
+        for monitor_name, monitor_spec in derive.pod_monitor_specs(sized, refs):
+            k8s.apiextensions.CustomResource(
+                f"{name}-podmonitor-{monitor_name}",
+                api_version="monitoring.coreos.com/v1",
+                kind="PodMonitor",
+                metadata=meta(monitor_name, refs),
+                spec=monitor_spec,
+                opts=after_cluster,
+            )
         self.register_outputs({
             "cluster": self.cluster.metadata["name"],
             "pooler": self.pooler.metadata["name"],
         })
 
-    def _operator(self, name: str, provider: k8s.Provider) -> pulumi.Resource:
+    def _operator(self, name: str, sized: Sized, provider: k8s.Provider) -> pulumi.Resource:
         """The operator, cluster-wide: install it from one stack per Kubernetes cluster only."""
-        chart = derive.CNPG_CHART
+        chart = derive.cnpg_chart(sized)
         namespace = k8s.core.v1.Namespace(
             f"{name}-operator-namespace",
             metadata={"name": derive.CNPG_NAMESPACE,

@@ -31,7 +31,8 @@ VERSIONS = ["16.0", "17.0", "18.0"]
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 HA_VALUES: dict[str, Any] = {
-    "image": {"repository": "registry.example.com/erp/odoo", "tag": "17.0-ignored", "digest": DIGEST},
+    "image": {"repository": "registry.example.com/erp/odoo", "tag": "17.0-ignored", "digest": DIGEST,
+              "addons": ["session_redis", "fs_storage", "fs_attachment"]},
     "odoo": {"adminPassword": {"existingSecret": "odoo-admin"}},
     "web": {
         "replicaCount": 3,
@@ -140,9 +141,27 @@ def test_configmap_carries_every_limit_and_no_secret(version: str) -> None:
     assert find(objs, "ConfigMap", "odoo-modules")["data"] == find(objs, "ConfigMap", "odoo-config")["data"]
 
 
-def test_ha_config_loads_session_redis_and_attachment_s3() -> None:
+def test_ha_config_loads_session_redis_and_no_attachment_addon_server_wide() -> None:
     conf = odoo_conf(render_chart(HA_VALUES))
-    assert conf.get("options", "server_wide_modules") == "base,web,session_redis,attachment_s3"
+    # fs_attachment is an ordinary module (installed by the Job), session_redis must load server-wide
+    assert conf.get("options", "server_wide_modules") == "base,web,session_redis"
+    with_db = odoo_conf(render_chart(deep_merge(HA_VALUES, {
+        "redis": {"enabled": False}, "sessionDb": {"enabled": True},
+        "image": {"addons": ["session_db", "fs_storage", "fs_attachment"]}})))
+    assert with_db.get("options", "server_wide_modules") == "base,web,session_db"
+
+
+@pytest.mark.parametrize(("values", "addon"), [
+    ({"redis": {"enabled": True, "host": "r"}}, "session_redis"),
+    ({"sessionDb": {"enabled": True}}, "session_db"),
+    ({"s3": {"enabled": True, "region": "eu-west-1", "bucket": "b-files", "existingSecret": "s"}}, "fs_storage"),
+], ids=["session_redis", "session_db", "fs_attachment"])
+def test_a_feature_whose_addon_the_image_lacks_is_refused(values: dict[str, Any], addon: str) -> None:
+    """The official image has none of these: Odoo would log 'invalid module names, ignored' and run on."""
+    with pytest.raises(helm.HelmRenderError, match=f"needs the {addon} addon"):
+        render_chart(values)
+    render_chart(deep_merge(values, {"image": {"addons": ["session_redis", "session_db", "fs_storage",
+                                                          "fs_attachment"]}}))
 
 
 @pytest.mark.parametrize(
@@ -173,16 +192,18 @@ def test_config_change_changes_checksum_and_nothing_else_does(change: dict[str, 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_ingress_sends_websocket_to_8072_and_the_rest_to_8069(version: str) -> None:
     objs = render_chart(HA_VALUES, version)
-    ingress = find(objs, "Ingress")
-    assert ingress["spec"]["ingressClassName"] == "nginx"
-    assert ingress["spec"]["tls"] == [{"hosts": ["erp.example.com"], "secretName": "erp-tls"}]
+    ingresses = [o for o in objs if o["kind"] == "Ingress"]
+    assert {i["metadata"]["name"] for i in ingresses} == {"odoo", "odoo-websocket"}
+    for ingress in ingresses:
+        assert ingress["spec"]["ingressClassName"] == "nginx"
+        assert ingress["spec"]["tls"] == [{"hosts": ["erp.example.com"], "secretName": "erp-tls"}]
     service = find(objs, "Service", "odoo-web")
     web = container(find(objs, "Deployment", "odoo-web"))
     container_ports = {p["name"]: p["containerPort"] for p in web["ports"]}
 
     def container_port_for(path: str) -> int:
-        (rule,) = ingress["spec"]["rules"]
-        (match,) = [p for p in rule["http"]["paths"] if p["path"] == path]
+        (match,) = [p for i in ingresses for rule in i["spec"]["rules"] for p in rule["http"]["paths"]
+                    if p["path"] == path]
         backend = match["backend"]["service"]
         assert backend["name"] == service["metadata"]["name"]
         (port,) = [p for p in service["spec"]["ports"] if p["name"] == backend["port"]["name"]]
@@ -243,14 +264,15 @@ def test_several_web_pods_without_redis_fail_with_the_fix(values: dict[str, Any]
         render_chart(values)
     message = str(err.value)
     assert named in message
-    assert "redis.enabled=false" in message
-    assert "Fix: set redis.enabled=true" in message
+    assert "sessions stay in each pod" in message
+    assert "sessionDb.enabled=true" in message and "redis.enabled=true" in message
 
 
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ({"web": {"replicaCount": 2}, "redis": {"enabled": True, "host": "r"}}, "Fix: set s3.enabled=true"),
+        ({"web": {"replicaCount": 2}, "redis": {"enabled": True, "host": "r"}, "image": {"addons": ["session_redis"]}},
+         "Fix: set s3.enabled=true"),
         ({"cron": {"enabled": True}}, "cron.enabled=true"),
         ({"redis": {"enabled": True}}, "redis.host"),
         ({"s3": {"enabled": True, "region": "eu-west-1"}}, "s3.bucket and s3.existingSecret"),
@@ -276,6 +298,7 @@ def test_multi_pod_passes_with_redis_and_a_read_write_many_filestore() -> None:
         "web": {"replicaCount": 2},
         "cron": {"enabled": True},
         "redis": {"enabled": True, "host": "redis"},
+        "image": {"addons": ["session_redis"]},
         "persistence": {"accessModes": ["ReadWriteMany"]},
     }
     objs = render_chart(values)
@@ -386,9 +409,10 @@ def test_ha_env_configures_session_redis_and_attachment_s3_from_secrets() -> Non
         "name": "redis-auth",
         "key": "redis-password",
     }
-    assert env["AWS_REGION"]["value"] == "eu-west-1"
-    assert env["AWS_BUCKETNAME"]["value"] == "erp-{db}"
-    assert "AWS_HOST" not in env  # AWS itself: no custom endpoint
+    # botocore's own variables (s3fs under fs_storage), and the bucket the Job's storage step names
+    assert env["AWS_DEFAULT_REGION"]["value"] == "eu-west-1"
+    assert env["ERPOPS_FILESTORE_BUCKET"]["value"] == "erp-{db}"
+    assert "AWS_ENDPOINT_URL" not in env  # AWS itself: no custom endpoint
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
 
@@ -467,13 +491,12 @@ def test_pods_run_as_the_image_odoo_user(version: str, uid: int) -> None:
 def test_read_only_root_has_volumes_where_odoo_writes() -> None:
     web = container(find(render_chart({}), "Deployment", "odoo-web"))
     mounts = {m["mountPath"]: m["name"] for m in web["volumeMounts"]}
-    assert mounts == {
-        "/etc/odoo": "config",
-        "/tmp": "tmp",
-        "/var/lib/odoo": "filestore",
-        "/var/lib/odoo/sessions": "sessions",
-    }
+    # the filestore claim holds the sessions too: nothing Odoo keeps is on an emptyDir
+    assert mounts == {"/etc/odoo": "config", "/tmp": "tmp", "/var/lib/odoo": "filestore"}
     assert web["securityContext"]["readOnlyRootFilesystem"] is True
+    # sessions elsewhere (Redis here): /var/lib/odoo/sessions is scratch
+    ha = container(find(render_chart(HA_VALUES), "Deployment", "odoo-web"))
+    assert {m["mountPath"]: m["name"] for m in ha["volumeMounts"]}["/var/lib/odoo/sessions"] == "sessions"
 
 
 def test_digest_wins_over_tag_in_every_container() -> None:
@@ -557,10 +580,23 @@ def test_module_job_updates_with_dash_u_on_upgrade() -> None:
     assert affinity[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "web"
 
 
-def test_module_job_adds_attachment_s3_when_s3_is_on() -> None:
-    job = find(render_chart(HA_VALUES, upgrade=True), "Job", "odoo-modules")
-    assert "--update=base,web,attachment_s3" in container(job)["args"]
+def test_module_job_sets_the_attachment_storage_before_any_module_writes_one() -> None:
+    objs = render_chart(HA_VALUES, upgrade=True)
+    job = find(objs, "Job", "odoo-modules")
+    assert "--update=fs_storage,fs_attachment,base,web" in container(job)["args"]
     assert "affinity" not in pod_spec(job)
+    # an init container installs fs_storage/fs_attachment alone, then runs the storage script in odoo shell
+    (storage,) = [c for c in pod_spec(job)["initContainers"] if c["name"] == "storage"]
+    script = storage["command"][2]
+    assert "--init=fs_storage,fs_attachment" in script and "odoo shell" in script
+    assert "< /etc/odoo/configure_storage.py" in script
+    code = find(objs, "ConfigMap", "odoo-modules")["data"]["configure_storage.py"]
+    compile(code, "configure_storage.py", "exec")
+    assert '"use_as_default_for_attachments": True' in code and "_force_storage_to_object_storage" in code
+    # no credential in the script: botocore reads them from the Secret-backed env
+    assert "AWS_SECRET_ACCESS_KEY" not in code
+    env = {e["name"] for e in storage["env"]}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "ERPOPS_FILESTORE_BUCKET"} <= env
 
 
 # -- module Job as plain objects (moduleJob.hook=false, for deployers that ignore hooks) ------------
@@ -587,16 +623,18 @@ def test_plain_module_job_has_no_hook_and_runs_install_and_update(version: str) 
     assert job["spec"]["backoffLimit"] == 0
     args = container(job)["args"]
     # Odoo installs the uninstalled modules of -i and updates the installed ones of -u: both, every run
-    assert "--init=base,web,sale,attachment_s3" in args and "--update=base,web,sale,attachment_s3" in args
+    assert "--init=fs_storage,fs_attachment,base,web,sale" in args
+    assert "--update=fs_storage,fs_attachment,base,web,sale" in args
     assert "--without-demo=all" in args and "--stop-after-init" in args
-    (wait,) = pod_spec(job)["initContainers"]
+    wait, storage = pod_spec(job)["initContainers"]
+    assert storage["name"] == "storage"  # after the database answers, before the modules
     assert wait["name"] == "wait-for-database" and wait["command"][:2] == ["python3", "-c"]
     compile(wait["command"][2], "wait-for-database", "exec")
     assert wait["command"][3:] == ["odoo-db-rw", "5432", "odoo", "require"]
     assert {e["name"] for e in wait["env"]} == {"PGUSER", "PGPASSWORD"}
     # the same odoo.conf as the web pods, in the Job's own ConfigMap, named like the Job
     name = job["metadata"]["name"]
-    assert find(objs, "ConfigMap", name)["data"] == find(objs, "ConfigMap", "odoo-config")["data"]
+    assert find(objs, "ConfigMap", name)["data"]["odoo.conf"] == find(objs, "ConfigMap", "odoo-config")["data"]["odoo.conf"]
     assert [v["configMap"]["name"] for v in pod_spec(job)["volumes"] if "configMap" in v] == [name]
 
 

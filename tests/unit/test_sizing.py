@@ -127,10 +127,11 @@ def test_odoo_memory_limits_fit_the_pod() -> None:
     sized = sizing.size_odoo(2, 4096)
     soft, hard = sized.limit_memory_soft, sized.limit_memory_hard
     pod = 4096 * 1024 * 1024
-    # every worker and the gevent process at the soft limit fit in 80% of the pod limit
-    assert (sized.workers + 1) * soft <= 0.8 * pod
-    # one process at the hard limit while the others sit at soft still fits the pod limit
-    assert hard + sized.workers * soft <= pod
+    over = sizing.VMS_OVER_RSS_MIB * 1024 * 1024  # the limits are virtual memory, the pod's is resident
+    # every worker and the gevent process at the soft limit fit, resident, in 80% of the pod limit
+    assert (sized.workers + 1) * (soft - over) <= 0.8 * pod
+    # one process at the hard limit while the others sit at soft still fits the pod limit, resident
+    assert (hard - over) + sized.workers * (soft - over) <= pod
     assert soft < hard <= 2560 * 1024 * 1024
     assert sized.limit_time_real == 2 * sized.limit_time_cpu
     assert sized.concurrent_users_per_pod == 6 * sized.workers
@@ -150,3 +151,20 @@ def test_connection_budget_adds_up() -> None:
     assert b.max_connections == 336 + 10 + 3
     settings = {s.name: s for s in b.settings}
     assert "6 web x (5 workers + 1 gevent)" in settings["client_connections"].formula
+
+
+@pytest.mark.parametrize("cpu,memory_mib", [(1, 2048), (2, 4096), (0.5, 1024), (8, 2048), (1, 700)])
+def test_odoo_soft_limit_leaves_room_above_a_real_workers_virtual_size(cpu: float, memory_mib: int) -> None:
+    """A real Odoo 17 worker under light traffic maps ~255 MiB (145 MiB resident): limit_memory_soft is
+    compared with the virtual size after every request, so a soft limit near 255 MiB recycles workers
+    all the time, and limit_memory_hard (RLIMIT_AS) must let such a worker still allocate."""
+    sized = sizing.size_odoo(cpu, memory_mib)
+    soft_mib = sized.limit_memory_soft / 1024 / 1024
+    hard_mib = sized.limit_memory_hard / 1024 / 1024
+    assert soft_mib >= sizing.WORKER_VMS_MIB * sizing.MIN_SOFT_OVER_VMS
+    assert hard_mib > soft_mib
+
+
+def test_odoo_memory_formula_names_virtual_memory() -> None:
+    settings = {s.name: s.formula for s in sizing.size_odoo(2, 4096).settings}
+    assert "virtual" in settings["limit_memory_soft"] and "RLIMIT_AS" in settings["limit_memory_hard"]

@@ -65,7 +65,7 @@ def test_prod_defaults_are_highly_available_and_dev_small() -> None:
 
 
 def test_minimal_prod_spec_gets_ha_defaults(tmp_path: Path) -> None:
-    raw = {k: raw_spec("prod")[k] for k in ("kubernetes", "object_storage")}
+    raw = {k: raw_spec("prod")[k] for k in ("kubernetes", "object_storage", "filestore", "image")}
     raw["odoo"] = {"version": "17.0", "image": "odoo:17.0-20241010"}
     sized = spec.validate(raw, "prod")
     assert sized.spec.postgres.instances == 3
@@ -97,8 +97,23 @@ BAD_SPECS = [
     pytest.param("prod", "postgres.instances", 1, "postgres.instances", "set postgres.instances to 3",
                  id="prod-single-postgres"),
     pytest.param("prod", "odoo.web.replicas", 1, "odoo.web.replicas", "at least 2", id="prod-single-web"),
-    pytest.param("staging", "redis.enabled", False, "redis.enabled", "set redis.enabled to true",
-                 id="replicas-without-redis"),
+    pytest.param("staging", "filestore.mode", "pod-local", "filestore.mode", "set filestore.mode to shared-volume",
+                 id="replicas-without-shared-filestore"),
+    pytest.param("staging", "image.build.enabled", False, "filestore.mode", "not known to carry them",
+                 id="object-storage-with-the-stock-image"),
+    pytest.param("staging", "redis.enabled", True, "redis.enabled", "nothing would use Redis",
+                 id="redis-without-a-consumer"),
+    pytest.param("dev", "filestore.volume", _DELETE, "filestore.volume", "ReadWriteMany StorageClass",
+                 id="shared-volume-without-a-claim"),
+    pytest.param("staging", "mail.outgoing", {"host": "smtp.example.com", "cidrs": ["203.0.113.25/32"]},
+                 "mail.outgoing.sink", "keeps mail neutralized", id="non-prod-real-smtp"),
+    pytest.param("staging", "mail.incoming", [{"host": "imap.example.com", "cidrs": ["203.0.113.26/32"]}],
+                 "mail.incoming", "must not fetch real mailboxes", id="non-prod-fetchmail"),
+    pytest.param("prod", "mail.outgoing.cidrs", [], "mail.outgoing.cidrs", "", id="smtp-without-addresses"),
+    pytest.param("staging", "secrets.backup_s3_access_key_id", _DELETE, "secrets.backup_s3_access_key_id",
+                 "CloudNativePG needs its own key", id="one-key-for-odoo-and-backups"),
+    pytest.param("prod", "kubernetes.ingress_class", "traefik", "kubernetes.ingress_class", "ingress-nginx only",
+                 id="ingress-class-without-odoo-settings"),
     pytest.param("staging", "object_storage.endpoint", _DELETE, "object_storage.endpoint",
                  "required when mode is s3-compatible", id="s3-compatible-without-endpoint"),
     pytest.param("staging", "object_storage.backup_bucket", "acme-erpops-staging-filestore",
@@ -194,3 +209,53 @@ def test_console_script_exit_code_and_size_json(tmp_path: Path) -> None:
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     assert "odoo.version" in bad.stderr and bad.stdout == ""
+
+
+def _prod_with(**changes: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(raw_spec("prod"))
+    for path, value in changes.items():
+        put(raw, path.replace("__", "."), value)
+    return raw
+
+
+def _problems(raw: dict[str, Any], stack: str = "prod") -> dict[str, str]:
+    with pytest.raises(SpecError) as exc:
+        spec.validate(raw, stack)
+    return dict(exc.value.problems)
+
+
+def test_prod_refuses_an_in_cluster_redis_for_sessions() -> None:
+    raw = _prod_with(redis__enabled=True, filestore__sessions="redis", image__build__enabled=False,
+                     image__addons=["fs_storage", "fs_attachment", "session_redis"])
+    problems = _problems(raw)
+    assert "single point of failure" in problems["redis.mode"]
+    # a managed (replicated) endpoint is accepted
+    raw["redis"].update(mode="managed", endpoint="sessions.example.cache.amazonaws.com:6379",
+                        cidrs=["10.20.0.0/24"])
+    raw["secrets"]["redis_password"] = "redisPassword"
+    assert spec.validate(raw, "prod").spec.redis.mode == "managed"
+
+
+def test_session_store_addon_must_be_in_the_image() -> None:
+    raw = _prod_with(image__build__enabled=False, image__addons=["fs_storage", "fs_attachment"])
+    assert "session_db addon in the image" in _problems(raw)["filestore.sessions"]
+
+
+def test_modules_the_image_lacks_are_refused() -> None:
+    raw = _prod_with(odoo__modules=["base", "web", "fs_attachment"], image__build__enabled=False,
+                     filestore__mode="shared-volume", filestore__volume={"storage_class": "efs"},
+                     filestore__sessions="filesystem")
+    assert "not in the image" in _problems(raw)["odoo.modules"]
+
+
+def test_build_is_refused_for_a_series_without_pinned_addons() -> None:
+    raw = _prod_with(odoo__version="18.0", odoo__image="odoo:18.0-20250101")
+    assert "no pinned addon set for Odoo 18.0" in _problems(raw)["image.build.enabled"]
+
+
+def test_every_new_spec_field_is_described() -> None:
+    """docs/spec.md is generated from the field descriptions: the sections of issue 11 carry one each."""
+    for model in (spec.Filestore, spec.SharedVolume, spec.ImageBuild, spec.Image, spec.IngressSettings,
+                  spec.OutgoingMail, spec.IncomingMail, spec.Mail, spec.Monitoring, spec.CloudNativePG):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"

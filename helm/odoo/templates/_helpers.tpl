@@ -130,7 +130,7 @@ from 17.0/18.0 sources older than October 2024 also ignores it (no failure).
 {{- $modules := list "base" "web" -}}
 {{- $modules = concat $modules .Values.odoo.serverWideModules -}}
 {{- if .Values.redis.enabled -}}{{- $modules = append $modules "session_redis" -}}{{- end -}}
-{{- if .Values.s3.enabled -}}{{- $modules = append $modules "attachment_s3" -}}{{- end -}}
+{{- if .Values.sessionDb.enabled -}}{{- $modules = append $modules "session_db" -}}{{- end -}}
 {{- $modules | uniq | join "," -}}
 {{- end -}}
 
@@ -143,8 +143,40 @@ therefore right on a new database and on every later run alike.
 */}}
 {{- define "odoo.jobModules" -}}
 {{- $modules := .Values.moduleJob.modules -}}
-{{- if .Values.s3.enabled -}}{{- $modules = append $modules "attachment_s3" -}}{{- end -}}
+{{- if .Values.s3.enabled -}}{{- $modules = concat (include "odoo.storageModules" . | splitList ",") $modules -}}{{- end -}}
 {{- $modules | uniq | join "," -}}
+{{- end -}}
+
+{{/* Addons of attachments in object storage (OCA fs_storage + fs_attachment), installed before anything else. */}}
+{{- define "odoo.storageModules" -}}fs_storage,fs_attachment{{- end -}}
+
+{{/*
+Odoo shell script of the module Job's storage step: makes the filestore bucket the
+default storage of attachments (fs_attachment's fs.storage flag
+use_as_default_for_attachments), then moves every attachment written before that
+(the base install's) into it, so none stays on the Job's scratch /var/lib/odoo.
+Credentials come from AWS_* in the environment (botocore's chain), never the database.
+*/}}
+{{- define "odoo.storageScript" -}}
+import json, os
+code = "erpops_filestore"
+options = {"client_kwargs": {"region_name": os.environ["AWS_DEFAULT_REGION"]}}
+if os.environ.get("AWS_ENDPOINT_URL"):
+    options["endpoint_url"] = os.environ["AWS_ENDPOINT_URL"]
+vals = {"name": "erpops filestore", "protocol": "s3", "directory_path": os.environ["ERPOPS_FILESTORE_BUCKET"],
+        "options": json.dumps(options), "use_as_default_for_attachments": True}
+storage = env["fs.storage"].sudo().search([("code", "=", code)], limit=1)
+if storage:
+    storage.write(vals)
+else:
+    storage = env["fs.storage"].sudo().create(dict(vals, code=code))
+env.cr.commit()
+env["ir.attachment"].sudo().with_context(storage_location=code)._force_storage_to_object_storage()
+env.cr.commit()
+left = env["ir.attachment"].sudo().search_count([("store_fname", "!=", False), ("store_fname", "not like", code + "://%")])
+if left:
+    raise SystemExit("%d attachments are still outside %s" % (left, code))
+print("attachments stored in fs.storage %s (s3://%s)" % (code, vals["directory_path"]))
 {{- end -}}
 
 {{/*
@@ -247,8 +279,9 @@ and the fix, instead of producing pods that lose sessions or attachments.
 {{- define "odoo.validate" -}}
 {{- $multi := include "odoo.webMultiPod" . -}}
 {{- $replicas := ternary (printf "web.autoscaling.maxReplicas=%d" (int .Values.web.autoscaling.maxReplicas)) (printf "web.replicaCount=%d" (int .Values.web.replicaCount)) .Values.web.autoscaling.enabled -}}
-{{- if and $multi (not .Values.redis.enabled) -}}
-{{- fail (printf "%s runs several web pods, but redis.enabled=false: each pod would keep its own sessions and users would be logged out at random. Fix: set redis.enabled=true and redis.host (session_redis addon), or run a single web pod (web.replicaCount=1, web.autoscaling.enabled=false)." $replicas) -}}
+{{- $sharedSessions := or .Values.redis.enabled .Values.sessionDb.enabled (and (eq (include "odoo.filestoreKind" .) "pvc") (include "odoo.filestoreShared" .)) -}}
+{{- if and $multi (not $sharedSessions) -}}
+{{- fail (printf "%s runs several web pods, but sessions stay in each pod: users would be logged out at random. Fix: set sessionDb.enabled=true (session_db addon) or redis.enabled=true (session_redis addon), or persistence.accessModes=[ReadWriteMany] (sessions on the shared volume), or run a single web pod." $replicas) -}}
 {{- end -}}
 {{- if and $multi (not (include "odoo.filestoreShared" .)) -}}
 {{- fail (printf "%s runs several web pods, but the filestore is a volume only one pod's node can use. Fix: set s3.enabled=true (attachment_s3 addon), or persistence.accessModes=[ReadWriteMany] on a storage class that supports it." $replicas) -}}
@@ -277,6 +310,11 @@ and the fix, instead of producing pods that lose sessions or attachments.
 {{- if gt (int64 .Values.odoo.limits.memorySoft) (int64 .Values.odoo.limits.memoryHard) -}}
 {{- fail (printf "odoo.limits.memorySoft=%d is above odoo.limits.memoryHard=%d: workers would be killed before they are recycled. Fix: keep memorySoft below memoryHard." (int64 .Values.odoo.limits.memorySoft) (int64 .Values.odoo.limits.memoryHard)) -}}
 {{- end -}}
+{{- range $flag := list (list .Values.redis.enabled "session_redis" "redis.enabled") (list .Values.sessionDb.enabled "session_db" "sessionDb.enabled") (list .Values.s3.enabled "fs_storage" "s3.enabled") (list .Values.s3.enabled "fs_attachment" "s3.enabled") -}}
+{{- if and (index $flag 0) (not (has (index $flag 1) $.Values.image.addons)) -}}
+{{- fail (printf "%s=true needs the %s addon, but image.addons does not list it: the official image lacks it and Odoo would ignore it. Fix: use an image that carries it (images/odoo) and list it in image.addons." (index $flag 2) (index $flag 1)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* odoo.conf. No secret ever goes here: credentials come from Secrets through env, see odoo.args. */}}
@@ -304,6 +342,16 @@ limit_time_real_cron = {{ .Values.odoo.limits.timeRealCron | int64 }}
 limit_request = {{ .Values.odoo.limits.request | int64 }}
 server_wide_modules = {{ include "odoo.serverWideModules" . }}
 log_level = {{ .Values.odoo.logLevel }}
+{{- with .Values.mail.smtp }}
+{{- if .enabled }}
+smtp_server = {{ .server }}
+smtp_port = {{ .port | int64 }}
+smtp_ssl = {{ ternary "True" "False" .ssl }}
+{{- with .user }}
+smtp_user = {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range $name, $value := .Values.odoo.extraConfig }}
 {{ $name }} = {{ if and (kindIs "float64" $value) (eq (float64 (int64 $value)) $value) }}{{ int64 $value }}{{ else }}{{ $value }}{{ end }}
 {{- end }}
@@ -351,16 +399,21 @@ appears in the process's argv.
       key: {{ .Values.redis.passwordKey }}
 {{- end }}
 {{- end }}
+{{- if .Values.sessionDb.enabled }}
+# session_db: a bare database name makes it connect like Odoo does (db_host, PGUSER/PGPASSWORD)
+- name: SESSION_DB_URI
+  value: {{ .Values.database.name | quote }}
+{{- end }}
 {{- if .Values.s3.enabled }}
 {{- with .Values.s3.endpoint }}
-- name: AWS_HOST
+- name: AWS_ENDPOINT_URL
   value: {{ . | quote }}
 {{- end }}
 {{- with .Values.s3.region }}
-- name: AWS_REGION
+- name: AWS_DEFAULT_REGION
   value: {{ . | quote }}
 {{- end }}
-- name: AWS_BUCKETNAME
+- name: ERPOPS_FILESTORE_BUCKET
   value: {{ .Values.s3.bucket | quote }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
@@ -427,10 +480,17 @@ the final odoo.conf (ConfigMap + master password) in memory.
 - name: tmp
   emptyDir:
     sizeLimit: 1Gi
+{{- if not (include "odoo.sessionsOnClaim" .) }}
 - name: sessions
   emptyDir:
     sizeLimit: 512Mi
+{{- end }}
 {{ include "odoo.filestoreVolume" . }}
+{{- end -}}
+
+{{/* "true" when sessions live in /var/lib/odoo/sessions on the shared claim (no other session store). */}}
+{{- define "odoo.sessionsOnClaim" -}}
+{{- if and (eq (include "odoo.filestoreKind" .) "pvc") (not .Values.redis.enabled) (not .Values.sessionDb.enabled) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "odoo.volumeMounts" -}}
@@ -441,8 +501,10 @@ the final odoo.conf (ConfigMap + master password) in memory.
   mountPath: /tmp
 - name: filestore
   mountPath: /var/lib/odoo
+{{- if not (include "odoo.sessionsOnClaim" .) }}
 - name: sessions
   mountPath: /var/lib/odoo/sessions
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -469,13 +531,26 @@ built-in default "admin".
         pw=$$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
       fi
       printf 'admin_passwd = %s\n' "$pw" >> /etc/odoo/odoo.conf
-  {{- if .Values.odoo.adminPassword.existingSecret }}
+      if [ -n "${SMTP_PASSWORD:-}" ]; then
+        printf 'smtp_password = %s\n' "$$(printf '%s' "$SMTP_PASSWORD" | tr -d '\r\n')" >> /etc/odoo/odoo.conf
+      fi
+  {{- $smtpSecret := and .Values.mail.smtp.enabled .Values.mail.smtp.existingSecret }}
+  {{- if or .Values.odoo.adminPassword.existingSecret $smtpSecret }}
   env:
+    {{- if .Values.odoo.adminPassword.existingSecret }}
     - name: ODOO_ADMIN_PASSWORD
       valueFrom:
         secretKeyRef:
           name: {{ .Values.odoo.adminPassword.existingSecret }}
           key: {{ .Values.odoo.adminPassword.key }}
+    {{- end }}
+    {{- if $smtpSecret }}
+    - name: SMTP_PASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.mail.smtp.existingSecret }}
+          key: {{ .Values.mail.smtp.passwordKey }}
+    {{- end }}
   {{- end }}
   securityContext:
     {{- include "odoo.containerSecurityContext" . | nindent 4 }}
