@@ -31,6 +31,9 @@ GROUP = "postgresql.cnpg.io"
 KINDS = ("Cluster", "Pooler", "ScheduledBackup")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 USED_FIELDS_SCHEMA = PROJECT_ROOT / "infra" / "schemas" / "cnpg-used-fields.json"
+# Prometheus Operator's PodMonitor: no CRD is at hand, so the project's own strict schema of what it renders
+PROMETHEUS_GROUP = "monitoring.coreos.com"
+POD_MONITOR_SCHEMA = PROJECT_ROOT / "infra" / "schemas" / "podmonitor-used-fields.json"
 
 # Keys of an OpenAPI v3 schema that mean the same in JSON Schema and are kept
 _KEEP = ("type", "enum", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
@@ -149,10 +152,25 @@ def is_cnpg(obj: dict[str, Any]) -> bool:
     return str(obj.get("apiVersion", "")).startswith(f"{GROUP}/")
 
 
+def is_prometheus(obj: dict[str, Any]) -> bool:
+    return str(obj.get("apiVersion", "")).startswith(f"{PROMETHEUS_GROUP}/")
+
+
+def is_custom(obj: dict[str, Any]) -> bool:
+    """An object of a CRD this module validates (kubernetes-validate has no schema for it)."""
+    return is_cnpg(obj) or is_prometheus(obj)
+
+
 def validate(obj: dict[str, Any], source: str = "auto") -> list[str]:
     """Every schema violation of one CloudNativePG object, as "path: message"; [] if valid or not CNPG."""
     import jsonschema
 
+    if is_prometheus(obj):
+        if obj.get("kind") != "PodMonitor":
+            return [f"kind {obj.get('kind')!r} of {PROMETHEUS_GROUP} has no schema here (known: PodMonitor)"]
+        schema = json.loads(POD_MONITOR_SCHEMA.read_text())
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(e.absolute_path))
+        return [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors]
     if not is_cnpg(obj):
         return []
     _, by_kind = schemas(source)

@@ -119,7 +119,7 @@ def test_every_kubernetes_resource_uses_the_stacks_explicit_provider(r: Run) -> 
 
 def test_every_resource_is_the_child_of_a_component(r: Run) -> None:
     root = f"urn:pulumi:{r.stack}::erpops::pulumi:pulumi:Stack::erpops-{r.stack}"
-    components = {x.urn for x in r.regs if x.type.startswith("erpops:k8s:")}
+    components = {x.urn for x in r.regs if x.type.startswith("erpops:")}
     assert {x.type for x in r.regs if x.urn in components} >= {
         "erpops:k8s:Environment", "erpops:k8s:ObjectStorage", "erpops:k8s:Postgres", "erpops:k8s:Odoo"}
     for reg in r.regs:
@@ -149,7 +149,8 @@ def test_a_default_deny_policy_covers_every_pod(r: Run) -> None:
 
 
 def test_no_policy_admits_another_namespace(r: Run) -> None:
-    allowed = {r.sized.spec.kubernetes.ingress_namespace, "kube-system", "cnpg-system"}
+    monitoring = r.sized.spec.monitoring.namespace
+    allowed = {r.sized.spec.kubernetes.ingress_namespace, "kube-system", "cnpg-system", *([monitoring] if monitoring else [])}
     for reg in r.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy"):
         for peer in _peers(reg.inputs):
             if "namespaceSelector" not in peer:
@@ -175,15 +176,25 @@ def test_ingress_reaches_only_the_odoo_web_ports(r: Run) -> None:
     assert reg.inputs["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "web", reg.urn
 
 
-def test_object_storage_egress_port_and_range(r: Run) -> None:
-    reg = r.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "odoo-egress")
+def _s3_rules(policy: render.Registration) -> list[dict[str, Any]]:
+    return [rule for rule in policy.inputs["spec"]["egress"]
+            if rule["to"][0].get("ipBlock", {}).get("cidr") == "0.0.0.0/0"
+            and 6443 not in [p["port"] for p in rule["ports"]]]  # the Kubernetes API rule
+
+
+@pytest.mark.parametrize("policy", ["odoo-egress", "postgres"])
+def test_object_storage_egress_port_and_range(r: Run, policy: str) -> None:
+    reg = r.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", policy)
     storage = r.sized.spec.object_storage
-    s3_rules = [rule for rule in reg.inputs["spec"]["egress"] if "ipBlock" in rule["to"][0]]
-    assert len(s3_rules) == 1, reg.urn
-    assert [p["port"] for p in s3_rules[0]["ports"]] == [443], reg.urn
-    excepted = set(s3_rules[0]["to"][0]["ipBlock"].get("except", []))
-    if storage.mode == "aws":
-        assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= excepted, f"{reg.urn}: RFC1918 reachable"
+    s3_rules = _s3_rules(reg)
+    # Odoo reaches S3 only when its attachments live there; CloudNativePG always (backups)
+    expected = 1 if policy == "postgres" or r.sized.spec.filestore.mode == "object-storage" else 0
+    assert len(s3_rules) == expected, reg.urn
+    for rule in s3_rules:
+        assert [p["port"] for p in rule["ports"]] == [443], reg.urn
+        excepted = set(rule["to"][0]["ipBlock"].get("except", []))
+        if storage.mode == "aws":
+            assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= excepted, f"{reg.urn}: RFC1918 reachable"
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +248,35 @@ def test_pooler_sizes_equal_the_budget(r: Run) -> None:
         <= budget.max_connections, pooler.urn
 
 
-def test_redis_password_comes_from_a_secret_never_the_args(r: Run) -> None:
+def run_variant(stack: str, change: Any) -> Run:
+    raw = copy.deepcopy(spec.read_raw(spec.stack_file(ROOT, stack)))
+    change(raw)
+    sized = spec.validate(raw, stack)
+    secrets = render._Secrets()
+    config, secret_keys = render.mock_config(raw, sized, secrets)
+    regs, ops = render.run_program(ROOT, stack, config, secret_keys, secrets)
+    return Run(stack, regs, ops, sized, {})
+
+
+def _with_in_cluster_redis(raw: dict[str, Any]) -> None:
+    """dev with sessions in an in-cluster Redis, on an image declared to carry session_redis."""
+    raw["filestore"]["sessions"] = "redis"
+    raw["redis"] = {"enabled": True, "persistence": True}
+    raw["image"] = {"addons": ["session_redis"]}
+
+
+@cache
+def redis_run() -> Run:
+    return run_variant("dev", _with_in_cluster_redis)
+
+
+def test_no_shipped_stack_runs_a_redis_nothing_uses(r: Run) -> None:
+    assert not r.of_type("kubernetes:apps/v1:StatefulSet"), f"{r.stack}: sessions are not in Redis"
+    assert r.sized.spec.filestore.session_store != "redis"
+
+
+def test_redis_password_comes_from_a_secret_never_the_args() -> None:
+    r = redis_run()
     sts = r.one("kubernetes:apps/v1:StatefulSet", "redis")
     (c,) = sts.inputs["spec"]["template"]["spec"]["containers"]
     args = c["args"]
@@ -309,18 +348,36 @@ def test_aws_buckets_are_private_versioned_encrypted_and_expire(r: Run) -> None:
     assert by_name[storage.filestore_bucket].inputs["objectLockEnabled"] is False
 
 
-def test_iam_policy_is_limited_to_the_two_buckets(r: Run) -> None:
+def test_each_identity_reaches_only_its_own_bucket(r: Run) -> None:
+    """Odoo's key cannot touch the backups, CloudNativePG's cannot touch the filestore."""
     if r.sized.spec.object_storage.mode != "aws":
         pytest.skip("s3-compatible stacks bring their own keys (Pulumi secret config)")
     storage = r.sized.spec.object_storage
-    policy = json.loads(r.one("aws:iam/userPolicy:UserPolicy").inputs["policy"])
-    arns = {f"arn:aws:s3:::{storage.filestore_bucket}", f"arn:aws:s3:::{storage.backup_bucket}"}
-    resources = {res for stmt in policy["Statement"] for res in stmt["Resource"]}
-    assert resources == arns | {f"{a}/*" for a in arns}
-    assert all(stmt["Effect"] == "Allow" and all(a.startswith("s3:") for a in stmt["Action"])
-               for stmt in policy["Statement"])
-    secret = r.one("kubernetes:core/v1:Secret", "object-storage-credentials")
-    assert secret.inputs["stringData"]["secret-access-key"].startswith("<secret:aws-iam-secret-access-key/")
+    users = {u.urn: u.inputs["name"] for u in r.of_type("aws:iam/user:User")}
+    policies = {}
+    for reg in r.of_type("aws:iam/userPolicy:UserPolicy"):
+        (user_urn,) = [d for d in reg.depends_on if d in users]
+        policies[users[user_urn]] = json.loads(reg.inputs["policy"])
+    backup_user, filestore_user = f"erpops-{r.stack}-backup", f"erpops-{r.stack}-filestore"
+    expected = {backup_user: storage.backup_bucket}
+    if r.sized.spec.filestore.mode == "object-storage":
+        expected[filestore_user] = storage.filestore_bucket
+    assert set(policies) == set(expected)
+    for user, bucket in expected.items():
+        arn = f"arn:aws:s3:::{bucket}"
+        resources = {res for stmt in policies[user]["Statement"] for res in stmt["Resource"]}
+        assert resources == {arn, f"{arn}/*"}, user
+        assert all(stmt["Effect"] == "Allow" and all(a.startswith("s3:") for a in stmt["Action"])
+                   for stmt in policies[user]["Statement"])
+    # each Kubernetes Secret holds the key of one user
+    keys = {k.name: k for k in r.of_type("aws:iam/accessKey:AccessKey")}
+    backup = r.one("kubernetes:core/v1:Secret", "object-storage-credentials").inputs["stringData"]
+    assert backup["secret-access-key"] == "<secret:aws-iam-secret-access-key/storage-backup-access-key>"
+    if filestore_user in expected:
+        odoo = r.one("kubernetes:core/v1:Secret", "odoo-object-storage").inputs["stringData"]
+        assert odoo["secret-access-key"] == "<secret:aws-iam-secret-access-key/storage-filestore-access-key>"
+    assert set(keys) == {"storage-backup-access-key", *(["storage-filestore-access-key"]
+                                                        if filestore_user in expected else [])}
 
 
 def test_s3_compatible_keys_come_from_the_named_secret_config(r: Run) -> None:
@@ -328,8 +385,16 @@ def test_s3_compatible_keys_come_from_the_named_secret_config(r: Run) -> None:
         pytest.skip("aws stacks create their own IAM user and key")
     data = r.one("kubernetes:core/v1:Secret", "object-storage-credentials").inputs["stringData"]
     secrets = r.sized.spec.secrets
-    assert data["access-key-id"] == f"<secret:pulumi-config/erpops:{secrets.s3_access_key_id}>"
-    assert data["secret-access-key"] == f"<secret:pulumi-config/erpops:{secrets.s3_secret_access_key}>"
+    backup_id = secrets.backup_s3_access_key_id or secrets.s3_access_key_id
+    backup_key = secrets.backup_s3_secret_access_key or secrets.s3_secret_access_key
+    assert data["access-key-id"] == f"<secret:pulumi-config/erpops:{backup_id}>"
+    assert data["secret-access-key"] == f"<secret:pulumi-config/erpops:{backup_key}>"
+    odoo = [x for x in r.of_type("kubernetes:core/v1:Secret") if x.inputs["metadata"]["name"] == "odoo-object-storage"]
+    if r.sized.spec.filestore.mode == "object-storage":
+        assert backup_id != secrets.s3_access_key_id, "Odoo and CloudNativePG share a key"
+        assert odoo[0].inputs["stringData"]["access-key-id"] == f"<secret:pulumi-config/erpops:{secrets.s3_access_key_id}>"
+    else:
+        assert odoo == [], "Odoo keeps no attachments in S3 and gets no key"
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +412,7 @@ def test_stacks_share_no_namespace_bucket_prefix_database_or_secret() -> None:
         ("database", lambda x: x.ops["database"]["name"]),
         ("odoo url", lambda x: x.ops["endpoints"]["odoo"]),
     ):
-        values = [value(x) for x in runs]
+        values = [v for v in (value(x) for x in runs) if v is not None]
         assert len(set(values)) == len(values), f"{what} shared between stacks: {values}"
     secrets = [(x.sized.namespace, reg.inputs["metadata"]["name"])
                for x in runs for reg in x.of_type("kubernetes:core/v1:Secret")]
@@ -359,14 +424,17 @@ def test_stacks_share_no_namespace_bucket_prefix_database_or_secret() -> None:
 def test_ops_output_shape(r: Run) -> None:
     ops = r.ops
     assert set(ops) == {"stack", "tier", "kubernetes_context", "namespace", "database", "services", "secrets",
-                        "buckets", "endpoints", "redis_key_prefix"}
+                        "buckets", "endpoints", "redis_key_prefix", "image", "filestore"}
     assert ops["services"]["odoo_web"] == {"name": "odoo-web", "port": 8069}
     assert ops["services"]["odoo_websocket"] == {"name": "odoo-web", "port": 8072}
     assert ops["services"]["pooler_rw"] == {"name": "odoo-db-pooler-rw", "port": 5432}
-    assert ops["services"]["redis"] == {"name": "redis", "port": 6379}
+    assert ops["services"]["redis"] is None  # no shipped stack keeps sessions in Redis
     assert ops["database"]["name"] == r.sized.database
+    odoo_s3 = "odoo-object-storage" if r.sized.spec.filestore.mode == "object-storage" else None
     assert ops["secrets"] == {"database": "odoo-db-app", "odoo_admin": "odoo-admin",
-                              "object_storage": "object-storage-credentials", "redis": "redis-auth"}
+                              "object_storage": "object-storage-credentials", "odoo_object_storage": odoo_s3,
+                              "redis": None}
+    assert ops["filestore"] == {"mode": r.sized.spec.filestore.mode, "sessions": r.sized.spec.filestore.session_store}
     assert "<secret" not in json.dumps(ops)
 
 
@@ -375,8 +443,9 @@ def test_the_chart_gets_exactly_odoo_values(r: Run) -> None:
     assert chart.parent.endswith("erpops:k8s:Odoo::odoo"), chart.urn
     assert chart.inputs["name"] == "odoo" and chart.inputs["namespace"] == r.sized.namespace
     assert Path(chart.inputs["chart"]).resolve() == ROOT / "helm" / "odoo", chart.urn
+    in_cluster_redis = r.sized.spec.redis.enabled and r.sized.spec.redis.mode == "in-cluster"
     expected = odoo_values(r.sized, refs_for(r.sized),
-                           pod_annotations={derive.ROTATION_ANNOTATION: "initial"})
+                           pod_annotations={derive.ROTATION_ANNOTATION: "initial"} if in_cluster_redis else None)
     # everything but the module Job, which the component applies ahead of the chart
     assert chart.inputs["values"] == chart_values(expected), chart.urn
     assert chart.inputs["values"]["moduleJob"]["enabled"] is False, chart.urn
@@ -470,10 +539,13 @@ def test_module_job_is_its_own_resource_ahead_of_the_chart(r: Run) -> None:
     pod = spec_["template"]["spec"]
     assert pod["serviceAccountName"] == "odoo-module-job", job.urn
     (odoo,) = pod["containers"]
-    modules = ",".join(dict.fromkeys([*r.sized.spec.odoo.modules, "attachment_s3"]))
+    object_storage = r.sized.spec.filestore.mode == "object-storage"
+    storage_addons = ["fs_storage", "fs_attachment"] if object_storage else []
+    modules = ",".join(dict.fromkeys([*storage_addons, *r.sized.spec.odoo.modules]))
     assert f"--init={modules}" in odoo["args"] and f"--update={modules}" in odoo["args"], odoo["args"]
     assert "--stop-after-init" in odoo["args"] and f"--database={r.sized.database}" in odoo["args"]
-    assert [c["name"] for c in pod["initContainers"]] == ["wait-for-database"], job.urn
+    assert [c["name"] for c in pod["initContainers"]] == ["wait-for-database", *(["storage"] if object_storage
+                                                                                 else [])], job.urn
     # the Job's own ConfigMap and ServiceAccount, named apart from the hook objects the chart used to own
     configmap = r.one("kubernetes:core/v1:ConfigMap", name)
     assert {v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v} == {name}
