@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,7 +87,8 @@ def test_every_object_is_valid_for_kubernetes_1_30(rendered: dict[str, Path], st
     validate_k8s(builtin, "1.30.0")
     cnpg = [o for o in objs if crdschema.is_custom(o)]
     pod_monitors = spec.load(stack, ROOT).spec.monitoring.pod_monitors
-    assert {o["kind"] for o in cnpg} == {"Cluster", "Pooler", "ScheduledBackup", *(["PodMonitor"] if pod_monitors else [])}
+    expected = {"Cluster", "Pooler", "ScheduledBackup", *(["PodMonitor"] if pod_monitors else [])}
+    assert {o["kind"] for o in cnpg} == expected
     for obj in cnpg:
         assert crdschema.validate(obj) == [], f"{obj['kind']}/{obj['metadata']['name']}"
 
@@ -286,3 +288,219 @@ def test_erpops_core_does_not_import_pulumi() -> None:
     code = ("import sys, erpops.cli, erpops.render, erpops.helm_values, erpops.crdschema; "
             "assert not [m for m in sys.modules if m.split('.')[0].startswith('pulumi')], 'pulumi imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+# --------------------------------------------------------------------------------------------
+# The production shape, read from the rendered objects as the cluster would run them
+# --------------------------------------------------------------------------------------------
+
+ODOO_CORE_WIDE = {"base", "web"}
+STORAGE_ADDONS = ("fs_storage", "fs_attachment")
+
+
+def _odoo_pods(rendered: dict[str, Path], stack: str) -> list[dict[str, Any]]:
+    """Every pod that runs Odoo on the database: web, cron and the module Job."""
+    chart = chart_objects(rendered, stack)
+    return [find(chart, "Deployment", "odoo-web"), find(chart, "Deployment", "odoo-cron"), module_job(rendered, stack)]
+
+
+def _odoo_containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in _containers(obj) if c["name"] in ("odoo", "storage")]
+
+
+def _values(rendered: dict[str, Path], stack: str) -> dict[str, Any]:
+    return yaml.safe_load((rendered[stack] / "odoo-values.yaml").read_text())
+
+
+def _conf(rendered: dict[str, Path], stack: str) -> dict[str, str]:
+    text = find(chart_objects(rendered, stack), "ConfigMap", "odoo-config")["data"]["odoo.conf"]
+    return dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line)
+
+
+def test_every_odoo_pod_sees_the_same_filestore_and_session_store(rendered: dict[str, Path], stack: str) -> None:
+    sized = spec.load(stack, ROOT)
+    fs, program = sized.spec.filestore, program_objects(rendered, stack)
+    addons = set(_values(rendered, stack)["image"]["addons"])
+    conf = _conf(rendered, stack)
+    for pod_obj in _odoo_pods(rendered, stack):
+        pod = podsecurity.pod_spec_of(pod_obj)
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        where = f"{pod_obj['kind']}/{pod_obj['metadata']['name']}"
+        for c in _odoo_containers(pod_obj):
+            mounts = {m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"]}
+            env = {e["name"]: e for e in c.get("env", [])}
+            filestore, sessions = mounts["/var/lib/odoo"], mounts.get("/var/lib/odoo/sessions")
+            if fs.mode == "shared-volume":
+                # one ReadWriteMany claim, made by the program, holds attachments and sessions
+                assert filestore["persistentVolumeClaim"]["claimName"] == "odoo-filestore", where
+                assert sessions is None, f"{where}: sessions must stay on the shared claim"
+                claim = find(program, "PersistentVolumeClaim", "odoo-filestore")["spec"]
+                assert claim["accessModes"] == ["ReadWriteMany"]
+                assert claim["storageClassName"] == fs.volume.storage_class
+            else:
+                assert fs.mode == "object-storage", f"{stack}: a shipped stack keeps Odoo's state on one pod"
+                # /var/lib/odoo is scratch: attachments go to the bucket, sessions to PostgreSQL
+                assert "emptyDir" in filestore, where
+                assert env["ERPOPS_FILESTORE_BUCKET"]["value"] == sized.spec.object_storage.filestore_bucket
+                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                    assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "odoo-object-storage", where
+                assert fs.session_store == "database" and "session_db" in addons
+                assert env["SESSION_DB_URI"]["value"] == sized.database, where
+                assert set(STORAGE_ADDONS) <= addons
+    wide = set(conf["server_wide_modules"].split(","))
+    assert wide - ODOO_CORE_WIDE <= addons, f"server-wide modules the image lacks: {wide - ODOO_CORE_WIDE - addons}"
+    assert ("session_db" in wide) == (fs.session_store == "database")
+
+
+def test_the_module_job_names_only_modules_the_image_carries(rendered: dict[str, Path], stack: str) -> None:
+    sized = spec.load(stack, ROOT)
+    addons = set(_values(rendered, stack)["image"]["addons"])
+    job = module_job(rendered, stack)
+    words = [w for c in _odoo_containers(job) for w in [*c.get("args", []), *c.get("command", [])]]
+    named = {m for w in words for opt in re.findall(r"--(?:init|update)=([a-z0-9_,]+)", w) for m in opt.split(",")}
+    # the spec's modules are Odoo's own (the spec refuses addon names the image lacks); the rest the image's
+    assert named - set(sized.spec.odoo.modules) <= addons, named - set(sized.spec.odoo.modules) - addons
+    if sized.spec.filestore.mode == "object-storage":
+        assert set(STORAGE_ADDONS) <= named
+    else:
+        assert not named & set(STORAGE_ADDONS)
+
+
+def test_the_platform_sets_the_attachment_location(rendered: dict[str, Path], stack: str) -> None:
+    sized = spec.load(stack, ROOT)
+    job = module_job(rendered, stack)
+    init = {c["name"]: c for c in podsecurity.pod_spec_of(job).get("initContainers", [])}
+    if sized.spec.filestore.mode != "object-storage":
+        # Odoo's default location (file, in data_dir/filestore) is the shared claim itself
+        assert "storage" not in init
+        return
+    # before the modules: install the storage addons alone, then make the bucket the default and move
+    # what the base install wrote, so nothing stays on the Job's scratch /var/lib/odoo
+    assert list(init) == ["wait-for-database", "storage"]
+    script = init["storage"]["command"][2]
+    assert script.index("--init=fs_storage,fs_attachment") < script.index("odoo shell")
+    code = find(program_objects(rendered, stack), "ConfigMap", job["metadata"]["name"])["data"]["configure_storage.py"]
+    assert '"use_as_default_for_attachments": True' in code and '"protocol": "s3"' in code
+    assert "_force_storage_to_object_storage" in code and "still outside" in code
+
+
+def test_the_ingress_carries_odoo_sized_body_and_timeouts(rendered: dict[str, Path], stack: str) -> None:
+    sized = spec.load(stack, ROOT)
+    chart = chart_objects(rendered, stack)
+    time_real = int(_conf(rendered, stack)["limit_time_real"])
+    main, ws = find(chart, "Ingress", "odoo")["metadata"]["annotations"], \
+        find(chart, "Ingress", "odoo-websocket")["metadata"]["annotations"]
+    nginx = "nginx.ingress.kubernetes.io/"
+    for notes, least in ((main, time_real), (ws, sized.spec.ingress.websocket_timeout_seconds)):
+        assert notes[nginx + "proxy-body-size"] == f"{sized.spec.ingress.body_size_mib}m"
+        assert int(notes[nginx + "proxy-read-timeout"]) >= least
+        assert int(notes[nginx + "proxy-send-timeout"]) >= least
+    rules = find(chart, "Ingress", "odoo-websocket")["spec"]["rules"]
+    ws_paths = [p["path"] for r in rules for p in r["http"]["paths"]]
+    assert ws_paths == ["/websocket"]
+
+
+def _egress_ports(policy: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for rule in policy["spec"]["egress"]:
+        for port in rule["ports"]:
+            out.setdefault(port["port"], []).extend(rule["to"])
+    return out
+
+
+def test_egress_admits_exactly_the_specs_mail_servers(rendered: dict[str, Path], stack: str) -> None:
+    sized = spec.load(stack, ROOT)
+    policy = find(program_objects(rendered, stack), "NetworkPolicy", "odoo-egress")
+    ports = _egress_ports(policy)
+    mail = sized.spec.mail
+    servers = ([mail.outgoing] if mail.outgoing else []) + list(mail.incoming)
+    for server in servers:
+        assert ports[server.port] == [{"ipBlock": {"cidr": c}} for c in server.cidrs], server.host
+    smtp_like = {25, 465, 587, 993, 995, 143, 110} - {s.port for s in servers}
+    assert not smtp_like & set(ports), f"{stack}: mail ports open that the spec does not name"
+    if sized.spec.tier != "prod":
+        assert not servers, "non-prod stacks keep mail neutralized"
+    conf = _conf(rendered, stack)
+    if mail.outgoing:
+        assert conf["smtp_server"] == mail.outgoing.host and int(conf["smtp_port"]) == mail.outgoing.port
+        assert conf["smtp_ssl"] == ("True" if mail.outgoing.tls == "starttls" else "False")
+        assert "smtp_password" not in conf  # added from the Secret by the init container, in memory
+    else:
+        assert "smtp_server" not in conf
+
+
+def test_the_exporters_may_be_scraped_from_the_monitoring_namespace(rendered: dict[str, Path], stack: str) -> None:
+    sized = spec.load(stack, ROOT)
+    program = program_objects(rendered, stack)
+    namespace = sized.spec.monitoring.namespace
+    exporters = (("postgres", derive.CNPG_METRICS_PORT), ("pooler-from-odoo", derive.PGBOUNCER_METRICS_PORT))
+    for policy_name, port in exporters:
+        rules = [r for r in find(program, "NetworkPolicy", policy_name)["spec"]["ingress"]
+                 if {p["port"] for p in r["ports"]} == {port}]
+        if namespace:
+            peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+            assert rules == [{"from": [peer], "ports": [{"protocol": "TCP", "port": port}]}], policy_name
+        else:
+            assert rules == [], policy_name
+    monitors = [o for o in program if o["kind"] == "PodMonitor"]
+    assert len(monitors) == (2 if sized.spec.monitoring.pod_monitors else 0)
+    if monitors:
+        selectors = [m["spec"]["selector"]["matchLabels"] for m in monitors]
+        assert sorted(selectors, key=str) == sorted([{"cnpg.io/cluster": "odoo-db"},
+                                                     {"cnpg.io/poolerName": "odoo-db-pooler-rw"}], key=str)
+        assert all(m["spec"]["podMetricsEndpoints"] == [{"port": "metrics"}] for m in monitors)
+
+
+def test_the_two_object_storage_identities_cannot_reach_each_others_bucket(
+        rendered: dict[str, Path], stack: str) -> None:
+    sized = spec.load(stack, ROOT)
+    storage = sized.spec.object_storage
+    program = program_objects(rendered, stack)
+    cluster = find(program, "Cluster", "odoo-db")
+    barman = cluster["spec"]["backup"]["barmanObjectStore"]["s3Credentials"]
+    assert barman["accessKeyId"]["name"] == "object-storage-credentials"
+    # no Odoo container holds CloudNativePG's key
+    for pod_obj in _odoo_pods(rendered, stack):
+        for c in _containers(pod_obj):
+            refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "valueFrom" in e}
+            assert "object-storage-credentials" not in refs, f"{pod_obj['metadata']['name']}: Odoo holds the backup key"
+    if storage.mode != "aws":
+        secrets = sized.spec.secrets
+        if sized.spec.filestore.mode == "object-storage":
+            assert secrets.backup_s3_access_key_id not in (None, secrets.s3_access_key_id)
+        return
+    aws = yaml.safe_load((rendered[stack] / "aws.yaml").read_text())
+    policies = {x["inputs"]["user"]: json.loads(x["inputs"]["policy"]) for x in aws
+                if x["type"] == "aws:iam/userPolicy:UserPolicy"}
+    keys = {x["inputs"]["user"] for x in aws if x["type"] == "aws:iam/accessKey:AccessKey"}
+    reach = {user: {r.split("/", 1)[0] for st in pol["Statement"] for r in st["Resource"]}
+             for user, pol in policies.items()}
+    assert reach[f"erpops-{stack}-backup"] == {f"arn:aws:s3:::{storage.backup_bucket}"}
+    if sized.spec.filestore.mode == "object-storage":
+        assert reach[f"erpops-{stack}-filestore"] == {f"arn:aws:s3:::{storage.filestore_bucket}"}
+    assert keys == set(policies)
+
+
+def test_the_image_that_runs_is_the_one_the_program_builds(rendered: dict[str, Path], stack: str) -> None:
+    from erpops import image as odoo_image
+
+    sized = spec.load(stack, ROOT)
+    resources = json.loads((rendered[stack] / "resources.json").read_text())
+    builds = [x for x in resources if x["type"] == "docker-build:index:Image"]
+    images = {c["image"] for o in _odoo_pods(rendered, stack) for c in _containers(o)}
+    if not sized.spec.image.build.enabled:
+        assert builds == [] and images == {sized.spec.odoo.image}
+        return
+    (build,) = builds
+    ref = odoo_image.odoo_image(sized).ref
+    assert images == {ref}, images
+    inputs = build["inputs"]
+    assert inputs["tags"] == [ref] and inputs["push"] is True
+    assert (ROOT / inputs["context"]["location"]).resolve() == odoo_image.IMAGE_DIR
+    assert inputs["buildArgs"] == {"ODOO_IMAGE": sized.spec.odoo.image, "ODOO_SERIES": sized.spec.odoo.version}
+    # the Odoo component (module Job, chart) waits for the pushed image
+    (odoo,) = [x for x in resources if x["type"] == "erpops:k8s:Odoo"]
+    (component,) = [x for x in resources if x["type"] == "erpops:docker:OdooImage"]
+    (job,) = [x for x in resources if x["type"] == "kubernetes:batch/v1:Job"]
+    assert component["urn"] in job["depends_on"] or build["urn"] in job["depends_on"], job["depends_on"]
+    assert odoo
