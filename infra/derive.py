@@ -30,6 +30,7 @@ REDIS_UID, REDIS_GID = 999, 1000  # the `redis` user and group of the official A
 # against (../shared/crds: v1.30.0 + 86 commits). The in-tree barmanObjectStore this program uses is
 # deprecated from 1.26 and removed in 1.32: do not move past operator 1.31 before migrating to the
 # Barman Cloud plugin. Spec cnpg.operator_chart_version overrides.
+CNPG_OPERATOR_VERSION = "1.30.0"  # appVersion of chart 0.29.0 (cloudnative-pg/charts, 2026-06-29)
 CNPG_CHART = {"chart": "cloudnative-pg", "version": "0.29.0", "repo": "https://cloudnative-pg.github.io/charts"}
 # Exporter ports: CloudNativePG's instance manager (metrics) and PgBouncer's (metrics) in the Pooler pods
 CNPG_METRICS_PORT, PGBOUNCER_METRICS_PORT = 9187, 9127

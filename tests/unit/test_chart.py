@@ -634,7 +634,8 @@ def test_plain_module_job_has_no_hook_and_runs_install_and_update(version: str) 
     assert {e["name"] for e in wait["env"]} == {"PGUSER", "PGPASSWORD"}
     # the same odoo.conf as the web pods, in the Job's own ConfigMap, named like the Job
     name = job["metadata"]["name"]
-    assert find(objs, "ConfigMap", name)["data"]["odoo.conf"] == find(objs, "ConfigMap", "odoo-config")["data"]["odoo.conf"]
+    conf = find(objs, "ConfigMap", "odoo-config")["data"]["odoo.conf"]
+    assert find(objs, "ConfigMap", name)["data"]["odoo.conf"] == conf
     assert [v["configMap"]["name"] for v in pod_spec(job)["volumes"] if "configMap" in v] == [name]
 
 

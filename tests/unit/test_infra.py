@@ -150,7 +150,8 @@ def test_a_default_deny_policy_covers_every_pod(r: Run) -> None:
 
 def test_no_policy_admits_another_namespace(r: Run) -> None:
     monitoring = r.sized.spec.monitoring.namespace
-    allowed = {r.sized.spec.kubernetes.ingress_namespace, "kube-system", "cnpg-system", *([monitoring] if monitoring else [])}
+    allowed = {r.sized.spec.kubernetes.ingress_namespace, "kube-system", "cnpg-system",
+               *([monitoring] if monitoring else [])}
     for reg in r.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy"):
         for peer in _peers(reg.inputs):
             if "namespaceSelector" not in peer:
@@ -392,7 +393,8 @@ def test_s3_compatible_keys_come_from_the_named_secret_config(r: Run) -> None:
     odoo = [x for x in r.of_type("kubernetes:core/v1:Secret") if x.inputs["metadata"]["name"] == "odoo-object-storage"]
     if r.sized.spec.filestore.mode == "object-storage":
         assert backup_id != secrets.s3_access_key_id, "Odoo and CloudNativePG share a key"
-        assert odoo[0].inputs["stringData"]["access-key-id"] == f"<secret:pulumi-config/erpops:{secrets.s3_access_key_id}>"
+        odoo_key = odoo[0].inputs["stringData"]["access-key-id"]
+        assert odoo_key == f"<secret:pulumi-config/erpops:{secrets.s3_access_key_id}>"
     else:
         assert odoo == [], "Odoo keeps no attachments in S3 and gets no key"
 
