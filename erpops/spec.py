@@ -172,7 +172,6 @@ class Redis(_Model):
         "managed: host:port of the primary endpoint"))
     cidrs: list[Annotated[str, Field(pattern=_CIDR)]] = Field(default=[], max_length=16, description=(
         "managed: addresses of the endpoint, the egress policy opens its port to these only"))
-    tls: bool = Field(default=True, description="managed: connect with TLS (rediss://)")
 
     @field_validator("memory", "storage")
     @classmethod

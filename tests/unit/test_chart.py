@@ -674,3 +674,31 @@ def test_hook_module_job_is_unchanged_by_default(upgrade: bool) -> None:
     args = container(job)["args"]
     assert bool([a for a in args if a.startswith("--init")]) is not upgrade
     assert bool([a for a in args if a.startswith("--update")]) is upgrade
+
+
+def test_smtp_settings_are_in_odoo_conf_and_the_password_only_in_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = deep_merge(HA_VALUES, {"mail": {"smtp": {
+        "enabled": True, "server": "smtp.example.com", "port": 587, "ssl": True, "user": "erp@example.com",
+        "existingSecret": "odoo-smtp", "passwordKey": "smtp-password"}}})
+    objs = render_chart(values)
+    configmap = find(objs, "ConfigMap", "odoo-config")["data"]["odoo.conf"]
+    assert "smtp_password" not in configmap
+    conf = odoo_conf(objs)
+    assert conf.get("options", "smtp_server") == "smtp.example.com"
+    assert conf.get("options", "smtp_port") == "587" and conf.get("options", "smtp_ssl") == "True"
+    assert conf.get("options", "smtp_user") == "erp@example.com"
+    (init,) = pod_spec(find(objs, "Deployment", "odoo-web"))["initContainers"]
+    monkeypatch.setitem(SECRETS, ("odoo-smtp", "smtp-password"), "sm%tp $(Y) pw\n")
+    env = container_env(init)
+    script = kubelet_expand(init["command"][-1], env)
+    template, rendered = tmp_path / "template", tmp_path / "config"
+    template.mkdir()
+    rendered.mkdir()
+    (template / "odoo.conf").write_text(configmap)
+    script = script.replace("/etc/odoo-template/", f"{template}/").replace("/etc/odoo/", f"{rendered}/")
+    subprocess.run([*init["command"][:-1], script], env={"PATH": "/usr/bin:/bin", **env}, check=True, timeout=10)
+    final = configparser.RawConfigParser()
+    final.read(rendered / "odoo.conf")
+    assert final.get("options", "smtp_password") == "sm%tp $(Y) pw"
+    assert final.get("options", "admin_passwd") == SECRETS[("odoo-admin", "admin-password")].strip()
