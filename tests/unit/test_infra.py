@@ -626,3 +626,45 @@ def test_module_job_name_changes_with_the_spec_image_under_pulumi() -> None:
         (job,) = [x for x in regs if x.type == "kubernetes:batch/v1:Job"]
         names.append(job.inputs["metadata"]["name"])
     assert names[0] != names[1] and names[0] == names[2], names
+
+
+def test_a_managed_redis_is_reached_by_address_with_its_password_from_config() -> None:
+    def managed(raw: dict[str, Any]) -> None:
+        raw["filestore"]["sessions"] = "redis"
+        raw["image"] = {"addons": ["fs_storage", "fs_attachment", "session_redis"]}
+        raw["redis"] = {"enabled": True, "mode": "managed", "endpoint": "sessions.abc.cache.amazonaws.com:6380",
+                        "cidrs": ["10.20.0.0/24", "10.20.1.0/24"]}
+        raw["secrets"]["redis_password"] = "redisPassword"
+
+    r = run_variant("prod", managed)
+    assert not r.of_type("kubernetes:apps/v1:StatefulSet"), "a managed Redis runs nothing in the namespace"
+    secret = r.one("kubernetes:core/v1:Secret", "redis-auth")
+    assert secret.inputs["stringData"] == {"redis-password": "<secret:pulumi-config/erpops:redisPassword>"}
+    egress = r.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "odoo-egress").inputs["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "10.20.0.0/24"}}, {"ipBlock": {"cidr": "10.20.1.0/24"}}],
+            "ports": [{"protocol": "TCP", "port": 6380}]} in egress
+    values = r.one("kubernetes:helm.sh/v4:Chart").inputs["values"]
+    assert values["redis"]["host"] == "sessions.abc.cache.amazonaws.com" and values["redis"]["port"] == 6380
+    assert "session_redis" in values["image"]["addons"] and values["sessionDb"]["enabled"] is False
+
+
+def test_odoo_health_may_be_probed_from_the_monitoring_namespace_only_when_asked() -> None:
+    raw = copy.deepcopy(spec.read_raw(spec.stack_file(ROOT, "prod")))
+    sized = spec.validate(raw, "prod")
+    assert "odoo-web-from-monitoring" not in dict(derive.network_policies(sized, refs_for(sized)))
+    raw["monitoring"]["scrape_odoo_health"] = True
+    sized = spec.validate(raw, "prod")
+    policy = dict(derive.network_policies(sized, refs_for(sized)))["odoo-web-from-monitoring"]
+    assert policy["ingress"] == [{"from": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}], "ports": [{"protocol": "TCP", "port": 8069}]}]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "web"
+
+
+@pytest.mark.parametrize("namespace", ["erpops-staging", "kube-system", "cnpg-system"])
+def test_a_monitoring_namespace_that_would_open_the_environment_is_refused(namespace: str) -> None:
+    raw = copy.deepcopy(spec.read_raw(spec.stack_file(ROOT, "prod")))
+    raw["monitoring"]["namespace"] = namespace
+    sink: list[render.Registration] = []
+    with pytest.raises(pulumi.RunError, match="monitoring.namespace") as exc:
+        render.run_program(ROOT, "prod", {"erpops:spec": json.dumps(raw)}, [], sink=sink)
+    assert "name Prometheus' namespace" in str(exc.value) and sink == []
