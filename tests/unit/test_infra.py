@@ -668,3 +668,19 @@ def test_a_monitoring_namespace_that_would_open_the_environment_is_refused(names
     with pytest.raises(pulumi.RunError, match="monitoring.namespace") as exc:
         render.run_program(ROOT, "prod", {"erpops:spec": json.dumps(raw)}, [], sink=sink)
     assert "name Prometheus' namespace" in str(exc.value) and sink == []
+
+
+def test_the_image_build_logs_in_with_the_named_secret_config_keys() -> None:
+    def with_registry_login(raw: dict[str, Any]) -> None:
+        raw["image"]["build"].update(registry_username_key="registryUser", registry_password_key="registryToken")
+
+    r = run_variant("prod", with_registry_login)
+    (build,) = r.of_type("docker-build:index:Image")
+    assert build.parent.endswith("erpops:docker:OdooImage::image"), build.urn
+    (registry,) = build.inputs["registries"]
+    assert registry["username"] == "<secret:pulumi-config/erpops:registryUser>"
+    assert registry["password"] == "<secret:pulumi-config/erpops:registryToken>"
+    # the SDK marks the whole entry secret once a field is: the address then shows as a reference too
+    assert registry["address"] in ("registry.example.com", "<secret>")
+    assert build.inputs["platforms"] == ["linux/amd64"] and build.inputs["push"] is True
+    assert build.inputs["dockerfile"]["location"].endswith("images/odoo/Dockerfile")
