@@ -665,7 +665,7 @@ def test_a_monitoring_namespace_that_would_open_the_environment_is_refused(names
     raw = copy.deepcopy(spec.read_raw(spec.stack_file(ROOT, "prod")))
     raw["monitoring"]["namespace"] = namespace
     sink: list[render.Registration] = []
-    with pytest.raises(pulumi.RunError, match="monitoring.namespace") as exc:
+    with pytest.raises(pulumi.RunError, match=r"monitoring\.namespace") as exc:
         render.run_program(ROOT, "prod", {"erpops:spec": json.dumps(raw)}, [], sink=sink)
     assert "name Prometheus' namespace" in str(exc.value) and sink == []
 
