@@ -731,7 +731,8 @@ def _semantic_problems(stack: str, spec: Spec) -> tuple[list[tuple[str, str]], S
 
 # Modules the images/odoo build adds, per Odoo series (images/odoo/requirements-<series>.txt pins them;
 # a test keeps the two equal). A series without a pinned set cannot be built.
-BUILT_ADDONS: dict[str, tuple[str, ...]] = {"17.0": (*OBJECT_STORAGE_ADDONS, SESSION_DB_ADDON)}
+BUILT_ADDONS: dict[str, tuple[str, ...]] = {
+    series: (*OBJECT_STORAGE_ADDONS, SESSION_DB_ADDON) for series in ("17.0", "18.0")}
 
 
 def image_addons(spec: Spec) -> tuple[str, ...]:

@@ -101,3 +101,12 @@ def _refs(sized: spec.Sized):
     from erpops.helm_values import refs_for
 
     return refs_for(sized)
+
+
+def test_an_18_0_stack_builds_from_its_own_pinned_set() -> None:
+    raw = copy.deepcopy(yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"][spec.SPEC_KEY])
+    raw["odoo"].update(version="18.0", image="odoo:18.0-20250101")
+    sized = spec.validate(raw, "prod")
+    assert odoo_image.build_args(sized) == {"ODOO_IMAGE": "odoo:18.0-20250101", "ODOO_SERIES": "18.0"}
+    assert all(p.exists() for p in odoo_image.context_files("18.0"))
+    assert odoo_image.odoo_image(sized).tag.startswith("18.0-20250101-erpops-")
