@@ -7,6 +7,7 @@ Asserts on what a cluster would receive: strictly valid objects, Pod Security "r
 from __future__ import annotations
 
 import configparser
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -702,3 +703,80 @@ def test_smtp_settings_are_in_odoo_conf_and_the_password_only_in_memory(
     final.read(rendered / "odoo.conf")
     assert final.get("options", "smtp_password") == "sm%tp $(Y) pw"
     assert final.get("options", "admin_passwd") == SECRETS[("odoo-admin", "admin-password")].strip()
+
+
+class _Records(list):
+    """Just enough of an Odoo recordset/model for the storage script: search, create, write, count."""
+
+    def __init__(self, model: _Model, items: list[dict[str, Any]]) -> None:
+        super().__init__(items)
+        self.model = model
+
+    def write(self, vals: dict[str, Any]) -> None:
+        for item in self:
+            item.update(vals)
+
+
+class _Model:
+    def __init__(self, rows: list[dict[str, Any]], calls: list[str]) -> None:
+        self.rows, self.calls = rows, calls
+
+    def sudo(self) -> _Model:
+        return self
+
+    def with_context(self, **ctx: Any) -> _Model:
+        self.calls.append(f"context {ctx}")
+        return self
+
+    def search(self, domain: list[Any], limit: int | None = None) -> _Records:
+        (field, _, value), = domain
+        return _Records(self, [r for r in self.rows if r.get(field) == value][:limit])
+
+    def create(self, vals: dict[str, Any]) -> _Records:
+        self.rows.append(dict(vals))
+        return _Records(self, [self.rows[-1]])
+
+    def search_count(self, domain: list[Any]) -> int:
+        code = domain[1][2].removesuffix("%")
+        return sum(1 for r in self.rows if r.get("store_fname") and not r["store_fname"].startswith(code))
+
+    def _force_storage_to_object_storage(self) -> None:
+        self.calls.append("force")
+        for r in self.rows:
+            if r.get("store_fname") and not r.get("stuck"):
+                r["store_fname"] = "erpops_filestore://" + r["store_fname"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["first-install", "later-run"])
+def test_the_storage_script_makes_the_bucket_the_default_and_moves_everything(
+        existing: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    code = compile(find(render_chart(HA_VALUES), "ConfigMap", "odoo-modules")["data"]["configure_storage.py"],
+                   "configure_storage.py", "exec")
+    calls: list[str] = []
+    storages = [{"code": "erpops_filestore", "directory_path": "old"}] if existing else []
+    attachments = [{"store_fname": "ab/abcdef"}, {"store_fname": False}]
+
+    class Cr:
+        def commit(self) -> None:
+            calls.append("commit")
+
+    class Env(dict):
+        cr = Cr()
+
+    env = Env({"fs.storage": _Model(storages, calls), "ir.attachment": _Model(attachments, calls)})
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("ERPOPS_FILESTORE_BUCKET", "acme-files")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://minio.example.com")
+    exec(code, {"env": env})  # noqa: S102 (the chart's own script, against a stand-in env)
+    (storage,) = storages
+    assert storage["code"] == "erpops_filestore" and storage["protocol"] == "s3"
+    assert storage["directory_path"] == "acme-files" and storage["use_as_default_for_attachments"] is True
+    assert json.loads(storage["options"]) == {"client_kwargs": {"region_name": "eu-west-1"},
+                                              "endpoint_url": "https://minio.example.com"}
+    # committed as the default before the move, the move under that storage, committed again
+    assert calls == ["commit", "context {'storage_location': 'erpops_filestore'}", "force", "commit"]
+    assert attachments[0]["store_fname"] == "erpops_filestore://ab/abcdef"
+    # an attachment the move could not take fails the Job, instead of staying on the scratch volume
+    attachments.append({"store_fname": "cd/stuck", "stuck": True})
+    with pytest.raises(SystemExit, match="1 attachments are still outside erpops_filestore"):
+        exec(code, {"env": env})  # noqa: S102
