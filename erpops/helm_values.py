@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from erpops import image as odoo_image
 from erpops.spec import Sized, image_addons
@@ -20,6 +19,8 @@ POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 ODOO_HTTP_PORT = 8069
 ODOO_WEBSOCKET_PORT = 8072
+# the proxy waits this long past Odoo's own limit, so Odoo's error (not a 504) reaches the user
+INGRESS_TIMEOUT_MARGIN_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,6 @@ def _resources(cpu: str, memory_mib: int) -> dict[str, Any]:
     # requests = limits: Guaranteed QoS, and the namespace quota sums to exactly what runs
     quantity = {"cpu": str(cpu), "memory": format_mib_quantity(memory_mib)}
     return {"requests": dict(quantity), "limits": dict(quantity)}
-
-
-def s3_endpoint_host(endpoint: str | None) -> str:
-    """`https://minio.example.com:9000/` -> `minio.example.com:9000` (attachment_s3's AWS_HOST)."""
-    if not endpoint:
-        return ""
-    parts = urlsplit(endpoint)
-    return parts.netloc or parts.path.strip("/")
 
 
 def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | None = None) -> dict[str, Any]:
@@ -230,8 +223,6 @@ def ingress_annotations(sized: Sized, timeout_seconds: int) -> dict[str, str]:
         "nginx.ingress.kubernetes.io/proxy-send-timeout": timeout,
     }
 
-
-INGRESS_TIMEOUT_MARGIN_SECONDS = 60
 
 
 def _persistence(sized: Sized, refs: Refs) -> dict[str, Any]:
