@@ -499,7 +499,12 @@ def test_replica_lag_crits_while_replay_is_paused_then_clears() -> None:
                      is State.CRIT)
             lagging = run(postgres.replication, t, th)
             assert lagging.metrics["lag_bytes"] >= 1024**2, lagging.message
-            on_standby = run(postgres.replication, Targets(pg=standby, host=False), th)
+            # the primary counts WAL not yet sent; the standby counts only what it has received,
+            # which on a busy machine arrives a little later
+            on_standby_targets = Targets(pg=standby, host=False)
+            wait_for("the standby to see its own stalled replay",
+                     lambda: run(postgres.replication, on_standby_targets, th).state is State.CRIT)
+            on_standby = run(postgres.replication, on_standby_targets, th)
             assert on_standby.state is State.CRIT and "standby replay" in on_standby.message
         finally:
             standby.psql("SELECT pg_wal_replay_resume()")
