@@ -792,18 +792,6 @@ def _h(n: float) -> str:
     return f"{n}"
 
 
-def _lines(reader: Reader) -> Iterator[bytes]:
-    """The lines of a byte stream, each with its newline (the last one may lack it)."""
-    pending = b""
-    while data := reader.read(CHUNK):
-        lines = (pending + data).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            yield line + b"\n"
-    if pending:
-        yield pending
-
-
 def _check_stream(target: Target, a: mf.Artifact, stored: HashingReader, raw: HashingReader) -> None:
     if (stored.size, stored.sha256) != (a.size, a.sha256):
         raise IntegrityError(f"{target.child(a.key)} changed: {stored.size} bytes, sha256 {stored.sha256}; the "
@@ -821,12 +809,18 @@ def restore_dump_into(
     plan: DumpPlan,
     reporter: Reporter,
     owner: str | None = None,
-) -> None:
+    *,
+    untrusted: bool = False,
+) -> dict[str, Any] | None:
     """Create db and restore the set's dump into it; the caller drops db if this raises.
 
     Every byte read is hashed on the way: a dump that changed since it was verified fails here.
+    A plain SQL dump (from an Odoo zip), or any dump when untrusted=True, is screened and run as a
+    sandbox role (erpops.backup.untrusted); the screen's report is returned then, else None.
     """
     a = manifest.dump
+    if a.format == "plain" or untrusted:
+        return _restore_untrusted(target, a, pg, db, reporter, owner)
     create_database(pg, db, owner)
     env = pg.env()
     if owner:
@@ -838,15 +832,10 @@ def restore_dump_into(
         with task, target.get_stream(a.key) as body:
             stored = HashingReader(body, on_bytes=task.advance)
             raw = HashingReader(zstandard.ZstdDecompressor().stream_reader(stored, read_size=CHUNK, closefd=False))
-            if a.format == "plain":
-                argv = [client_bin("psql"), "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                        "-d", db, "-f", "-"]
-                tool = "psql"
-            else:
-                argv = [client_bin("pg_restore"), "-w", "--no-owner", "--no-privileges", "--exit-on-error", "-d", db]
-                if owner:
-                    argv.append(f"--role={owner}")
-                tool = "pg_restore"
+            argv = [client_bin("pg_restore"), "-w", "--no-owner", "--no-privileges", "--exit-on-error", "-d", db]
+            if owner:
+                argv.append(f"--role={owner}")
+            tool = "pg_restore"
             if plan.work_dir is not None:
                 with tempfile.NamedTemporaryFile(prefix="erpops-dump-", suffix=".pgdump", dir=plan.work_dir) as tmp:
                     while data := raw.read(CHUNK):
@@ -859,16 +848,8 @@ def restore_dump_into(
                 proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env)
                 assert proc.stdin is not None
                 try:
-                    if a.format == "plain":
-                        # A plain dump may come from an Odoo zip of unknown origin: run it under our
-                        # own psql \restrict key so it cannot run meta-commands such as \! (a shell).
-                        from erpops.backup.odoozip import restricted_lines
-
-                        for line in restricted_lines(_lines(raw), secrets.token_hex(16)):  # type: ignore[arg-type]
-                            proc.stdin.write(line)
-                    else:
-                        while data := raw.read(CHUNK):
-                            proc.stdin.write(data)
+                    while data := raw.read(CHUNK):
+                        proc.stdin.write(data)
                     proc.stdin.close()
                 except BrokenPipeError:
                     pass  # the tool stopped reading: its exit code and log say why
@@ -886,6 +867,57 @@ def restore_dump_into(
     finally:
         err.close()
         Path(err.name).unlink(missing_ok=True)
+
+
+def _restore_untrusted(
+    target: Target, a: mf.Artifact, pg: Pg, db: str, reporter: Reporter, owner: str | None,
+) -> dict[str, Any]:
+    """Screen the dump and run it as a fresh sandbox role (custom format: rendered by pg_restore -f - first)."""
+    from erpops.backup import untrusted as ut
+
+    source = target.child(a.key)
+    err = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with reporter.task("restore (screened, as a sandbox role)", total=a.size) as task, \
+                target.get_stream(a.key) as body:
+            stored = HashingReader(body, on_bytes=task.advance)
+            raw = HashingReader(zstandard.ZstdDecompressor().stream_reader(stored, read_size=CHUNK, closefd=False))
+            feeder = None
+            if a.format == "plain":
+                sql: Any = raw
+            else:
+                proc, feeder = ut.custom_to_sql(raw, work_err=err)
+                sql = proc.stdout
+
+            def checked() -> Iterator[bytes]:
+                yield from ut.bounded_lines(sql, source)
+                # End of the SQL, before psql may commit: pg_restore's verdict and the stored bytes' sums.
+                if proc is not None and feeder is not None:
+                    rc = proc.wait()
+                    feeder.join()
+                    failure = getattr(feeder, "failure", [])
+                    if failure:
+                        raise failure[0]
+                    if rc != 0:
+                        err.seek(0)
+                        raise BackupError(f"pg_restore -f - of {source} failed ({_exit_text(rc)}): "
+                                          + err.read().decode("utf-8", "replace").strip()[-2000:])
+                _check_stream(target, a, stored, raw)
+
+            result = ut.execute_untrusted_sql(pg, db, checked(), create_database=create_database, owner=owner,
+                                              source=source)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"{source} does not decompress ({exc}): the bytes are damaged") from exc
+    finally:
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        err.close()
+    return result.to_dict()
 
 
 # ------------------------------------------------------------------------------------------------

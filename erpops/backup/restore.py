@@ -25,8 +25,8 @@ a partial swap, and says so in the error (BackupError, exit 4).
 
 pg_restore -j N needs a seekable file: with jobs > 1 the dump is decompressed to a temp file in
 `work_dir` when there is room for it, otherwise it streams into `pg_restore -j 1` (the report
-says which). Plain SQL dumps (sets imported from Odoo zips) go through `psql -v ON_ERROR_STOP=1
---single-transaction` under a psql `\\restrict` fence.
+says which). Plain SQL dumps (sets imported from Odoo zips), and any dump with untrusted=True, are
+screened and run by a fresh role without rights (erpops.backup.untrusted), one psql transaction.
 """
 
 from __future__ import annotations
@@ -146,8 +146,12 @@ def restore(
     work_dir: Path | None = None,
     reporter: Reporter | None = None,
     disk_usage: Callable[[Path], Any] = shutil.disk_usage,
+    untrusted: bool = False,
 ) -> dict[str, Any]:
     """Restore set_id as database db; returns the restore report. See the module docstring.
+
+    untrusted=True screens the dump and runs it as a sandbox role (erpops.backup.untrusted), as is
+    always done for plain SQL dumps.
 
     neutralize=None neutralizes Odoo databases and leaves any other database as it is.
     """
@@ -193,7 +197,7 @@ def restore(
     try:
         step = time.monotonic()
         built.append("db")
-        engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner)
+        screened = engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, untrusted=untrusted)
         counts = engine.row_counts(pg, temp_db)
         mismatched = mf.row_count_problems(manifest.row_counts, counts) if manifest.row_counts else []
         if mismatched:
@@ -231,7 +235,7 @@ def restore(
         if isinstance(exc, ErpopsError):
             msg = f"restore of {set_id} into {db} failed: {exc}; rolled back: {undone}"
             if isinstance(exc, IntegrityError):
-                raise IntegrityError(msg) from exc
+                raise type(exc)(msg) from exc
             raise BackupError(msg) from exc
         exc.add_note(f"restore interrupted; rolled back: {undone}")
         raise
@@ -258,6 +262,7 @@ def restore(
         "filestore": {"dir": str(fs_dest) if with_fs else None, "count": len(manifest.filestore) if with_fs else 0,
                       "bytes": manifest.filestore_bytes if with_fs else 0},
         "pg_restore_jobs": plan.jobs,
+        "untrusted": screened,
         "notes": notes,
         "leftovers": leftovers,
         "timings": timings,

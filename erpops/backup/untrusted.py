@@ -341,7 +341,7 @@ class Screen:
         self._has_code, self._tail, self._parens = False, " ", 0
         self.report.statements += 1
         up = code.upper()
-        if self._judge(up, code, lits, line) == "drop":
+        if self._judge(up, code, lits, line, _WS.sub(" ", raw).strip()) == "drop":
             kind = _DROPPED.match(up)
             key = kind.group(1) if kind else "other"
             self.report.dropped[key] = self.report.dropped.get(key, 0) + 1
@@ -350,10 +350,10 @@ class Screen:
             self._copy = True
         return raw
 
-    def _judge(self, up: str, code: str, lits: list[str], line: int) -> str:
+    def _judge(self, up: str, code: str, lits: list[str], line: int, raw: str) -> str:
         if up == ";":
             return "run"
-        shown = code[:120]
+        shown = raw[:160]
         for pattern, why in _REFUSED:
             if pattern.search(up):
                 self._refuse(line, f"it {why}: {shown}")
@@ -445,9 +445,9 @@ class Sandbox:
 
 
 def _admin_rights(pg: Pg) -> tuple[bool, bool]:
-    out = pg.scalar("SELECT rolsuper || ',' || rolcreaterole FROM pg_roles WHERE rolname = current_user")
-    sup, createrole = [*out.split(","), "f"][:2]
-    return sup == "t", createrole == "t"
+    out = pg.scalar("SELECT rolsuper::int || ',' || rolcreaterole::int FROM pg_roles WHERE rolname = current_user")
+    sup, createrole = [*out.split(","), "0"][:2]
+    return sup == "1", createrole == "1"
 
 
 def create_sandbox(admin: Pg) -> Sandbox:
