@@ -42,6 +42,7 @@ from typing import Any
 import zstandard
 
 from erpops import __version__
+from erpops.backup import lease
 from erpops.backup import manifest as mf
 from erpops.backup.progress import Reporter
 from erpops.backup.storage import (
@@ -421,6 +422,20 @@ def copy_filestore(source: Target, target: Target, reporter: Reporter, workers: 
 
     with task:
         results = _run_parallel(entries, one, workers)
+        # Skipped objects are re-checked before the manifest can reference them: a GC that stalled past
+        # its lease may have deleted some since the listing above (erpops.backup.lease). Gone ones are
+        # uploaded again.
+        skipped = {mf.filestore_key(r[0].sha1): obj for r, obj in zip(results, entries, strict=True) if not r[1]}
+        if skipped:
+            now_stored = {o.key: o.size for o in target.list_objects(f"{mf.FILESTORE}/")}
+            gone = [obj for key, obj in skipped.items() if now_stored.get(key) != obj.size]
+            if gone:
+                reporter.note(f"filestore: {len(gone)} object(s) skipped as already stored were deleted meanwhile "
+                              "(by a prune); uploading them again", reuploaded=len(gone))
+                for key in (mf.filestore_key(o.key.split("/")[1]) for o in gone):
+                    existing.pop(key, None)
+                again = {r[0].sha1: r for r in _run_parallel(gone, one, workers)}
+                results = [again.get(r[0].sha1, r) for r in results]
     files = sorted((r[0] for r in results), key=lambda f: f.path)
     uploaded = sum(1 for r in results if r[1])
     return FilestoreCopy(files, uploaded, len(results) - uploaded, [o.key for o in ignored])
@@ -500,11 +515,21 @@ class _SetWriter:
     def __init__(self, target: Target, set_id: str) -> None:
         self.target = target
         self.set_id = set_id
+        self._heartbeat: Any = None
 
     def start(self, info: dict[str, Any]) -> None:
-        self.target.put_bytes(mf.set_key(self.set_id, mf.IN_PROGRESS), json.dumps(info).encode())
+        """Write the in-progress marker (pid, host, heartbeat) and keep it fresh until finish/discard."""
+        from erpops.backup.lease import Heartbeat
+
+        self._heartbeat = Heartbeat(self.target, mf.set_key(self.set_id, mf.IN_PROGRESS), info).start()
+
+    def stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
 
     def finish(self, manifest: mf.Manifest) -> None:
+        self.stop_heartbeat()
         body = json.dumps(manifest.to_dict(), indent=1, sort_keys=False).encode()
         self.target.put_bytes(mf.set_key(self.set_id, mf.MANIFEST), body)  # last: the set is now complete
         with contextlib.suppress(ErpopsError):
@@ -512,6 +537,7 @@ class _SetWriter:
 
     def discard(self) -> str:
         """Remove the set's objects; a sentence saying what was cleaned, for the error message."""
+        self.stop_heartbeat()
         try:
             keys = list(self.target.list_keys(f"{mf.SETS}/{self.set_id}/"))
             self.target.delete_many(keys)
@@ -589,6 +615,7 @@ def backup(
                 dump.close()
         copied = FilestoreCopy([], 0, 0, [])
         if fs_source is not None:
+            lease.wait_for_gc(target, note=reporter.note)  # after the marker, before deciding what to skip
             copied = copy_filestore(fs_source, target, reporter, workers)
         manifest = mf.Manifest(
             odoo=mf.odoo_keys(db, facts.modules, facts.server_version_num),
@@ -690,6 +717,7 @@ def import_odoo_zip(
         try:
             with zf.open("dump.sql") as sql:
                 artifact = _store_dump(target, mf.set_key(set_id, mf.DUMP_SQL), sql, "plain", reporter, None)
+            lease.wait_for_gc(target, note=reporter.note)
             copied = copy_filestore(_ZipFilestore(zf, zip_path), target, reporter, workers)
             manifest = mf.Manifest(
                 odoo={**{k: v for k, v in odoo.items() if k != "erpops"}, "db_name": db},
