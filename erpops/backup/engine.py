@@ -42,8 +42,9 @@ from typing import Any
 import zstandard
 
 from erpops import __version__
-from erpops.backup import lease
+from erpops.backup import lease, leftovers
 from erpops.backup import manifest as mf
+from erpops.backup.leftovers import preexec
 from erpops.backup.progress import Reporter
 from erpops.backup.storage import (
     CHUNK,
@@ -97,7 +98,7 @@ class SnapshotSession:
         self.db = db
         self._err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by close()
         self.proc = subprocess.Popen(
-            [client_bin("psql"), "-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db],
+            [client_bin("psql"), "-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db], preexec_fn=preexec(),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True, env=pg.env(),
         )
         # A server-side idle-in-transaction timeout must not end the transaction pg_dump imports.
@@ -193,12 +194,14 @@ def side_name(db: str, tag: str, rand: str) -> str:
     return db[: 63 - len(suffix)] + suffix
 
 
-def create_database(pg: Pg, db: str, owner: str | None = None) -> None:
+def create_database(pg: Pg, db: str, owner: str | None = None, *, kind: str | None = "side") -> None:
     """An empty database the way Odoo's _create_empty_database makes one: template0, UTF8, collation C,
     and (Odoo 17.0 on PostgreSQL 15+) CREATE on schema public granted to PUBLIC, which a restore
     with --no-privileges would otherwise lose."""
     owner_sql = f" OWNER {quote_ident(owner)}" if owner else ""
-    pg.psql(f"CREATE DATABASE {quote_ident(db)} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C'{owner_sql}")
+    # The leftover marker is set in the same session: a SIGKILL right after leaves a marked database.
+    mark = "\n" + leftovers.mark_sql("DATABASE", quote_ident(db), kind) if kind else ""
+    pg.psql(f"CREATE DATABASE {quote_ident(db)} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C'{owner_sql};{mark}")
     pg.psql("GRANT CREATE ON SCHEMA public TO PUBLIC", db)
 
 
@@ -225,7 +228,8 @@ class PgDump:
         argv = [client_bin("pg_dump"), "-w", "-Fc", "-Z0", "-d", db]
         if snapshot:
             argv.append(f"--snapshot={snapshot}")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._err, env=pg.env())
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._err, env=pg.env(),
+                                     preexec_fn=preexec())
         assert self.proc.stdout is not None
         self.stdout = self.proc.stdout
 
@@ -593,6 +597,7 @@ def backup(
         if isinstance(fs_source, FileTarget) and not fs_source.root.is_dir():
             raise UsageError(f"no filestore for {db} in {filestore} (no directory {fs_source.root}); "
                              "leave --filestore out to back up the database alone")
+    leftovers.sweep(pg, note=reporter.note)
     writer = _SetWriter(target, set_id)
     writer.start({"started_at": mf.utc_iso(created), "host": socket.gethostname(), "pid": os.getpid(), "db": db})
     scratch = None
@@ -658,11 +663,12 @@ def copy_database(pg: Pg, source: str, dest: str) -> None:
     """pg_dump | pg_restore into a new database dest (dropped again if anything fails)."""
     create_database(pg, dest)
     dump = PgDump(pg, source)
-    err = tempfile.NamedTemporaryFile(prefix="erpops-pg_restore-", delete=False)  # noqa: SIM115
+    err = tempfile.NamedTemporaryFile(prefix="erpops-pg_restore-", delete=False, dir=leftovers.run_dir())  # noqa: SIM115
     try:
         proc = subprocess.run(
             [client_bin("pg_restore"), "-w", "--no-owner", "--no-privileges", "--exit-on-error", "-d", dest],
             stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=err, env=pg.env(), check=False,
+            preexec_fn=preexec(),
         )
         dump.finish()
         if proc.returncode != 0:
@@ -853,7 +859,8 @@ def restore_dump_into(
     env = pg.env()
     if owner:
         env["PGOPTIONS"] = f"-c role={owner}"
-    err = tempfile.NamedTemporaryFile(prefix="erpops-restore-", suffix=".log", delete=False)  # noqa: SIM115
+    err = tempfile.NamedTemporaryFile(prefix="erpops-restore-", suffix=".log", delete=False,  # noqa: SIM115
+                                      dir=leftovers.run_dir())
     # With a temp file the bar covers the decompression; pg_restore -j N runs after it.
     task = reporter.task("decompress" if plan.work_dir is not None else "restore", total=a.size)
     try:
@@ -865,15 +872,17 @@ def restore_dump_into(
                 argv.append(f"--role={owner}")
             tool = "pg_restore"
             if plan.work_dir is not None:
-                with tempfile.NamedTemporaryFile(prefix="erpops-dump-", suffix=".pgdump", dir=plan.work_dir) as tmp:
+                with tempfile.NamedTemporaryFile(prefix="erpops-dump-", suffix=".pgdump",
+                                                 dir=leftovers.run_dir(plan.work_dir)) as tmp:
                     while data := raw.read(CHUNK):
                         tmp.write(data)
                     tmp.flush()
                     _check_stream(target, a, stored, raw)
                     rc = subprocess.run([*argv, "-j", str(plan.jobs), tmp.name], stdout=subprocess.DEVNULL,
-                                        stderr=err, env=env, check=False).returncode
+                                        stderr=err, env=env, check=False, preexec_fn=preexec()).returncode
             else:
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env)
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                        preexec_fn=preexec())
                 assert proc.stdin is not None
                 try:
                     while data := raw.read(CHUNK):
@@ -1041,6 +1050,7 @@ def verify(
         if problems:
             report["deep_skipped"] = "artifacts are damaged: nothing to restore"
         else:
+            leftovers.sweep(pg, [work_dir], note=reporter.note)
             scratch = side_name(manifest.db_name or "set", "verify", secrets.token_hex(3))
             plan = plan_dump_restore(manifest, jobs, work_dir)
             reporter.note(f"deep verify: restoring into scratch database {scratch} ({plan.note})")

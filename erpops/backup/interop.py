@@ -110,8 +110,10 @@ def export_set_zip(
         errors = stack.enter_context(tempfile.TemporaryFile())
         if a.format == "custom":
             # pg_restore turns the custom format into plain SQL; it wants a file it can read in its own order.
+            from erpops.backup.leftovers import preexec, run_dir
+
             tmp = stack.enter_context(tempfile.NamedTemporaryFile(prefix="erpops-export-", suffix=".pgdump",
-                                                                  dir=work_dir))
+                                                                  dir=run_dir(work_dir)))
             try:
                 while data := raw.read(CHUNK):
                     tmp.write(data)
@@ -121,7 +123,7 @@ def export_set_zip(
             tmp.flush()
             engine._check_stream(target, a, stored, raw)
             proc = subprocess.Popen([client_bin("pg_restore"), "--no-owner", "-f", "-", tmp.name],
-                                    stdout=subprocess.PIPE, stderr=errors)
+                                    stdout=subprocess.PIPE, stderr=errors, preexec_fn=preexec())
             stack.callback(_reap, proc)
             assert proc.stdout is not None
             dump_reader = proc.stdout

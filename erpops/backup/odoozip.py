@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from erpops.backup import untrusted
+from erpops.backup import leftovers, untrusted
 from erpops.backup.neutralize import identity_sql, new_identity
 from erpops.errors import ErpopsError, IntegrityError, OperationFailed, PreflightError, ServiceError, UsageError
 from erpops.pg import Pg, client_bin, quote_ident
@@ -152,6 +152,7 @@ def import_odoo_zip(
                 "if it belongs to no database"
             )
         _check_psql_can_restrict()
+        leftovers.sweep(pg)
         dump_info = zf.getinfo(DUMP_NAME)
         _check_import_room(pg, zip_path, dump_info, files, filestore_root)
         # Screen the whole dump before anything is created: a refusal names the line, changes nothing.
@@ -169,6 +170,7 @@ def import_odoo_zip(
             imported = True
             if copy:
                 _regenerate_identity(pg, db)
+            pg.psql(leftovers.unmark_sql("DATABASE", quote_ident(db)))
             staging.rename(target)
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -221,9 +223,13 @@ def _extract_filestore(zf: zipfile.ZipFile, files: list[zipfile.ZipInfo], dest: 
 
 def _create_empty_database(pg: Pg, db: str, owner: str | None = None) -> None:
     """As odoo/service/db.py `_create_empty_database` with db_template = template0 (Odoo's default)."""
+    from erpops.backup.leftovers import mark_sql
+
     owner_sql = f" OWNER {quote_ident(owner)}" if owner else ""
+    mark = mark_sql("DATABASE", quote_ident(db), "import")  # cleared once the import is complete
     try:
-        pg.psql(f"CREATE DATABASE {quote_ident(db)} ENCODING 'unicode' LC_COLLATE 'C' TEMPLATE template0{owner_sql}")
+        pg.psql(f"CREATE DATABASE {quote_ident(db)} ENCODING 'unicode' LC_COLLATE 'C' TEMPLATE template0{owner_sql};\n"
+                + mark)
     except ServiceError as exc:
         raise OperationFailed(f"cannot create database {db!r}: {exc}") from exc
     # Odoo 17.0 restores the pre-15 behaviour so the Odoo role can create tables in public.

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from erpops.backup import engine
+from erpops.backup import leftovers as markers
 from erpops.backup import manifest as mf
 from erpops.backup.progress import Reporter
 from erpops.backup.storage import Target
@@ -159,6 +160,7 @@ def restore(
     started = time.monotonic()
     mf.check_db_name(db)
     manifest = engine.load_manifest(target, set_id)
+    markers.sweep(pg, [work_dir], note=reporter.note)  # what a killed run left on this server
     server_version_num = pg.server_version_num()
     exists = pg.database_exists(db)
     problems, notes = preflight(
@@ -220,7 +222,9 @@ def restore(
         if exists:
             _swap_databases(pg, db, temp_db, old_db)
         else:
-            pg.psql(f"ALTER DATABASE {quote_ident(temp_db)} RENAME TO {quote_ident(db)}")
+            # The rename and the end of the leftover marker in one transaction: db is the user's now.
+            pg.psql(f"BEGIN;\nALTER DATABASE {quote_ident(temp_db)} RENAME TO {quote_ident(db)};\n"
+                    f"{markers.unmark_sql('DATABASE', quote_ident(db))}\nCOMMIT;")
         swapped_db = True
         if with_fs:
             assert fs_dest is not None and fs_temp is not None and fs_old is not None
@@ -280,7 +284,10 @@ def _swap_databases(pg: Pg, db: str, new: str, old: str, attempts: int = 3) -> N
         f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
         f"WHERE datname = {quote_literal(db)} AND pid <> pg_backend_pid();\n"
         f"ALTER DATABASE {quote_ident(db)} RENAME TO {quote_ident(old)};\n"
-        f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(db)};"
+        f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(db)};\n"
+        # db is the user's now; old is ours, to drop (by the next run, should this one be killed first)
+        f"{markers.unmark_sql('DATABASE', quote_ident(db))}\n"
+        f"{markers.mark_sql('DATABASE', quote_ident(old), 'old')}"
     )
     for attempt in range(1, attempts + 1):
         try:
@@ -305,7 +312,8 @@ def _roll_back(
                 _swap_databases(pg, db, old_db, temp_db)  # db (new) -> temp, old -> db
                 done.append(f"put the previous database back as {db}")
             else:
-                pg.psql(f"ALTER DATABASE {quote_ident(db)} RENAME TO {quote_ident(temp_db)}")
+                pg.psql(f"BEGIN;\nALTER DATABASE {quote_ident(db)} RENAME TO {quote_ident(temp_db)};\n"
+                        f"{markers.mark_sql('DATABASE', quote_ident(temp_db), 'restore')}\nCOMMIT;")
         except ErpopsError as exc:
             failed.append(f"could not undo the database swap ({exc}): the previous database is {old_db}")
     if fs_old is not None and fs_dest is not None and fs_old.exists() and not fs_dest.exists():

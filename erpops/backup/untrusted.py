@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from erpops.backup import leftovers
 from erpops.errors import ErpopsError, IntegrityError, OperationFailed, PreflightError, ServiceError
 from erpops.pg import Pg, client_bin, quote_ident, quote_literal
 
@@ -463,7 +464,7 @@ def create_sandbox(admin: Pg) -> Sandbox:
     # The password is a literal inside the SQL text on psql's stdin, never on a command line or in a log.
     admin.psql(f"CREATE ROLE {quote_ident(role)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
                f"NOBYPASSRLS NOINHERIT CONNECTION LIMIT 4 PASSWORD {quote_literal(password)} "
-               "VALID UNTIL 'infinity'")
+               "VALID UNTIL 'infinity';\n" + leftovers.mark_sql("ROLE", quote_ident(role), "sandbox"))
     if not superuser:
         admin.psql(f"GRANT {quote_ident(role)} TO {quote_ident(admin.user)}")
     return Sandbox(admin, role, password)

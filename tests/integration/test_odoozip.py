@@ -187,7 +187,8 @@ def test_a_file_that_is_not_a_zip_is_refused(client: Pg, tmp_path: Path) -> None
 
 
 def test_a_sql_error_in_dump_sql_leaves_no_database_and_no_filestore(client: Pg, tmp_path: Path) -> None:
-    dump = b"CREATE TABLE first (id int);\nINSERT INTO first VALUES (1);\nINSERT INTO first VALUES (no_such_function());\n"
+    dump = (b"CREATE TABLE first (id int);\nINSERT INTO first VALUES (1);\n"
+            b"INSERT INTO first VALUES (no_such_function());\n")
     zip_path = make_zip(tmp_path / "sqlerr.zip", dump=dump, manifest=good_manifest(), files=dict([blob(b"a")]))
     root = tmp_path / "fs"
     with pytest.raises(OperationFailed, match=r"(?s)restoring \S*dump\.sql into 'sql_error' failed.*no_such_function"):
