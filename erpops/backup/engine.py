@@ -371,7 +371,12 @@ def _run_parallel(items: list[Any], fn: Callable[[Any], Any], workers: int) -> l
         return []
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="erpops-fs") as pool:
         futures: list[Future[Any]] = [pool.submit(fn, item) for item in items]
-        wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            # Ctrl-C or SIGTERM: drop the queued transfers, let only the running ones (<= workers) end
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception() is not None), None)
         if failed is not None:
             pool.shutdown(wait=True, cancel_futures=True)
