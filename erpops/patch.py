@@ -62,6 +62,7 @@ from erpops.errors import ErpopsError, OperationFailed, PreflightError, SpecErro
 from erpops.patch_drivers import CommandDriver, Driver, KubernetesDriver, PatchContext, run_shell
 
 STATE_FORMAT = 1
+SMOKE_TIMEOUT = 900.0  # seconds, when the driver names no timeout
 ACTIVE = ("running", "rolling_back")
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64}|:[A-Za-z0-9_.-]{1,128})$")
 MODULE_RE = re.compile(r"^[a-z0-9_]+$")
@@ -440,12 +441,17 @@ class Patch:
             self.log("WARNING: no load-test smoke in the gate (--no-smoke, or no odoo URL): health checks only")
             return "skipped"
         ctx = self._ctx(state)
-        env = {**os.environ, **ctx.pg_env, "ERPOPS_PATCH_STACK": ctx.stack, "ERPOPS_PATCH_RUN_ID": ctx.run_id,
+        # The driver file's env: and its per-command timeout apply to the smoke as to every step.
+        driver_env = getattr(self.o.driver, "env", None)
+        env = {**os.environ, **ctx.pg_env, **(driver_env if isinstance(driver_env, dict) else {}),
+               "ERPOPS_PATCH_STACK": ctx.stack, "ERPOPS_PATCH_RUN_ID": ctx.run_id,
                "ERPOPS_PATCH_IMAGE": ctx.to_image, "ERPOPS_PATCH_TO_IMAGE": ctx.to_image,
                "ERPOPS_PATCH_FROM_IMAGE": ctx.from_image or "", "ERPOPS_PATCH_MODULES": ctx.modules_arg,
-               "ERPOPS_DB": ctx.db, "ERPOPS_PATCH_STEP": "smoke"}
-        self.log(f"  $ {command}")
-        proc = run_shell(command, env, None, ctx.on_child, "load-test smoke")
+               "ERPOPS_DB": ctx.db, "ERPOPS_PATCH_STEP": "smoke", "ERPOPS_PATCH_ROLLBACK": "0"}
+        timeout = float(getattr(self.o.driver, "timeout", None) or getattr(self.o.driver, "timeout_seconds", None)
+                        or SMOKE_TIMEOUT)
+        self.log(f"  $ {command} (timeout {timeout:g} s)")
+        proc = run_shell(command, env, timeout, ctx.on_child, "load-test smoke")
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip()[-1500:]
             raise OperationFailed(f"load-test smoke failed (exit {proc.returncode}): {tail or 'no output'}")

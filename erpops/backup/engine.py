@@ -286,6 +286,9 @@ def scan_sets(target: Target) -> SetListing:
 def load_manifest(target: Target, set_id: str) -> mf.Manifest:
     """The parsed manifest of a complete set; UsageError naming how to find sets otherwise."""
     key = mf.set_key(set_id, mf.MANIFEST)
+    if len(set_id) > 200:
+        raise UsageError(f"{set_id[:40]}... ({len(set_id)} characters) is not a backup set id: set ids look like "
+                         f"prod-mfg-20261129T181500Z-3fa2b1; list them with `erpops list --target {target.url}`")
     if "/" in set_id or not set_id or target.head(key) is None:
         if set_id and "/" not in set_id and any(True for _ in target.list_keys(f"{mf.SETS}/{set_id}/")):
             raise UsageError(f"set {set_id} in {target.url} is incomplete (no manifest.json): its backup failed "

@@ -100,7 +100,11 @@ def export_set_zip(
 
     with contextlib.ExitStack() as stack:
         dump_task = stack.enter_context(reporter.task("export dump", total=a.size))
-        body = stack.enter_context(target.get_stream(a.key))
+        try:
+            body = stack.enter_context(target.get_stream(a.key))
+        except UsageError as exc:  # as verify says it: a set whose dump is gone is damaged (exit 5)
+            raise IntegrityError(f"{target.child(a.key)} is missing: the set is damaged; no zip was written. "
+                                 f"`erpops verify {set_id}` lists every damaged object") from exc
         stored = HashingReader(body, on_bytes=dump_task.advance)
         raw: Any = stored
         if a.compression == "zstd":

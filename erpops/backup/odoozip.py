@@ -158,8 +158,12 @@ def import_odoo_zip(
         # Screen the whole dump before anything is created: a refusal names the line, changes nothing.
         with zf.open(DUMP_NAME) as dump:
             untrusted.Screen(f"{zip_path.name}!{DUMP_NAME}").check(untrusted.bounded_lines(dump, DUMP_NAME))
-        filestore_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{db}.import-", dir=filestore_root))
+        try:
+            filestore_root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{db}.import-", dir=filestore_root))
+        except OSError as exc:
+            raise OperationFailed(f"cannot write the filestore under {filestore_root} ({exc}); nothing was "
+                                  "imported") from exc
         imported = False
         try:
             _extract_filestore(zf, files, staging, zip_path)
@@ -176,6 +180,9 @@ def import_odoo_zip(
             shutil.rmtree(staging, ignore_errors=True)
             if imported:
                 _drop_database(pg, db, exc)
+            if isinstance(exc, OSError):  # a full disk, a read-only filestore: say so, no traceback
+                raise OperationFailed(f"import of {zip_path} into {db!r} failed: {exc}; the partial filestore "
+                                      f"was removed{' and the database dropped' if imported else ''}") from exc
             raise
     return manifest
 

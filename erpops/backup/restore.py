@@ -299,6 +299,13 @@ def _swap_databases(pg: Pg, db: str, new: str, old: str, attempts: int = 3) -> N
             time.sleep(0.5 * attempt)
 
 
+def _exists_quietly(pg: Pg, db: str) -> bool:
+    try:
+        return pg.database_exists(db)
+    except ErpopsError:
+        return False
+
+
 def _roll_back(
     pg: Pg, db: str, temp_db: str, old_db: str, existed: bool, swapped_db: bool, built: list[str],
     fs_dest: Path | None, fs_temp: Path | None, fs_old: Path | None,
@@ -333,5 +340,11 @@ def _roll_back(
         else:
             done.append(f"removed the partial filestore {fs_temp}")
     if not existed or not swapped_db:
-        done.append(f"database {db} was not touched" if existed else f"no database {db} was created")
+        if existed:
+            done.append(f"database {db} was not touched")
+        elif _exists_quietly(pg, db):
+            done.append(f"database {db} was not created by this restore (another run created it meanwhile, "
+                        "and it was left alone)")
+        else:
+            done.append(f"no database {db} was created")
     return "; ".join(done + failed) or "nothing had been changed"

@@ -431,3 +431,18 @@ def test_killed_during_the_pre_patch_backup_is_reported_stuck_until_resolved(sta
     assert "was stuck" in aborted.stderr
     assert not (stack.work / "maintenance").exists()
     assert stuck(Targets(patch_state_dir=str(stack.state_dir)), Thresholds(levels={}))[0] == State.OK
+
+
+def test_the_smoke_gets_the_driver_files_env_and_its_timeout(stack: Stack) -> None:
+    original = checksums(stack.pg, stack.db)
+    driver = stack.driver_file(smoke='cd "${WORK:?the driver env is missing}" && echo seen > smoke-saw && sleep 600',
+                               name="hanging-smoke.yml")
+    doc = yaml.safe_load(driver.read_text())
+    driver.write_text(yaml.safe_dump({**doc, "timeout_seconds": 30}))
+
+    result = stack.run(driver)
+
+    assert (stack.work / "smoke-saw").read_text().strip() == "seen"  # WORK came from the driver file's env:
+    assert result.returncode == 4, result.stderr
+    assert "load-test smoke did not finish within 30 s" in result.stderr
+    assert_rolled_back(stack, original)
