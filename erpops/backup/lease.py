@@ -23,9 +23,9 @@ the backup sees the lease and waits until the GC is done: it never lists the fil
 GC that missed it is deleting. Step 4 of the backup covers what the protocol cannot: a GC that
 stalled past its lease's expiry.
 
-A marker of a backup that ran on this host is live while its pid runs, and dead at once when it
-does not; from another host it is live while its heartbeat is younger than MARKER_TTL. A lease
-is live until it expires (at once dead when its pid is gone here). Prune and health say which.
+A marker is live while its heartbeat is younger than MARKER_TTL, and dead at once when it names
+a pid gone on this host. A lease is live until it expires (dead at once when its pid is gone
+here). Prune and health say which.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def owner_state(info: dict[str, Any] | None, *, now: datetime | None = None,
         return "dead"
     if expires is not None:  # a lease: live until it expires, however alive its owner
         return "live" if now < expires else "stale"
-    if here:
-        return "live"  # a marker of a process that runs here: its heartbeat does not matter
+    # A marker: its backup beats while it runs. A process that lives on after its backup failed
+    # (a long-lived caller) stops beating, so a live pid alone does not keep the marker live.
     if beat is None or now - beat > ttl:
         return "stale"
     return "live"

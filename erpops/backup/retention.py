@@ -200,8 +200,9 @@ def classify_incomplete(target: Target, incomplete: dict[str, datetime | None], 
                         stale_after: timedelta = STALE_AFTER) -> dict[str, str]:
     """{set id: 'live' | 'dead' | 'stale'} for every incomplete set, from its in-progress marker.
 
-    'dead': the marker's pid is gone on this host; 'stale': no heartbeat within MARKER_TTL (or,
-    without a marker, older than stale_after). Only a live backup holds the GC back.
+    'dead': the marker's pid is gone on this host; 'stale': no heartbeat within MARKER_TTL (or
+    stale_after, when shorter; without a marker: older than stale_after). Only a live backup holds
+    the GC back.
     """
     states = {}
     for set_id, marker_time in incomplete.items():
@@ -210,7 +211,8 @@ def classify_incomplete(target: Target, incomplete: dict[str, datetime | None], 
             when = marker_time or mf.set_time(set_id)
             states[set_id] = "stale" if when is None or now - when > stale_after else "live"
         else:
-            states[set_id] = lease.owner_state(info, now=now, modified=marker_time)
+            states[set_id] = lease.owner_state(info, now=now, modified=marker_time,
+                                               ttl=min(lease.MARKER_TTL, stale_after))
     return states
 
 
