@@ -96,7 +96,7 @@ def _too_long(source: str, lineno: int, limit: int) -> None:
 # ------------------------------------------------------------------------------------------------
 
 _WS = re.compile(r"\s+")
-_SPECIAL = re.compile(r"--|/\*|'|\"|\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$|;|\\|\(|\)")
+_SPECIAL = re.compile(r"--|/\*|'|\"|\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$|;|\\")
 _RESTRICT = re.compile(r"^\\(?:un)?restrict [A-Za-z0-9]+\s*$")
 _IDENT = r'(?:"(?:[^"]|"")+"|[A-Z_][A-Z0-9_$]*)'
 _COPY_STDIN = re.compile(rf"^COPY {_IDENT}(?:\.{_IDENT})?(?: ?\([^()]*\))? FROM STDIN(?: WITH ?\([^()]*\))? ?;$")
@@ -134,6 +134,7 @@ _ALLOWED_HEAD = re.compile(r"^(SET|SELECT|CREATE|ALTER|COMMENT ON|COPY|INSERT IN
 _EXTENSION = re.compile(rf"^CREATE EXTENSION (?:IF NOT EXISTS )?({_IDENT})")
 _COPY_ANY = re.compile(r"^COPY\b")
 _BLOCK = re.compile(r"/\*|\*/")
+_COPY_END = frozenset({b"\\.\n", b"\\.\r\n", b"\\."})
 
 
 @dataclass
@@ -175,11 +176,11 @@ class Screen:
             self._lineno += 1
             if len(line) > MAX_LINE_BYTES:
                 _too_long(self.source, self._lineno, MAX_LINE_BYTES)
-            if self._copy:
-                self.report.copy_rows += 1
-                if line.rstrip(b"\r\n") == b"\\.":
+            if self._copy:  # COPY rows are data: only the end marker matters (the hot path of a big dump)
+                if line in _COPY_END:
                     self._copy = False
-                    self.report.copy_rows -= 1
+                else:
+                    self.report.copy_rows += 1
                 yield line
                 continue
             for piece in self._feed(line.decode("utf-8", "surrogateescape")):
@@ -272,12 +273,14 @@ class Screen:
                     i = m.end()
             else:
                 m = _SPECIAL.search(s, i)
+                plain = s[i:] if m is None else s[i:m.start()]
+                if plain:
+                    # Parentheses only matter at a ';' (psql splits there only at depth 0): count them per run.
+                    self._parens += plain.count("(") - plain.count(")")
+                    self._raw_add(plain)
+                    self._code_add(plain)
                 if m is None:
-                    self._raw_add(s[i:])
-                    self._code_add(s[i:])
                     break
-                self._raw_add(s[i:m.start()])
-                self._code_add(s[i:m.start()])
                 tok = m.group()
                 i = m.end()
                 if tok == "--":
@@ -308,10 +311,6 @@ class Screen:
                         self._code_add(tok + " ")
                 elif tok == "\\":
                     self._refuse(self._lineno, "a backslash outside a string (a psql meta-command)")
-                elif tok in "()":
-                    self._parens += 1 if tok == "(" else -1
-                    self._raw_add(tok)
-                    self._code_add(tok)
                 elif self._parens > 0:
                     self._raw_add(tok)
                     self._code_add(tok)
