@@ -8,7 +8,7 @@ Exit codes follow a fixed table so scripts and CI can tell failures apart:
   4  an operation failed half-way and was rolled back
   5  integrity: stored data does not match its checksums, or a source is corrupt
   6  refused by a pre-flight check: nothing was changed (target exists, disk too small, versions)
- 130 interrupted (Ctrl-C)
+ 130 interrupted (Ctrl-C); 143 terminated (SIGTERM): what the command started was cleaned up
 """
 
 from __future__ import annotations
