@@ -238,12 +238,15 @@ def verify_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
 @click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(1, 64), help="pg_restore jobs.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the dump is decompressed for pg_restore -j (default: $TMPDIR; too small: -j 1 stream).")
+@click.option("--untrusted", is_flag=True,
+              help="The dump comes from a source you do not trust: screen it and run it as a fresh role without "
+                   "rights (always done for plain SQL dumps from Odoo zips).")
 @click.pass_context
 @json_errors
 def restore_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
                 region: str | None, as_json: bool, set_id: str, db: str, filestore: Path | None,
                 skip_filestore: bool, replace: bool, yes: bool, neutralize: bool | None, odoo_version: str | None,
-                owner: str | None, jobs: int, work_dir: Path | None) -> None:
+                owner: str | None, jobs: int, work_dir: Path | None, untrusted: bool) -> None:
     """Restore a set into a NEW database (or --replace one), after pre-flight checks and a verify."""
     from erpops.backup.restore import restore
     from erpops.pg import Pg
@@ -264,7 +267,7 @@ def restore_cmd(ctx: click.Context, target: str | None, stack: str | None, endpo
 
     result = restore(t, set_id, pg=Pg.from_env(), db=db, filestore_root=filestore, skip_filestore=skip_filestore,
                      replace=replace, confirm=confirm, neutralize=neutralize, jobs=jobs, odoo_version=odoo_version,
-                     owner=owner, work_dir=work_dir, reporter=_reporter(as_json))
+                     owner=owner, work_dir=work_dir, reporter=_reporter(as_json), untrusted=untrusted)
 
     def human(r: dict[str, Any]) -> None:
         fs = r["filestore"]

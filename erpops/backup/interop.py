@@ -100,7 +100,11 @@ def export_set_zip(
 
     with contextlib.ExitStack() as stack:
         dump_task = stack.enter_context(reporter.task("export dump", total=a.size))
-        body = stack.enter_context(target.get_stream(a.key))
+        try:
+            body = stack.enter_context(target.get_stream(a.key))
+        except UsageError as exc:  # as verify says it: a set whose dump is gone is damaged (exit 5)
+            raise IntegrityError(f"{target.child(a.key)} is missing: the set is damaged; no zip was written. "
+                                 f"`erpops verify {set_id}` lists every damaged object") from exc
         stored = HashingReader(body, on_bytes=dump_task.advance)
         raw: Any = stored
         if a.compression == "zstd":
@@ -110,8 +114,10 @@ def export_set_zip(
         errors = stack.enter_context(tempfile.TemporaryFile())
         if a.format == "custom":
             # pg_restore turns the custom format into plain SQL; it wants a file it can read in its own order.
+            from erpops.backup.leftovers import preexec, run_dir
+
             tmp = stack.enter_context(tempfile.NamedTemporaryFile(prefix="erpops-export-", suffix=".pgdump",
-                                                                  dir=work_dir))
+                                                                  dir=run_dir(work_dir)))
             try:
                 while data := raw.read(CHUNK):
                     tmp.write(data)
@@ -121,7 +127,7 @@ def export_set_zip(
             tmp.flush()
             engine._check_stream(target, a, stored, raw)
             proc = subprocess.Popen([client_bin("pg_restore"), "--no-owner", "-f", "-", tmp.name],
-                                    stdout=subprocess.PIPE, stderr=errors)
+                                    stdout=subprocess.PIPE, stderr=errors, preexec_fn=preexec())
             stack.callback(_reap, proc)
             assert proc.stdout is not None
             dump_reader = proc.stdout
