@@ -43,6 +43,10 @@ WEBHOOK_SINK = "neutralization - disable webhook"
 # Crons that Odoo's base/data/neutralize.sql leaves active: (module, xml id name).
 ESSENTIAL_CRONS: tuple[tuple[str, str], ...] = (("base", "autovacuum_job"),)
 INSTALLED_STATES = ("installed", "to upgrade", "to remove")
+# iap_account.account_token is a varchar(43) from 17.0 on: a token of more than 33 characters (an
+# older, pre-17.0 form) has no room for '+disabled'; Odoo 17.0+ writes this dummy value instead.
+IAP_TOKEN_FITS = 33
+IAP_DUMMY_TOKEN = "dummy_value+disabled"  # noqa: S105 - the placeholder that replaces a token
 IDENTITY_KEYS = ("database.uuid", "database.secret")
 
 _SINK = f"name = {quote_literal(MAIL_SINK_NAME)} AND smtp_host = {quote_literal(MAIL_SINK_HOST)}"
@@ -65,6 +69,14 @@ class Rule:
     tables exist). source: that file, and the versions the statement was read from.
     table: the table it changes (the key of the report's `changed`).
     needs: further "table" or "table.column" names that must exist (the table itself always must).
+
+    Two kinds of rule are written from data rather than SQL, and prove themselves: after the run,
+    a row that still holds a value they would change is a live item (see `live_sql`).
+    sets: (column, neutral SQL value) pairs: `UPDATE table SET column = value` on the rows that
+    match `where` and still differ. Columns that do not exist are left out (one rule serves
+    16.0-18.0, whose columns differ); the rule runs where at least one exists, and also where its
+    module is not installed, since a column left behind still holds a live credential.
+    keys: ir_config_parameter keys to blank ('' as Odoo does) or, with delete, to delete.
     """
 
     module: str | None
@@ -72,14 +84,90 @@ class Rule:
     table: str
     sql: str
     needs: tuple[str, ...] = ()
+    sets: tuple[tuple[str, str], ...] = ()
+    where: str = ""
+    keys: tuple[str, ...] = ()
+    delete: bool = False
 
     def requirements(self) -> tuple[str, ...]:
         return (self.table, *self.needs)
 
     @property
+    def from_data(self) -> bool:
+        return bool(self.sets or self.keys)
+
+    def columns(self, schema: Schema) -> list[tuple[str, str]]:
+        return [(c, v) for c, v in self.sets if schema.has(f"{self.table}.{c}")]
+
+    def applies(self, schema: Schema) -> bool:
+        if not all(schema.has(n) for n in self.requirements()):
+            return False
+        return not self.sets or bool(self.columns(schema))
+
+    def _still_live(self, schema: Schema) -> str:
+        if self.keys:
+            names = ", ".join(quote_literal(k) for k in self.keys)
+            return f"key IN ({names}) AND coalesce(value, '') <> ''"
+        live = " OR ".join(_differs(c, v) for c, v in self.columns(schema))
+        return f"({self.where}) AND ({live})" if self.where else f"({live})"
+
+    def render(self, schema: Schema) -> str:
+        if self.keys:
+            verb = "DELETE FROM ir_config_parameter" if self.delete else "UPDATE ir_config_parameter SET value = ''"
+            return f"{verb} WHERE {self._still_live(schema)}"
+        if self.sets:
+            assignments = ", ".join(f"{c} = {v}" for c, v in self.columns(schema))
+            return f"UPDATE {self.table} SET {assignments} WHERE {self._still_live(schema)}"
+        return self.sql
+
+    def live_sql(self, schema: Schema) -> str | None:
+        """A query returning one line per row this rule would still change (no values: they may be secret)."""
+        who = self.module or "erpops"
+        if self.keys:
+            return (f"SELECT format('ir_config_parameter %s is set (%s)', key, {quote_literal(who)}) "
+                    f"FROM ir_config_parameter WHERE {self._still_live(schema)}")
+        if self.sets:
+            which = ", ".join(f"CASE WHEN {_differs(c, v)} THEN {quote_literal(c)} END"
+                              for c, v in self.columns(schema))
+            return (f"SELECT format('{self.table} #%s still holds %s ({who})', id, concat_ws(', ', {which})) "
+                    f"FROM {self.table} WHERE {self._still_live(schema)}")
+        return None
+
+    @property
     def counts_before(self) -> bool:
         # TRUNCATE reports no row count: the rows are counted just before, in the same transaction.
         return self.sql.lstrip().upper().startswith("TRUNCATE")
+
+
+def _differs(column: str, value: str) -> str:
+    """SQL: `column` still differs from its neutral `value` (NULL and '' both count as cleared)."""
+    if value == "NULL":
+        return f"({column} IS NOT NULL AND {column}::text <> '')"
+    if value == "false":
+        return f"{column} IS TRUE"
+    if value == "true":
+        return f"{column} IS NOT TRUE"
+    return f"{column} IS DISTINCT FROM {value}"
+
+
+def _clear(module: str, versions: str, what: str, table: str, sets: dict[str, str | bool | None],
+           where: str = "") -> Rule:
+    """A rule that sets columns to neutral values: None is NULL, a str a literal, a bool a boolean."""
+
+    def sql_value(v: str | bool | None) -> str:
+        if v is None:
+            return "NULL"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return quote_literal(v)
+
+    return Rule(module, f"{ODOO.format(module)} {versions}: {what}", table, "",
+                sets=tuple((c, sql_value(v)) for c, v in sets.items()), where=where)
+
+
+def _params(module: str, versions: str, what: str, keys: tuple[str, ...], delete: bool = False) -> Rule:
+    return Rule(module, f"{ODOO.format(module)} {versions}: {what}", "ir_config_parameter", "", keys=keys,
+                delete=delete)
 
 
 RULES: tuple[Rule, ...] = (
@@ -145,8 +233,9 @@ RULES: tuple[Rule, ...] = (
         "mail",
         ODOO.format("mail") + " 17.0-18.0: reset web push, delete VAPID keys",
         "ir_config_parameter",
-        "DELETE FROM ir_config_parameter WHERE key IN "
-        "('mail.web_push_vapid_private_key', 'mail.web_push_vapid_public_key', 'mail.sfu_server_key')",
+        "",
+        keys=("mail.web_push_vapid_private_key", "mail.web_push_vapid_public_key", "mail.sfu_server_key"),
+        delete=True,
     ),
     Rule(
         "mail",
@@ -170,10 +259,18 @@ RULES: tuple[Rule, ...] = (
     # -- iap ------------------------------------------------------------------------------------------
     Rule(
         "iap",
-        ODOO.format("iap") + " 16.0-18.0: disable IAP account tokens",
+        ODOO.format("iap") + " 16.0-18.0: disable IAP account tokens that fit the column with '+disabled'",
         "iap_account",
         r"UPDATE iap_account SET account_token = REGEXP_REPLACE(account_token, '(\+.*)?$', '+disabled') "
-        "WHERE account_token NOT LIKE '%+disabled'",
+        f"WHERE account_token NOT LIKE '%+disabled' AND length(account_token) <= {IAP_TOKEN_FITS}",
+        needs=("iap_account.account_token",),
+    ),
+    Rule(
+        "iap",
+        ODOO.format("iap") + " 17.0-18.0: replace longer (pre-17.0) IAP tokens by a dummy value",
+        "iap_account",
+        f"UPDATE iap_account SET account_token = {quote_literal(IAP_DUMMY_TOKEN)} "
+        f"WHERE account_token NOT LIKE '%+disabled' AND length(account_token) > {IAP_TOKEN_FITS}",
         needs=("iap_account.account_token",),
     ),
     # -- payment ----------------------------------------------------------------------------------------
@@ -184,19 +281,7 @@ RULES: tuple[Rule, ...] = (
         "UPDATE payment_provider SET state = 'disabled' WHERE state NOT IN ('test', 'disabled')",
         needs=("payment_provider.state",),
     ),
-    Rule(
-        "payment_stripe",
-        ODOO.format("payment_stripe") + " 16.0-18.0: drop Stripe keys",
-        "payment_provider",
-        "UPDATE payment_provider SET stripe_secret_key = NULL, stripe_publishable_key = NULL, "
-        "stripe_webhook_secret = NULL WHERE stripe_secret_key IS NOT NULL OR stripe_publishable_key IS NOT NULL "
-        "OR stripe_webhook_secret IS NOT NULL",
-        needs=(
-            "payment_provider.stripe_secret_key",
-            "payment_provider.stripe_publishable_key",
-            "payment_provider.stripe_webhook_secret",
-        ),
-    ),
+    # payment_<provider>: the credential columns, by the module list below (_OWN_RULES).
     # -- delivery -----------------------------------------------------------------------------------------
     Rule(
         "delivery",
@@ -249,64 +334,6 @@ RULES: tuple[Rule, ...] = (
         r"WHERE robots_txt IS DISTINCT FROM E'User-agent: *\nDisallow: /'",
         needs=("website.robots_txt",),
     ),
-    # -- calendar sync tokens -----------------------------------------------------------------------------
-    Rule(
-        "google_calendar",
-        ODOO.format("google_calendar") + " 17.0-18.0: drop Google calendar tokens",
-        "res_users_settings",
-        "UPDATE res_users_settings SET google_calendar_rtoken = NULL, google_calendar_token = NULL, "
-        "google_synchronization_stopped = true WHERE google_calendar_rtoken IS NOT NULL "
-        "OR google_calendar_token IS NOT NULL OR google_synchronization_stopped IS NOT TRUE",
-        needs=(
-            "res_users_settings.google_calendar_rtoken",
-            "res_users_settings.google_calendar_token",
-            "res_users_settings.google_synchronization_stopped",
-        ),
-    ),
-    Rule(
-        "google_calendar",
-        ODOO.format("google_calendar") + " 16.0: drop Google calendar tokens",
-        "google_calendar_credentials",
-        "UPDATE google_calendar_credentials SET calendar_rtoken = NULL, calendar_token = NULL, "
-        "synchronization_stopped = true WHERE calendar_rtoken IS NOT NULL OR calendar_token IS NOT NULL "
-        "OR synchronization_stopped IS NOT TRUE",
-        needs=("google_calendar_credentials.calendar_rtoken", "google_calendar_credentials.synchronization_stopped"),
-    ),
-    Rule(
-        "microsoft_calendar",
-        ODOO.format("microsoft_calendar") + " 16.0-18.0: drop Microsoft tokens",
-        "res_users",
-        "UPDATE res_users SET microsoft_calendar_token = NULL, microsoft_calendar_rtoken = NULL "
-        "WHERE microsoft_calendar_token IS NOT NULL OR microsoft_calendar_rtoken IS NOT NULL",
-        needs=("res_users.microsoft_calendar_token", "res_users.microsoft_calendar_rtoken"),
-    ),
-    Rule(
-        "microsoft_calendar",
-        ODOO.format("microsoft_calendar") + " 17.0-18.0: stop Microsoft sync",
-        "res_users_settings",
-        "UPDATE res_users_settings SET microsoft_calendar_sync_token = NULL, "
-        "microsoft_synchronization_stopped = true, microsoft_last_sync_date = NULL "
-        "WHERE microsoft_calendar_sync_token IS NOT NULL "
-        "OR microsoft_synchronization_stopped IS NOT TRUE OR microsoft_last_sync_date IS NOT NULL",
-        needs=(
-            "res_users_settings.microsoft_calendar_sync_token",
-            "res_users_settings.microsoft_synchronization_stopped",
-            "res_users_settings.microsoft_last_sync_date",
-        ),
-    ),
-    Rule(
-        "microsoft_calendar",
-        ODOO.format("microsoft_calendar") + " 16.0: stop Microsoft sync",
-        "microsoft_calendar_credentials",
-        "UPDATE microsoft_calendar_credentials SET calendar_sync_token = NULL, synchronization_stopped = true, "
-        "last_sync_date = NULL WHERE calendar_sync_token IS NOT NULL OR synchronization_stopped IS NOT TRUE "
-        "OR last_sync_date IS NOT NULL",
-        needs=(
-            "microsoft_calendar_credentials.calendar_sync_token",
-            "microsoft_calendar_credentials.synchronization_stopped",
-            "microsoft_calendar_credentials.last_sync_date",
-        ),
-    ),
     # -- e-invoicing proxies ----------------------------------------------------------------------------------
     Rule(
         "account_edi_proxy_client",
@@ -338,6 +365,133 @@ RULES: tuple[Rule, ...] = (
         "UPDATE account_edi_proxy_client_user SET active = false WHERE proxy_type = 'l10n_gr_edi' AND active",
         needs=("account_edi_proxy_client_user.active", "account_edi_proxy_client_user.proxy_type"),
     ),
+    # -- rules written as data (module, versions, what; the table; column -> neutral value) ------------------
+    # Each also proves itself after the run (Rule.live_sql). The neutral values are the ones Odoo
+    # leaves (NULL, '', a test mode, or the dummy value Odoo writes where a column must stay set).
+    _clear("auth_oauth", "16.0-18.0", "disable OAuth providers", "auth_oauth_provider", {"enabled": False}),
+    _params("google_recaptcha", "17.0-18.0", "blank the reCAPTCHA keys",
+            ("recaptcha_public_key", "recaptcha_private_key")),
+    _params("website_cf_turnstile", "17.0-18.0", "blank the Cloudflare Turnstile keys",
+            ("cf.turnstile_site_key", "cf.turnstile_secret_key")),
+    _params("website_event_jitsi", "16.0-18.0", "forget the Jitsi server", ("website_jitsi.jitsi_server_domain",),
+            delete=True),
+    _clear("website_sale_autocomplete", "16.0-18.0", "Google Places key to a dummy", "website",
+           {"google_places_api_key": "dummy"}),
+    _params("cloud_storage", "18.0", "forget the cloud storage provider", ("cloud_storage_provider",), delete=True),
+    _params("cloud_storage_azure", "18.0", "forget the Azure storage account", (
+        "cloud_storage_azure_account_name", "cloud_storage_azure_container_name", "cloud_storage_azure_tenant_id",
+        "cloud_storage_azure_client_id", "cloud_storage_azure_client_secret"), delete=True),
+    _params("cloud_storage_google", "18.0", "forget the Google storage account",
+            ("cloud_storage_google_bucket_name", "cloud_storage_google_account_info"), delete=True),
+    _clear("certificate", "18.0", "certificate passwords to a dummy", "certificate_certificate",
+           {"pkcs12_password": "dummy"}),
+    _clear("certificate", "18.0", "key passwords to a dummy", "certificate_key", {"password": "dummy"}),
+    _clear("delivery_mondialrelay", "16.0-18.0", "Mondial Relay to its test brand", "delivery_carrier",
+           {"mondialrelay_brand": "BDTEST  "}),
+    _clear("sale_gelato", "18.0", "drop the Gelato keys", "res_company",
+           {"gelato_api_key": None, "gelato_webhook_secret": None}),
+    # calendar synchronisation tokens (the table moved between versions: both are covered)
+    _clear("google_calendar", "16.0-17.0", "drop Google calendar tokens", "google_calendar_credentials",
+           {"calendar_rtoken": None, "calendar_token": None, "synchronization_stopped": True}),
+    _clear("google_calendar", "18.0", "drop Google calendar tokens", "res_users_settings",
+           {"google_calendar_rtoken": None, "google_calendar_token": None, "google_synchronization_stopped": True}),
+    _clear("microsoft_calendar", "16.0-18.0", "drop Microsoft tokens", "res_users",
+           {"microsoft_calendar_token": None, "microsoft_calendar_rtoken": None,
+            "microsoft_synchronization_stopped": True}),
+    _clear("microsoft_calendar", "17.0", "stop Microsoft sync", "microsoft_calendar_credentials",
+           {"calendar_sync_token": None, "synchronization_stopped": True, "last_sync_date": None}),
+    _clear("microsoft_calendar", "18.0", "stop Microsoft sync", "res_users_settings",
+           {"microsoft_calendar_sync_token": None, "microsoft_synchronization_stopped": True,
+            "microsoft_last_sync_date": None}),
+    # payment providers: every credential column of every provider module
+    *(
+        _clear(module, versions, "drop the provider's credentials", "payment_provider", dict.fromkeys(columns))
+        for module, versions, columns in (
+            ("payment_adyen", "16.0-18.0", ("adyen_merchant_account", "adyen_api_key", "adyen_hmac_key")),
+            ("payment_alipay", "16.0-17.0",
+             ("alipay_merchant_partner_id", "alipay_md5_signature_key", "alipay_seller_email")),
+            ("payment_aps", "16.0-18.0",
+             ("aps_merchant_identifier", "aps_access_code", "aps_sha_request", "aps_sha_response")),
+            ("payment_asiapay", "16.0-18.0",
+             ("asiapay_merchant_id", "asiapay_secure_hash_secret", "asiapay_secure_hash_function")),
+            ("payment_authorize", "16.0-18.0",
+             ("authorize_login", "authorize_transaction_key", "authorize_signature_key", "authorize_client_key")),
+            ("payment_buckaroo", "16.0-18.0", ("buckaroo_website_key", "buckaroo_secret_key")),
+            ("payment_flutterwave", "16.0-18.0",
+             ("flutterwave_public_key", "flutterwave_secret_key", "flutterwave_webhook_secret")),
+            ("payment_mercado_pago", "16.0-18.0", ("mercado_pago_access_token",)),
+            ("payment_mollie", "16.0-18.0", ("mollie_api_key",)),
+            ("payment_nuvei", "18.0", ("nuvei_merchant_identifier", "nuvei_site_identifier", "nuvei_secret_key")),
+            ("payment_ogone", "16.0-17.0",
+             ("ogone_pspid", "ogone_userid", "ogone_password", "ogone_shakey_in", "ogone_shakey_out")),
+            ("payment_paypal", "16.0-18.0", ("paypal_email_account", "paypal_seller_account", "paypal_pdt_token",
+                                             "paypal_client_id", "paypal_client_secret")),
+            ("payment_payulatam", "16.0-17.0", ("payulatam_merchant_id", "payulatam_account_id", "payulatam_api_key")),
+            ("payment_payumoney", "16.0-17.0", ("payumoney_merchant_key", "payumoney_merchant_salt")),
+            ("payment_razorpay", "16.0-18.0", ("razorpay_key_id", "razorpay_key_secret", "razorpay_webhook_secret")),
+            ("payment_razorpay_oauth", "17.0-18.0", ("razorpay_public_token", "razorpay_refresh_token",
+                                                      "razorpay_access_token", "razorpay_access_token_expiry",
+                                                      "razorpay_account_id")),
+            ("payment_sips", "16.0-17.0", ("sips_merchant_id", "sips_secret")),
+            ("payment_stripe", "16.0-18.0", ("stripe_secret_key", "stripe_publishable_key", "stripe_webhook_secret")),
+            ("payment_worldline", "18.0", ("worldline_pspid", "worldline_api_key", "worldline_api_secret",
+                                           "worldline_webhook_key", "worldline_webhook_secret")),
+        )
+    ),
+    _clear("payment_xendit", "17.0-18.0", "Xendit keys to dummies", "payment_provider",
+           {"xendit_secret_key": "dummysecret", "xendit_webhook_token": "dummytoken"}),
+    # point of sale payment terminals
+    _clear("pos_adyen", "16.0-18.0", "Adyen terminals to test mode", "pos_payment_method", {"adyen_test_mode": True}),
+    _clear("pos_mercado_pago", "17.0-18.0", "Mercado Pago terminal tokens to dummies", "pos_payment_method",
+           {"mp_bearer_token": "dummy_value", "mp_webhook_secret_key": "dummy_value"},
+           where="mp_bearer_token IS NOT NULL"),
+    _clear("pos_paytm", "17.0-18.0", "Paytm terminals to test mode, dummy key", "pos_payment_method",
+           {"paytm_test_mode": True, "paytm_merchant_key": "dummykey00012345"}),
+    _clear("pos_pine_labs", "18.0", "Pine Labs terminals to test mode, dummy credentials", "pos_payment_method",
+           {"pine_labs_test_mode": True, "pine_labs_merchant": "dummymerchant",
+            "pine_labs_security_token": "dummy123456"}),
+    _clear("pos_razorpay", "17.0-18.0", "Razorpay terminals to test mode, dummy key", "pos_payment_method",
+           {"razorpay_test_mode": True, "razorpay_api_key": "dummykey00012345"}),
+    _clear("pos_viva_wallet", "17.0-18.0", "Viva Wallet terminals to test mode", "pos_payment_method",
+           {"viva_wallet_test_mode": True}),
+    # localisations: e-invoicing and tax authority connections of the companies
+    _clear("l10n_eg_edi_eta", "16.0-18.0", "ETA out of production", "res_company",
+           {"l10n_eg_production_env": False, "l10n_eg_client_secret": "dummy"}),
+    _clear("l10n_es_edi_sii", "16.0-18.0", "SII to its test environment", "res_company",
+           {"l10n_es_edi_test_env": True, "l10n_es_sii_test_env": True}),
+    _clear("l10n_es_edi_tbai", "18.0", "TicketBAI to its test environment", "res_company",
+           {"l10n_es_tbai_test_env": True}),
+    _clear("l10n_hu_edi", "17.0-18.0", "NAV out of production, credentials blank", "res_company",
+           {"l10n_hu_edi_server_mode": "test", "l10n_hu_edi_username": "", "l10n_hu_edi_password": "",
+            "l10n_hu_edi_signature_key": "", "l10n_hu_edi_replacement_key": ""},
+           where="l10n_hu_edi_server_mode = 'production'"),
+    _clear("l10n_in", "18.0", "Indian e-invoicing out of production", "res_company",
+           {"l10n_in_edi_production_env": False}),
+    _clear("l10n_in_edi", "16.0-18.0", "Indian e-invoicing out of production, credentials dropped", "res_company",
+           {"l10n_in_edi_production_env": False, "l10n_in_edi_username": None, "l10n_in_edi_password": None,
+            "l10n_in_edi_token": None, "l10n_in_edi_token_validity": None}),
+    _clear("l10n_in_edi_ewaybill", "16.0-18.0", "drop the e-way bill credentials", "res_company",
+           {"l10n_in_edi_ewaybill_username": None, "l10n_in_edi_ewaybill_password": None,
+            "l10n_in_edi_ewaybill_auth_validity": None}),
+    _clear("l10n_jo_edi", "17.0-18.0", "JoFotara credentials to dummies", "res_company",
+           {"l10n_jo_edi_secret_key": "dummy_secret", "l10n_jo_edi_client_identifier": "dummy_id"}),
+    _clear("l10n_ke_edi_tremol", "16.0-18.0", "forget the Tremol control unit", "res_company",
+           {"l10n_ke_cu_proxy_address": ""}),
+    _clear("l10n_my_edi", "17.0-18.0", "MyInvois to pre-production", "res_company", {"l10n_my_edi_mode": "test"}),
+    _clear("l10n_ro_efactura", "17.0", "e-Factura to test, tokens dropped", "res_company",
+           {"l10n_ro_edi_test_env": True, "l10n_ro_edi_client_id": None, "l10n_ro_edi_client_secret": None,
+            "l10n_ro_edi_access_token": None, "l10n_ro_edi_refresh_token": None}),
+    _clear("l10n_ro_edi", "18.0", "e-Factura to test, tokens dropped", "res_company",
+           {"l10n_ro_edi_test_env": True, "l10n_ro_edi_client_id": None, "l10n_ro_edi_client_secret": None,
+            "l10n_ro_edi_access_token": None, "l10n_ro_edi_refresh_token": None}),
+    _clear("l10n_rs_edi", "17.0-18.0", "eFaktura to demo, dummy key", "res_company",
+           {"l10n_rs_edi_api_key": "dummy_key", "l10n_rs_edi_demo_env": True}),
+    _clear("l10n_sa_edi", "16.0-18.0", "ZATCA to sandbox", "res_company", {"l10n_sa_api_mode": "sandbox"}),
+    _clear("l10n_tr_nilvera", "17.0-18.0", "Nilvera to sandbox, key dropped", "res_company",
+           {"l10n_tr_nilvera_api_key": None, "l10n_tr_nilvera_environment": "sandbox",
+            "l10n_tr_nilvera_purchase_journal_id": None}),
+    _clear("l10n_vn_edi_viettel", "17.0-18.0", "blank the Viettel credentials", "res_company",
+           {"l10n_vn_edi_username": "", "l10n_vn_edi_password": ""}),
     # -- enterprise modules (guarded like the rest: they run only where the module is installed) ------------
     Rule(
         "account_online_synchronization",
