@@ -29,11 +29,13 @@ from __future__ import annotations
 import re
 import subprocess
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from erpops.backup.neutralize_modules import KNOWN as KNOWN_NEUTRALIZE
 from erpops.errors import OperationFailed, ServiceError, UsageError
-from erpops.pg import Pg, client_bin, quote_literal
+from erpops.pg import Pg, client_bin, quote_ident, quote_literal
 
 # The dummy outgoing server Odoo 17.0+ inserts so that a `--smtp` server given on the command line
 # cannot be used as a fallback. Its host is the reserved `.invalid` name: it can never deliver.
@@ -77,6 +79,7 @@ class Rule:
     16.0-18.0, whose columns differ); the rule runs where at least one exists, and also where its
     module is not installed, since a column left behind still holds a live credential.
     keys: ir_config_parameter keys to blank ('' as Odoo does) or, with delete, to delete.
+    file: sql is a whole neutralize.sql of Odoo's addons (table names that file).
     """
 
     module: str | None
@@ -88,6 +91,7 @@ class Rule:
     where: str = ""
     keys: tuple[str, ...] = ()
     delete: bool = False
+    file: bool = False  # the module's own neutralize.sql, read from Odoo's addons
 
     def requirements(self) -> tuple[str, ...]:
         return (self.table, *self.needs)
@@ -136,7 +140,7 @@ class Rule:
     @property
     def counts_before(self) -> bool:
         # TRUNCATE reports no row count: the rows are counted just before, in the same transaction.
-        return self.sql.lstrip().upper().startswith("TRUNCATE")
+        return not self.file and self.sql.lstrip().upper().startswith("TRUNCATE")
 
 
 def _differs(column: str, value: str) -> str:
@@ -743,16 +747,25 @@ def live_items(pg: Pg, db: str) -> list[str]:
     Active mail servers (but Odoo's dummy `invalid` one), active fetchmail servers, active crons but
     the ones Odoo keeps (base.autovacuum_job), enabled payment providers, carriers in production
     mode, live webhooks, live IAP tokens, e-invoicing proxies in production, an enterprise code,
-    and a missing `database.is_neutralized`. Checks whose tables are absent are skipped.
+    a missing `database.is_neutralized`, and whatever a rule written as data would still change
+    (OAuth providers, captcha keys, payment provider and terminal credentials, localisation
+    e-invoicing credentials and modes, cloud storage, calendar tokens, ...). Checks whose tables
+    are absent are skipped. No value is shown: only the table, the row and the column.
     """
     return _live_items(pg, db, _probe(pg, db))
 
 
 def _live_items(pg: Pg, db: str, schema: Schema) -> list[str]:
-    checks = [c for c in _live_checks(schema) if all(schema.has(n) for n in c.needs)]
-    if not checks:
+    queries = [c.sql for c in _live_checks(schema) if all(schema.has(n) for n in c.needs)]
+    # Every rule written as data proves itself too: each credential column of every payment
+    # provider, OAuth provider, terminal, localisation, captcha key ... whose table exists.
+    for rule in RULES:
+        query = rule.live_sql(schema) if rule.from_data and rule.applies(schema) else None
+        if query and query not in queries:
+            queries.append(query)
+    if not queries:
         return []
-    sql = "\nUNION ALL\n".join(f"({c.sql})" for c in checks)
+    sql = "\nUNION ALL\n".join(f"({q})" for q in queries)
     out = pg.psql(f"SELECT line FROM ({sql}) AS live(line) ORDER BY 1", db)
     return [line for line in out.splitlines() if line.strip()]
 
@@ -780,13 +793,66 @@ def identity_sql(values: dict[str, str]) -> str:
     )
 
 
-def applicable_rules(installed: set[str], schema: Schema) -> list[Rule]:
-    """The rules that run on a database with these installed modules and this schema, in order."""
+def applicable_rules(installed: set[str], schema: Schema, skip: Iterable[str] = ()) -> list[Rule]:
+    """The rules that run on a database with these installed modules and this schema, in order.
+
+    A rule runs where every table and column it needs exists and its module is installed; a rule
+    written as data also where its module is not (what it clears is still there). Modules in
+    `skip` are left to their own neutralize.sql (Odoo's addons given).
+    """
+    skipped = set(skip)
     return [
         rule
         for rule in RULES
-        if (rule.module is None or rule.module in installed) and all(schema.has(n) for n in rule.requirements())
+        if rule.applies(schema)
+        and (rule.module is None or rule.module in installed or rule.from_data)
+        and rule.module not in skipped
     ]
+
+
+def uncovered_modules(installed: set[str], schema: Schema, covered: Iterable[str] = ()) -> list[str]:
+    """Installed modules known to ship a data/neutralize.sql for which no erpops rule applies here.
+
+    `covered`: modules whose own file runs (found in the addons path). A listed module is also
+    uncovered when its tables or columns are not the ones erpops knows (another Odoo version).
+    """
+    done = set(covered)
+    return sorted(
+        m for m in installed & KNOWN_NEUTRALIZE
+        if m not in done and not any(r.module == m and r.applies(schema) for r in RULES)
+    )
+
+
+def odoo_addons_files(addons_path: Sequence[Path | str], modules: Iterable[str]) -> tuple[list[Rule], set[str]]:
+    """Odoo's own neutralize files of `modules`, found as Odoo finds a module: in the first addons
+    directory holding it. Returns one Rule per file (in module order) and the modules found at all
+    (with or without a file: a module without one has nothing to neutralize in that version).
+    """
+    paths = [Path(p) for p in addons_path]
+    for path in paths:
+        if not path.is_dir():
+            raise UsageError(f"--addons-path: {path} is not a directory; give Odoo's addons directories "
+                             "(e.g. /usr/lib/python3/dist-packages/odoo/addons,/mnt/extra-addons)")
+    if not any((p / "base" / "__manifest__.py").is_file() for p in paths):
+        raise UsageError(f"--addons-path: no base module in {', '.join(map(str, paths))}; include Odoo's "
+                         "odoo/addons directory (where base lives) and its addons directory")
+    rules: list[Rule] = []
+    found: set[str] = set()
+    for module in sorted(modules):
+        home = next((p / module for p in paths if (p / module / "__manifest__.py").is_file()), None)
+        if home is None:
+            continue
+        found.add(module)
+        sql_file = home / "data" / "neutralize.sql"
+        if not sql_file.is_file():
+            continue
+        text = sql_file.read_text(encoding="utf-8").strip()
+        if any(line.lstrip().startswith("\\") for line in text.splitlines()):
+            raise UsageError(f"{sql_file}: a line starts with a backslash (a psql meta-command); "
+                             "erpops runs neutralize files as plain SQL only")
+        if text:
+            rules.append(Rule(module, str(sql_file), f"{module}/data/neutralize.sql", text, file=True))
+    return rules, found
 
 
 def _installed_modules(pg: Pg, db: str) -> set[str]:
@@ -799,7 +865,7 @@ _TAG = re.compile(r"^(?:UPDATE|DELETE) (\d+)$|^INSERT \d+ (\d+)$")
 _ERROR_LINE = re.compile(r"<stdin>:(\d+): ERROR")
 
 
-def _script(rules: list[Rule], identity: dict[str, str]) -> tuple[str, list[int]]:
+def _script(rules: list[Rule], identity: dict[str, str], schema: Schema) -> tuple[str, list[int]]:
     """The psql script: a marker line echoed before each rule, so each rule's row count can be read.
 
     Returns the script and the line on which each rule starts (to name the rule a failure came from).
@@ -811,7 +877,8 @@ def _script(rules: list[Rule], identity: dict[str, str]) -> tuple[str, list[int]
         starts.append(len(lines) + 1)
         if rule.counts_before:
             lines.append(f"SELECT count(*) FROM {rule.table};")
-        lines.append(rule.sql.strip().rstrip(";") + ";")
+        # A file's last statement may lack its ';' (Odoo joins them with cursor.execute).
+        lines.append(rule.render(schema).strip().rstrip(";") + ";" if not rule.file else rule.sql + "\n;")
     lines.append("\\echo @@identity")
     lines.append(identity_sql(identity))
     return "\n".join(lines) + "\n", starts
@@ -833,10 +900,10 @@ def _row_counts(out: str, rules: list[Rule]) -> list[int]:
         if rule.counts_before:
             rows = next((int(x) for x in lines if x.isdigit()), 0)
         else:
-            for line in lines:
+            for line in lines:  # a file may hold several statements: their rows add up
                 match = _TAG.match(line)
                 if match:
-                    rows = int(match.group(1) or match.group(2))
+                    rows += int(match.group(1) or match.group(2))
         counts.append(rows)
     return counts
 
@@ -879,20 +946,57 @@ class NeutralizationIncomplete(OperationFailed):
         )
 
 
-def neutralize(pg: Pg, db: str) -> dict:
+class NeutralizationUncovered(OperationFailed):
+    """Installed modules ship a neutralize file that neither erpops' rules nor Odoo's addons cover."""
+
+    def __init__(self, db: str, modules: list[str]) -> None:
+        self.db = db
+        self.modules = modules
+        names = ", ".join(modules)
+        super().__init__(
+            f"neutralize {db}: installed module(s) {names}: each ships "
+            "a data/neutralize.sql that erpops has no rule for (nothing was changed). Give Odoo's addons "
+            "(--addons-path, Enterprise included) so their own files run, or accept each by name: "
+            + " ".join(f"--allow-unneutralized {m}" for m in modules)
+        )
+
+
+def neutralize(
+    pg: Pg,
+    db: str,
+    *,
+    addons_path: Sequence[Path | str] | None = None,
+    allow_unneutralized: Iterable[str] = (),
+) -> dict:
     """Neutralize `db` like Odoo 16.0-18.0 does, rotate its identity, and prove nothing live remains.
 
-    Returns {db, modules_applied, statements, changed: {table: rows}, remaining: [], uuid_changed,
-    secret_changed, is_neutralized, uuid, kept_crons}. Raises UsageError when db is missing or not
-    Odoo, OperationFailed when a statement fails (rolled back, nothing changed) or when, after the
-    commit, anything live remains (listed in the message and in `exc.remaining`).
+    addons_path: Odoo's addons directories; then each installed module's own data/neutralize.sql
+    runs, read from there as `odoo-bin neutralize` does, and erpops' rules only for the modules not
+    found there. Without it, erpops' rules run.
+    allow_unneutralized: modules accepted as not covered (else NeutralizationUncovered, before
+    anything changes).
+
+    Returns {db, mode, modules_applied, statements, changed: {table: rows}, remaining: [],
+    uncovered_allowed, uuid_changed, secret_changed, is_neutralized, uuid, kept_crons}. Raises
+    UsageError when db is missing or not Odoo, NeutralizationUncovered, OperationFailed when a
+    statement fails (rolled back, nothing changed) or when, after the commit, anything live remains
+    (listed in the message and in `exc.remaining`).
     """
     schema = _probe(pg, db)
     installed = _installed_modules(pg, db)
-    rules = applicable_rules(installed, schema)
+    file_rules: list[Rule] = []
+    found: set[str] = set()
+    if addons_path:
+        file_rules, found = odoo_addons_files(addons_path, installed)
+    uncovered = uncovered_modules(installed, schema, found)
+    allowed = set(allow_unneutralized)
+    refused = [m for m in uncovered if m not in allowed]
+    if refused:
+        raise NeutralizationUncovered(db, refused)
+    rules = file_rules + applicable_rules(installed, schema, skip=found)
     before = read_identity(pg, db)
     identity = new_identity()
-    script, starts = _script(rules, identity)
+    script, starts = _script(rules, identity, schema)
     out = _run_in_one_transaction(pg, db, script, starts, rules)
     counts = _row_counts(out, rules)
 
@@ -915,10 +1019,13 @@ def neutralize(pg: Pg, db: str) -> dict:
         remaining.append("ir_config_parameter database.secret was not replaced")
     report = {
         "db": db,
-        "modules_applied": sorted({rule.module for rule in rules if rule.module}),
+        "mode": "odoo-addons" if addons_path else "erpops-rules",
+        "modules_applied": sorted({rule.module for rule in rules if rule.module and rule.module in installed}),
+        "odoo_files": [rule.source for rule in file_rules],
         "statements": statements,
         "changed": changed,
         "remaining": remaining,
+        "uncovered_allowed": [m for m in uncovered if m in allowed],
         "uuid_changed": uuid_changed,
         "secret_changed": secret_changed,
         "is_neutralized": not any("is_neutralized" in item for item in remaining),
@@ -928,3 +1035,20 @@ def neutralize(pg: Pg, db: str) -> dict:
     if remaining:
         raise NeutralizationIncomplete(db, remaining, report)
     return report
+
+
+def neutralize_or_drop(pg: Pg, db: str, filestore_dir: Path | None, **options: object) -> dict:
+    """Neutralize a database just created from an import; on any failure drop it (and its filestore).
+
+    As Odoo's restore with neutralize: the copy either comes out neutralized or not at all.
+    """
+    import shutil
+
+    try:
+        return neutralize(pg, db, **options)  # type: ignore[arg-type]
+    except BaseException as exc:
+        pg.psql(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
+        if filestore_dir is not None:
+            shutil.rmtree(filestore_dir, ignore_errors=True)
+        exc.add_note(f"the imported database {db} and its filestore were removed")
+        raise
