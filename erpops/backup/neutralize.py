@@ -823,6 +823,11 @@ def uncovered_modules(installed: set[str], schema: Schema, covered: Iterable[str
     )
 
 
+def parse_addons_path(values: Iterable[str]) -> list[Path]:
+    """--addons-path values, each one directory or a comma-separated list as Odoo's own option."""
+    return [Path(part.strip()) for value in values for part in value.split(",") if part.strip()]
+
+
 def odoo_addons_files(addons_path: Sequence[Path | str], modules: Iterable[str]) -> tuple[list[Rule], set[str]]:
     """Odoo's own neutralize files of `modules`, found as Odoo finds a module: in the first addons
     directory holding it. Returns one Rule per file (in module order) and the modules found at all
