@@ -352,3 +352,32 @@ def test_import_odoo_zip_neutralize_through_the_cli(pg: LocalPostgres, client: P
         assert live_mail_servers(client, name) == []
     finally:
         client.psql(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+
+
+def test_restore_refuses_neutralized_for_an_uncovered_module_unless_allowed(pg: LocalPostgres, client: Pg, db: str,
+                                                                          tmp_path: Path) -> None:
+    from erpops.backup import engine
+    from erpops.backup.commands import COMMANDS as BACKUP_COMMANDS
+    from erpops.backup.storage import open_target
+
+    install(client, db, "voip")
+    target_url = f"file://{tmp_path / 'sets'}"
+    set_id = engine.backup(open_target(target_url), client, db, stack="dev")["set_id"]
+    group = click.Group("erpops", commands={c.name: c for c in BACKUP_COMMANDS})
+    env = {**pg.env(), "ERPOPS_BACKUP_TARGET": target_url}
+    restored = f"{db}_restored"
+    try:
+        refused = CliRunner().invoke(group, ["restore", set_id, "--to", restored, "--skip-filestore", "--json"],
+                                     env=env)
+        out = json.loads(refused.stdout)
+        assert out["ok"] is False and out["exit_code"] == 4, refused.output
+        assert "voip" in out["error"] and "--allow-unneutralized voip" in out["error"]
+        assert not client.database_exists(restored), "a refused restore leaves no database behind"
+
+        allowed = CliRunner().invoke(group, ["restore", set_id, "--to", restored, "--skip-filestore",
+                                             "--allow-unneutralized", "voip"], env=env)
+        assert allowed.exit_code == 0, allowed.output
+        assert "NOT neutralized, accepted: voip (--allow-unneutralized)" in allowed.stdout
+        assert live_items(client, restored) == []
+    finally:
+        client.psql(f"DROP DATABASE IF EXISTS {quote_ident(restored)} WITH (FORCE)")
