@@ -1,15 +1,31 @@
 """Neutralize an Odoo 16.0-18.0 database the way `odoo-bin neutralize` does, then prove it.
 
 Odoo's neutralization (odoo/modules/neutralize.py, `neutralize_database`) reads the installed
-modules (state installed / to upgrade / to remove) and runs each one's `data/neutralize.sql`.
-erpops runs the same statements, written once in RULES below with the odoo/odoo file each comes
-from. A rule runs when its module is installed *and* every table and column it names exists, so
-one table serves 16.0, 17.0 and 18.0 (their schemas differ) and a database without, say,
-`fetchmail_server` never errors. Where erpops differs from Odoo, it is on purpose:
+modules (state installed / to upgrade / to remove) and runs each one's `data/neutralize.sql`,
+found in the addons path. erpops does it two ways:
+
+- with Odoo's addons at hand (`addons_path`, the CLI's `--addons-path`): it runs the installed
+  modules' own files from there, as Odoo does (a module is looked up in the first directory that
+  holds it; a file with a psql meta-command line is refused), and its own rules only for the
+  installed modules that are not in that path;
+- without them: its own rules, RULES below, one or more per module of Odoo 16.0, 17.0 and 18.0 CE
+  that ships such a file (the list, a recorded fact: erpops/backup/neutralize_modules.py; the
+  coverage test tests/unit/test_neutralize_coverage.py fails when a listed module has no rule).
+  Each rule names the odoo/odoo file and versions it stands for; the SQL is erpops' own. A rule
+  runs where every table and column it names exists, so one rule serves 16.0-18.0 (their schemas
+  differ) and a database without, say, `fetchmail_server` never errors.
+
+An installed module known to ship a neutralize file (neutralize_modules.KNOWN, Enterprise
+included) for which neither its own file nor an erpops rule applies is "not covered": neutralize
+refuses (NeutralizationUncovered) before changing anything, unless `allow_unneutralized` names it.
+
+Where erpops' rules differ from Odoo's files, it is on purpose:
 
 - each statement only touches rows that are still live (`WHERE active`, ...): the result is the
   same, the report counts real changes, and a second run changes nothing (Odoo's own base file
   would insert a second dummy mail server);
+- IAP tokens too long for '+disabled' (pre-17.0 ones, over 33 characters in a varchar(43)) get
+  Odoo 17's dummy value instead of failing the whole run;
 - the database identity is rotated as Odoo does for a copy (`ir.config_parameter.init(force=True)`
   in odoo/service/db.py): a new `database.uuid` (so the copy stops reporting as production to
   Odoo's publisher warranty and IAP) and a new `database.secret` (so signed links, tokens and
@@ -19,9 +35,11 @@ one table serves 16.0, 17.0 and 18.0 (their schemas differ) and a database witho
 
 Everything runs in ONE transaction (`psql --single-transaction`, ON_ERROR_STOP): a failing
 statement leaves the database as it was. Then a separate query, `live_items`, looks for anything
-that can still act on the outside world; while anything does, `neutralize` raises
-OperationFailed listing it, so success is never reported for a database that can still send mail,
-fetch mail, run crons or take payments.
+that can still act on the outside world: mail, fetchmail, crons, payment states, carriers,
+webhooks, IAP, EDI proxies, and every credential a rule written as data clears (OAuth providers,
+captcha keys, payment provider and terminal credentials, localisation e-invoicing, cloud storage,
+calendar tokens, ...), whichever way the run was made. While anything is live, `neutralize`
+raises OperationFailed listing it (table, row, column; never a value).
 """
 
 from __future__ import annotations
@@ -184,7 +202,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "base",
-        ODOO_BASE + " 17.0-18.0: insert a dummy mail server so no command-line server is a fallback",
+        ODOO_BASE + " 16.0-18.0: insert a dummy mail server so no command-line server is a fallback",
         "ir_mail_server",
         "INSERT INTO ir_mail_server (name, smtp_port, smtp_host, smtp_encryption, active, smtp_authentication) "
         f"SELECT {quote_literal(MAIL_SINK_NAME)}, 1025, {quote_literal(MAIL_SINK_HOST)}, 'none', true, 'login' "
@@ -223,13 +241,13 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "mail",
-        ODOO.format("mail") + " 17.0-18.0: deactivate fetchmail servers",
+        ODOO.format("mail") + " 16.0-18.0: deactivate fetchmail servers",
         "fetchmail_server",
         "UPDATE fetchmail_server SET active = false WHERE active",
     ),
     Rule(
         "fetchmail",
-        ODOO.format("fetchmail") + " 16.0 (merged into mail in 17.0): deactivate fetchmail servers",
+        ODOO.format("fetchmail") + " before 16.0 (merged into mail in 16.0), kept for upgraded databases",
         "fetchmail_server",
         "UPDATE fetchmail_server SET active = false WHERE active",
     ),
@@ -332,13 +350,21 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "website",
-        ODOO.format("website") + " (later than 17.0; applied to all): robots.txt disallows all",
+        ODOO.format("website") + " 16.0-18.0: robots.txt disallows all",
         "website",
         r"UPDATE website SET robots_txt = E'User-agent: *\nDisallow: /' "
         r"WHERE robots_txt IS DISTINCT FROM E'User-agent: *\nDisallow: /'",
         needs=("website.robots_txt",),
     ),
     # -- e-invoicing proxies ----------------------------------------------------------------------------------
+    Rule(
+        "account_edi_proxy_client",
+        ODOO.format("account_edi_proxy_client") + " 16.0: every EDI connection in demo mode",
+        "ir_config_parameter",
+        "INSERT INTO ir_config_parameter (key, value) VALUES ('account_edi_proxy_client.demo', 'True') "
+        "ON CONFLICT (key) DO UPDATE SET value = 'True' WHERE lower(ir_config_parameter.value) NOT IN ('true', '1')",
+        needs=("account_edi_proxy_client_user",),
+    ),
     Rule(
         "account_edi_proxy_client",
         ODOO.format("account_edi_proxy_client") + " 17.0-18.0: EDI users to test/demo",
@@ -673,6 +699,16 @@ def _live_checks(schema: Schema) -> list[LiveCheck]:
             + ("proxy_type" if schema.has("account_edi_proxy_client_user.proxy_type") else "''")
             + ") FROM account_edi_proxy_client_user WHERE edi_mode = 'prod'"
             + (" AND active" if schema.has("account_edi_proxy_client_user.active") else ""),
+        ),
+        *(
+            [LiveCheck(
+                ("account_edi_proxy_client_user",),
+                "SELECT 'ir_config_parameter account_edi_proxy_client.demo is not true (16.0 EDI proxy live)' "
+                "WHERE NOT EXISTS (SELECT 1 FROM ir_config_parameter WHERE key = 'account_edi_proxy_client.demo' "
+                "AND lower(value) IN ('true', '1'))",
+            )]
+            # 16.0 has no per-user mode: one flag puts every EDI connection in demo mode
+            if not schema.has("account_edi_proxy_client_user.edi_mode") else []
         ),
         LiveCheck(
             ("ir_config_parameter",),
