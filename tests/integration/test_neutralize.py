@@ -381,3 +381,15 @@ def test_restore_refuses_neutralized_for_an_uncovered_module_unless_allowed(pg: 
         assert live_items(client, restored) == []
     finally:
         client.psql(f"DROP DATABASE IF EXISTS {quote_ident(restored)} WITH (FORCE)")
+
+
+def test_import_options_that_need_neutralize_are_refused_first(tmp_path: Path) -> None:
+    group = click.Group("erpops", commands={c.name: c for c in COMMANDS})
+    result = CliRunner().invoke(group, ["import", "odoo-zip", str(FIXTURE), "--to", "never_made",
+                                        "--allow-unneutralized", "voip", "--json"])
+    out = json.loads(result.stdout)
+    assert out["exit_code"] == 2 and "need --neutralize" in out["error"]
+    result = CliRunner().invoke(group, ["import", "odoo-zip", str(FIXTURE), "--to", "never_made", "--neutralize",
+                                        "--addons-path", str(tmp_path / "missing"), "--json"])
+    out = json.loads(result.stdout)
+    assert out["exit_code"] == 2 and "--addons-path" in out["error"] and "is not a directory" in out["error"]
