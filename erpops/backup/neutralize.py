@@ -915,7 +915,7 @@ def _script(rules: list[Rule], identity: dict[str, str], schema: Schema) -> tupl
     starts: list[int] = []
     for i, rule in enumerate(rules):
         lines.append(f"\\echo @@{i}")
-        starts.append(len(lines) + 1)
+        starts.append(sum(entry.count("\n") + 1 for entry in lines) + 1)  # a file spans several lines
         if rule.counts_before:
             lines.append(f"SELECT count(*) FROM {rule.table};")
         # A file's last statement may lack its ';' (Odoo joins them with cursor.execute).

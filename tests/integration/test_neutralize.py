@@ -393,3 +393,12 @@ def test_import_options_that_need_neutralize_are_refused_first(tmp_path: Path) -
                                         "--addons-path", str(tmp_path / "missing"), "--json"])
     out = json.loads(result.stdout)
     assert out["exit_code"] == 2 and "--addons-path" in out["error"] and "is not a directory" in out["error"]
+
+
+def test_a_failing_odoo_file_is_named_and_rolls_everything_back(client: Pg, db: str, tmp_path: Path) -> None:
+    broken = "-- broken\nUPDATE fetchmail_server SET no_such_column = 1;\n"
+    addons = _addons(tmp_path, {"base": BASE_SQL, "mail": broken})
+    with pytest.raises(OperationFailed, match=rf"(?s)in the rule from {addons}/mail/data/neutralize.sql; rolled back"):
+        neutralize(client, db, addons_path=[addons])
+    assert live_mail_servers(client, db) == ["Production SMTP"]
+    assert len(active_crons(client, db)) == 13
