@@ -45,6 +45,7 @@ raises OperationFailed listing it (table, row, column; never a value).
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterable, Sequence
@@ -1078,15 +1079,21 @@ def neutralize(
     return report
 
 
-def neutralize_or_drop(pg: Pg, db: str, filestore_dir: Path | None, **options: object) -> dict:
+def neutralize_or_drop(
+    pg: Pg,
+    db: str,
+    filestore_dir: Path | None,
+    *,
+    addons_path: Sequence[Path | str] | None = None,
+    allow_unneutralized: Iterable[str] = (),
+) -> dict:
     """Neutralize a database just created from an import; on any failure drop it (and its filestore).
 
     As Odoo's restore with neutralize: the copy either comes out neutralized or not at all.
     """
-    import shutil
 
     try:
-        return neutralize(pg, db, **options)  # type: ignore[arg-type]
+        return neutralize(pg, db, addons_path=addons_path, allow_unneutralized=allow_unneutralized)
     except BaseException as exc:
         pg.psql(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
         if filestore_dir is not None:
