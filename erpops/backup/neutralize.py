@@ -1018,11 +1018,11 @@ def neutralize(
     allow_unneutralized: modules accepted as not covered (else NeutralizationUncovered, before
     anything changes).
 
-    Returns {db, mode, modules_applied, statements, changed: {table: rows}, remaining: [],
-    uncovered_allowed, uuid_changed, secret_changed, is_neutralized, uuid, kept_crons}. Raises
-    UsageError when db is missing or not Odoo, NeutralizationUncovered, OperationFailed when a
-    statement fails (rolled back, nothing changed) or when, after the commit, anything live remains
-    (listed in the message and in `exc.remaining`).
+    Returns {db, mode, modules_applied, odoo_files, not_in_addons_path, statements,
+    changed: {table: rows}, remaining: [], uncovered_allowed, uuid_changed, secret_changed,
+    is_neutralized, uuid, kept_crons}. Raises UsageError when db is missing or not Odoo,
+    NeutralizationUncovered, OperationFailed when a statement fails (rolled back, nothing changed)
+    or when, after the commit, anything live remains (listed in the message and in `exc.remaining`).
     """
     schema = _probe(pg, db)
     installed = _installed_modules(pg, db)
@@ -1064,6 +1064,8 @@ def neutralize(
         "mode": "odoo-addons" if addons_path else "erpops-rules",
         "modules_applied": sorted({rule.module for rule in rules if rule.module and rule.module in installed}),
         "odoo_files": [rule.source for rule in file_rules],
+        # With --addons-path: installed modules not found there (erpops' rules stood in where it has one).
+        "not_in_addons_path": sorted(installed - found) if addons_path else [],
         "statements": statements,
         "changed": changed,
         "remaining": remaining,

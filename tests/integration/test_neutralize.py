@@ -308,7 +308,8 @@ def test_with_odoo_addons_the_installed_modules_own_files_run(client: Pg, db: st
     # web was found without a file: erpops' own web rule did not run in its place.
     assert rows(client, db, "SELECT active FROM ir_ui_view WHERE key = 'web.neutralize_banner'") == ["f"]
     # iap is not in that addons path: erpops' rule ran for it.
-    assert "iap" in report["modules_applied"]
+    assert "iap" in report["modules_applied"] and "iap" in report["not_in_addons_path"]
+    assert "base" not in report["not_in_addons_path"]
 
 
 def test_an_odoo_file_that_leaves_something_live_is_caught(client: Pg, db: str, tmp_path: Path) -> None:
