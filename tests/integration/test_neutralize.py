@@ -403,3 +403,62 @@ def test_a_failing_odoo_file_is_named_and_rolls_everything_back(client: Pg, db: 
         neutralize(client, db, addons_path=[addons])
     assert live_mail_servers(client, db) == ["Production SMTP"]
     assert len(active_crons(client, db)) == 13
+
+
+# Tables in the shape Odoo 16.0 gives them, for the modules whose 16.0 neutralize files differ
+# from 17.0's (their columns as the 16.0 files name them). No 16.0 backup is at hand: this is it.
+ODOO16_SQL = """
+CREATE TABLE ir_model_data (id serial PRIMARY KEY, module varchar, name varchar, model varchar, res_id int);
+INSERT INTO ir_module_module (name, state) VALUES ('account_edi_proxy_client', 'installed'),
+  ('google_calendar', 'installed'), ('microsoft_calendar', 'installed'), ('payment', 'installed'),
+  ('payment_paypal', 'installed'), ('iap', 'installed');
+CREATE TABLE account_edi_proxy_client_user (id serial PRIMARY KEY, id_client varchar, edi_format_id int);
+INSERT INTO account_edi_proxy_client_user (id_client) VALUES ('it-prod-1');
+CREATE TABLE google_calendar_credentials (id serial PRIMARY KEY, calendar_rtoken varchar, calendar_token varchar,
+                                          synchronization_stopped boolean);
+INSERT INTO google_calendar_credentials (calendar_rtoken, calendar_token, synchronization_stopped)
+  VALUES ('g-refresh', 'g-access', false);
+CREATE TABLE res_users (id serial PRIMARY KEY, login varchar, microsoft_calendar_token varchar,
+                        microsoft_calendar_rtoken varchar, microsoft_synchronization_stopped boolean);
+INSERT INTO res_users (login, microsoft_calendar_token, microsoft_calendar_rtoken, microsoft_synchronization_stopped)
+  VALUES ('admin', 'ms-access', 'ms-refresh', false);
+CREATE TABLE payment_provider (id serial PRIMARY KEY, name jsonb, code varchar, state varchar,
+                               paypal_email_account varchar, paypal_seller_account varchar, paypal_pdt_token varchar);
+INSERT INTO payment_provider (name, code, state, paypal_email_account, paypal_seller_account, paypal_pdt_token)
+  VALUES ('{"en_US": "PayPal"}', 'paypal', 'enabled', 'shop@example.com', 'SELLER1', 'PDT1');
+CREATE TABLE iap_account (id serial PRIMARY KEY, service_name varchar, account_token varchar);
+INSERT INTO iap_account (service_name, account_token) VALUES ('sms', repeat('c', 40));
+"""
+
+
+@pytest.fixture
+def odoo16(client: Pg) -> Iterator[str]:
+    from erpops.demo import ODOO_BASE_SQL
+
+    name = f"odoo16_{next(_names)}"
+    client.psql(f"CREATE DATABASE {quote_ident(name)}")
+    client.psql(ODOO_BASE_SQL + ODOO16_SQL, name)
+    yield name
+    client.psql(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+
+
+def test_a_16_0_shaped_database_is_covered_and_neutralized(client: Pg, odoo16: str) -> None:
+    items = live_items(client, odoo16)
+    assert "ir_config_parameter account_edi_proxy_client.demo is not true (16.0 EDI proxy live)" in items
+    assert any(i.startswith("google_calendar_credentials #1 still holds calendar_rtoken, calendar_token, "
+                            "synchronization_stopped") for i in items)
+    assert any(i.startswith("res_users #1 still holds microsoft_calendar_token") for i in items)
+    assert any("paypal_seller_account" in i for i in items)
+
+    report = neutralize(client, odoo16)
+    assert report["remaining"] == []
+    assert {"account_edi_proxy_client", "google_calendar", "microsoft_calendar", "payment_paypal"} <= set(
+        report["modules_applied"])
+    assert rows(client, odoo16, "SELECT value FROM ir_config_parameter WHERE key = 'account_edi_proxy_client.demo'"
+                ) == ["True"]
+    assert rows(client, odoo16, "SELECT calendar_rtoken IS NULL, synchronization_stopped "
+                                "FROM google_calendar_credentials") == ["t|t"]
+    assert rows(client, odoo16, "SELECT concat(paypal_email_account, paypal_seller_account, paypal_pdt_token), "
+                                "state FROM payment_provider") == ["|disabled"]
+    # iap_account.account_token is unbounded in 16.0: the long token gets the dummy all the same.
+    assert rows(client, odoo16, "SELECT account_token FROM iap_account") == ["dummy_value+disabled"]
