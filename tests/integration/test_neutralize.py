@@ -462,3 +462,65 @@ def test_a_16_0_shaped_database_is_covered_and_neutralized(client: Pg, odoo16: s
                                 "state FROM payment_provider") == ["|disabled"]
     # iap_account.account_token is unbounded in 16.0: the long token gets the dummy all the same.
     assert rows(client, odoo16, "SELECT account_token FROM iap_account") == ["dummy_value+disabled"]
+
+
+# Odoo 18.0's shape for modules whose 18.0 files are new or differ (columns as the 18.0 files name them).
+ODOO18_SQL = """
+CREATE TABLE ir_model_data (id serial PRIMARY KEY, module varchar, name varchar, model varchar, res_id int);
+INSERT INTO ir_module_module (name, state) VALUES ('payment', 'installed'), ('payment_paypal', 'installed'),
+  ('certificate', 'installed'), ('cloud_storage', 'installed'), ('cloud_storage_google', 'installed'),
+  ('google_calendar', 'installed'), ('l10n_in', 'installed'), ('pos_pine_labs', 'installed');
+CREATE TABLE payment_provider (id serial PRIMARY KEY, name jsonb, code varchar, state varchar,
+                               paypal_email_account varchar, paypal_client_id varchar, paypal_client_secret varchar);
+INSERT INTO payment_provider (name, code, state, paypal_email_account, paypal_client_id, paypal_client_secret)
+  VALUES ('{"en_US": "PayPal"}', 'paypal', 'test', 'shop@example.com', 'AZ-client', 'EK-secret');
+CREATE TABLE certificate_certificate (id serial PRIMARY KEY, pkcs12_password varchar);
+INSERT INTO certificate_certificate (pkcs12_password) VALUES ('p12-secret');
+CREATE TABLE certificate_key (id serial PRIMARY KEY, password varchar);
+INSERT INTO certificate_key (password) VALUES ('key-secret');
+INSERT INTO ir_config_parameter (key, value) VALUES ('cloud_storage_provider', 'google'),
+  ('cloud_storage_google_bucket_name', 'prod-bucket'), ('cloud_storage_google_account_info', '{"private_key": 1}');
+CREATE TABLE res_users_settings (id serial PRIMARY KEY, google_calendar_rtoken varchar, google_calendar_token varchar,
+                                 google_synchronization_stopped boolean);
+INSERT INTO res_users_settings (google_calendar_rtoken, google_calendar_token) VALUES ('r', 't');
+CREATE TABLE res_company (id serial PRIMARY KEY, l10n_in_edi_production_env boolean);
+INSERT INTO res_company (l10n_in_edi_production_env) VALUES (true);
+CREATE TABLE pos_payment_method (id serial PRIMARY KEY, pine_labs_test_mode boolean, pine_labs_merchant varchar,
+                                 pine_labs_security_token varchar);
+INSERT INTO pos_payment_method (pine_labs_test_mode, pine_labs_merchant, pine_labs_security_token)
+  VALUES (false, 'M-1', 'T-1'), (NULL, NULL, NULL);
+"""
+
+
+@pytest.fixture
+def odoo18(client: Pg) -> Iterator[str]:
+    from erpops.demo import ODOO_BASE_SQL
+
+    name = f"odoo18_{next(_names)}"
+    client.psql(f"CREATE DATABASE {quote_ident(name)}")
+    client.psql(ODOO_BASE_SQL + ODOO18_SQL, name)
+    yield name
+    client.psql(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+
+
+def test_an_18_0_shaped_database_is_covered_and_neutralized(client: Pg, odoo18: str) -> None:
+    items = live_items(client, odoo18)
+    for expected in ("payment_provider #1 still holds paypal_email_account, paypal_client_id, paypal_client_secret",
+                     "certificate_certificate #1 still holds pkcs12_password (certificate)",
+                     "certificate_key #1 still holds password (certificate)",
+                     "ir_config_parameter cloud_storage_provider is set (cloud_storage)",
+                     "ir_config_parameter cloud_storage_google_account_info is set (cloud_storage_google)",
+                     "res_users_settings #1 still holds google_calendar_rtoken, google_calendar_token",
+                     "res_company #1 still holds l10n_in_edi_production_env (l10n_in)",
+                     "pos_payment_method #1 still holds pine_labs_test_mode, pine_labs_merchant"):
+        assert any(i.startswith(expected) for i in items), (expected, items)
+    assert not any(v in i for i in items for v in ("EK-secret", "p12-secret", "key-secret", "prod-bucket")), \
+        "a live check must not show a value"
+
+    report = neutralize(client, odoo18)
+    assert report["remaining"] == []
+    assert rows(client, odoo18, "SELECT count(*) FROM ir_config_parameter WHERE key LIKE 'cloud_storage%'") == ["0"]
+    assert rows(client, odoo18, "SELECT pkcs12_password FROM certificate_certificate") == ["dummy"]
+    assert rows(client, odoo18, "SELECT pine_labs_test_mode, pine_labs_merchant FROM pos_payment_method "
+                                "ORDER BY id") == ["t|dummymerchant", "t|dummymerchant"]
+    assert rows(client, odoo18, "SELECT l10n_in_edi_production_env FROM res_company") == ["f"]
