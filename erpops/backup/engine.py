@@ -691,12 +691,13 @@ def copy_database(pg: Pg, source: str, dest: str) -> None:
         Path(err.name).unlink(missing_ok=True)
 
 
-def _neutralize(pg: Pg, db: str) -> dict[str, Any]:
+def _neutralize(pg: Pg, db: str, **options: Any) -> dict[str, Any]:
+    """options: addons_path, allow_unneutralized (see erpops.backup.neutralize.neutralize)."""
     try:
         from erpops.backup.neutralize import neutralize
     except ImportError as exc:
         raise ServiceError(f"erpops.backup.neutralize is not available ({exc}): cannot neutralize {db}") from exc
-    return neutralize(pg, db)
+    return neutralize(pg, db, **options)
 
 
 def import_odoo_zip(
