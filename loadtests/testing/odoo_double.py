@@ -806,6 +806,7 @@ class OdooDouble:
             def _route(self, path: str, params: dict[str, Any]) -> tuple[Any, dict[str, str]]:
                 if path == "/web/webclient/version_info":
                     double.counts["version_info"] += 1
+                    double._delay("session:version_info")
                     return double.version_info(), {}
                 if path == "/web/session/authenticate":
                     double.counts["session:authenticate"] += 1
