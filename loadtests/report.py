@@ -110,6 +110,9 @@ def run_table(title: str, run: Mapping[str, Any], console: Console) -> None:
                       highlight=False)
     for e in run.get("errors") or []:
         console.print(f"  [red]{e['occurrences']}x[/red] {escape(e['name'])}: {escape(e['error'])}", highlight=False)
+    for e in run.get("startup_errors") or []:
+        console.print(f"  [red]{e['occurrences']}x[/red] (start-up) {escape(e['name'])}: {escape(e['error'])}",
+                      highlight=False)
 
 
 def never_sent(run: Mapping[str, Any]) -> list[str]:

@@ -78,11 +78,14 @@ class Measured:
         self.errors: Counter[tuple[str, str]] = Counter()
         self.checks: dict[str, Counter[str]] = defaultdict(Counter)
         self.total: Counter[int] = Counter()
+        self.startup_errors: Counter[tuple[str, str]] = Counter()  # failures before the window: not measured
 
     def on_request(self, name: str, response_time: float, exception: Any = None, start_time: float | None = None,
                    **_: Any) -> None:
         started = start_time if start_time is not None else time.time() - (response_time or 0) / 1000.0
         if self.window is None or not self.window[0] <= started < self.window[1]:
+            if exception and (self.window is None or started < self.window[0]):
+                self.startup_errors[(name, str(exception))] += 1
             return
         if name.startswith("check:"):
             self.checks[name]["failed" if exception else "ok"] += 1
@@ -169,6 +172,8 @@ def one_run(classes: list[type], host: str, users: int, duration: float, html: P
         "declared": declared_names(classes, counts, read_only),
         "user_classes": counts,
         "errors": errors,
+        "startup_errors": [{"name": n, "error": e, "occurrences": c}
+                           for (n, e), c in measured.startup_errors.most_common(20)],
         # crashes inside a user (a bug in a persona, not a server failure): the gate refuses to judge
         "exceptions": [{"count": e["count"], "msg": e["msg"], "traceback": e["traceback"][-2000:]}
                        for e in runner.exceptions.values()],

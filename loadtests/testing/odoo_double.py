@@ -34,6 +34,8 @@ Knobs (constructor, `set()`, or `POST /__double__/control` with a JSON object of
   multiplier   scales the service time of every request           (default 1.0)
   per_name     {request name: multiplier}, e.g. {"sale.order:create": 1.25}
   error_rate   share of call_kw answered with a JSON-RPC error, HTTP 200   (default 0)
+  broken       {request name: message}: that call_kw always fails with a UserError (a step that
+               cannot succeed on this database)
   serie        "16.0", "17.0" or "18.0"                                    (default "17.0")
 `GET /__double__/stats` returns the request count per name. `served` counts the (model, method) pairs
 call_kw actually executed (from the JSON-RPC params, which is what Odoo dispatches on, not the URL),
@@ -125,6 +127,7 @@ class OdooDouble:
         self._inflight: Counter[tuple[str, int]] = Counter()  # records written by a running transaction
         self.multiplier = 1.0
         self.per_name: dict[str, float] = {}
+        self.broken: dict[str, str] = {}
         self.error_rate = error_rate
         self.counts: Counter[str] = Counter()
         self.served: Counter[tuple[str, str]] = Counter()  # (model, method) executed by call_kw
@@ -164,12 +167,17 @@ class OdooDouble:
 
     def set(self, **knobs: Any) -> None:
         """Change latency, error rate or serie while serving (same names as the control endpoint)."""
-        allowed = {"base_ms", "jitter_ms", "sigma", "cpu_ms", "multiplier", "per_name", "error_rate", "serie"}
+        allowed = {"base_ms", "jitter_ms", "sigma", "cpu_ms", "multiplier", "per_name", "error_rate", "serie", "broken"}
         unknown = set(knobs) - allowed
         if unknown:
             raise ValueError(f"unknown knob(s) {sorted(unknown)}: use {sorted(allowed)}")
         for key, value in knobs.items():
-            setattr(self, key, dict(value) if key == "per_name" else value)
+            setattr(self, key, dict(value) if key in ("per_name", "broken") else value)
+
+    def inflight(self) -> list[str]:
+        """`model:id` of the records a running write holds (also `GET /__double__/inflight`)."""
+        with self._lock:
+            return sorted(f"{m}:{i}" for (m, i), n in self._inflight.items() if n > 0)
 
     def snapshot(self) -> dict[str, dict[int, dict[str, Any]]]:
         """A deep copy of every record, to compare before and after a load."""
@@ -749,8 +757,7 @@ class OdooDouble:
                     self._json(dict(double.counts))
                     return
                 if path == "/__double__/inflight":
-                    with double._lock:
-                        self._json(sorted(f"{m}:{i}" for (m, i), n in double._inflight.items() if n > 0))
+                    self._json(double.inflight())
                     return
                 if path == "/web":
                     double.counts["page:/web"] += 1
@@ -835,6 +842,8 @@ class OdooDouble:
                 args = list(params.get("args") or [])
                 with double._transaction(name, model, method, args):
                     double._delay(name)
+                    if name in double.broken:
+                        raise RpcFault("odoo.exceptions.UserError", double.broken[name])
                     if double.error_rate and double._rng.random() < double.error_rate:
                         raise RpcFault("psycopg2.errors.SerializationFailure",
                                        "could not serialize access due to concurrent update (injected by the double)")
