@@ -3,7 +3,8 @@
 Against OdooDouble with realistic noise: log-normal service times (`--sigma`), uniform jitter, CPU
 burnt per request under the interpreter lock (`--cpu-ms`: concurrent requests queue for the CPU as
 they do for an Odoo worker), and a concurrent CPU load in another process (`--hog`: busy-loop
-processes, each on for `--hog-duty` of every 100 ms) for the whole benchmark, baseline included.
+processes, each busy `--hog-duty` of the time in short random bursts) for the whole benchmark,
+baseline included.
 
 One baseline is recorded (`erpops loadtest record`, the runner in its own process as in CI), then
 `--gates` gates run against the unchanged double and `--gates` against the double with one business
@@ -13,7 +14,7 @@ is a fresh `python -m loadtests gate` with the same flags, and its exit code is 
 interval and the slow-down that gate could detect; then the outcome counts side by side and the
 wall time of one gate.
 
-    .venv/bin/python benchmarks/gate_power.py [--gates 10 --runs 5 --duration 8 --users 40 --slowdown 1.3]
+    .venv/bin/python benchmarks/gate_power.py [--gates 10 --runs 8 --duration 6 --users 50 --slowdown 1.3]
 
 Target: unchanged PASS 10/10; 1.3x slower FAIL >= 9/10.
 
@@ -29,6 +30,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -52,13 +54,18 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def hog(duty: float, stop: Any) -> None:
-    """Burn one core `duty` of the time, in 100 ms periods, until told to stop."""
+def hog(duty: float, stop: Any, burst_ms: float = 5.0) -> None:
+    """Burn one core `duty` of the time in short random bursts (mean `burst_ms`), until told to stop.
+
+    Random, short bursts are what a busy neighbour (a database, a build) looks like; fixed long
+    periods would lock into phase with the runs and make whole runs slow or fast at random.
+    """
+    rng = random.Random()
     while not stop.is_set():
-        end = time.monotonic() + 0.1 * duty
-        while time.monotonic() < end:
+        end = time.perf_counter() + rng.expovariate(1000.0 / burst_ms)
+        while time.perf_counter() < end:
             pass
-        time.sleep(0.1 * (1 - duty))
+        time.sleep(rng.expovariate(1000.0 / (burst_ms * (1 - duty) / duty)))
 
 
 def project(root: Path, think: tuple[float, float]) -> Path:
@@ -79,19 +86,19 @@ def loadtest(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gates", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per run")
+    parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--think", type=float, nargs=2, default=(0.02, 0.05))
     parser.add_argument("--slowdown", type=float, default=1.3)
     parser.add_argument("--name", default="mrp.production:button_mark_done")
-    parser.add_argument("--base-ms", type=float, default=100.0)
-    parser.add_argument("--jitter-ms", type=float, default=20.0)
+    parser.add_argument("--base-ms", type=float, default=200.0)
+    parser.add_argument("--jitter-ms", type=float, default=40.0)
     parser.add_argument("--sigma", type=float, default=0.2)
     parser.add_argument("--cpu-ms", type=float, default=0.3)
     parser.add_argument("--hog", type=int, default=1, help="busy-loop processes")
-    parser.add_argument("--hog-duty", type=float, default=0.5)
+    parser.add_argument("--hog-duty", type=float, default=0.3)
     parser.add_argument("--nice", type=int, default=-20)
     args = parser.parse_args()
     if args.nice and hasattr(os, "geteuid") and os.geteuid() == 0:

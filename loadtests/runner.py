@@ -125,7 +125,7 @@ def wait_for_start_up(runner: Any, users: int, timeout: float) -> tuple[float, i
     """Until every spawned user logged in and finished its start-up (or `timeout`): (seconds, users done)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if runner.user_count >= users and OdooUser.started_up >= users:
+        if OdooUser.started_up >= users:  # a user that failed to log in has stopped: count, not user_count
             break
         gevent.sleep(0.05)
     return time.monotonic() - t0, OdooUser.started_up
