@@ -210,9 +210,14 @@ class Backup(_Model):
 
 
 class RequestSlo(_Model):
-    p50_ms: float = Field(gt=0)
-    p95_ms: float = Field(gt=0)
-    p99_ms: float = Field(gt=0)
+    """Limits of one request name (`model:method`). The absolute limits are optional; `tolerance` and
+    `detect` override the stack-wide ones of the load-test gate for this name."""
+
+    p50_ms: float | None = Field(default=None, gt=0)
+    p95_ms: float | None = Field(default=None, gt=0)
+    p99_ms: float | None = Field(default=None, gt=0)
+    tolerance: float | None = Field(default=None, ge=0, le=10)
+    detect: float | None = Field(default=None, gt=1, le=20)
 
 
 class Slo(_Model):
@@ -222,6 +227,32 @@ class Slo(_Model):
     think_time_seconds: tuple[float, float] = (1.0, 5.0)
     persona_weights: dict[Literal["planner", "shop_floor", "buyer", "sales", "warehouse"], int] = {
         "planner": 2, "shop_floor": 4, "buyer": 1, "sales": 2, "warehouse": 3}
+    # The load-test gate: a p95 slower than 1 + tolerance (beyond noise) fails; a run that could not
+    # have caught a p95 `detect` times the baseline (90% power) is INCONCLUSIVE rather than a pass.
+    tolerance: float = Field(default=0.10, ge=0, le=10)
+    detect: float = Field(default=1.30, gt=1, le=20)
+
+    @model_validator(mode="after")
+    def _detect_above_tolerance(self) -> Slo:
+        problems = []
+        if self.detect <= 1 + self.tolerance:
+            problems.append(f"slo.detect {self.detect:g} must be above 1 + slo.tolerance ({1 + self.tolerance:g}): "
+                            "a gate cannot catch a slow-down it tolerates")
+        for name, r in self.requests.items():
+            tol = self.tolerance if r.tolerance is None else r.tolerance
+            det = self.detect if r.detect is None else r.detect
+            if det <= 1 + tol:
+                problems.append(f"slo.requests.{name}: detect {det:g} must be above 1 + tolerance ({1 + tol:g})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def thresholds(self, name: str) -> tuple[float, float]:
+        """(tolerance, detect) of one request name: its own where set, else the stack's."""
+        r = self.requests.get(name)
+        tol = self.tolerance if r is None or r.tolerance is None else r.tolerance
+        det = self.detect if r is None or r.detect is None else r.detect
+        return tol, det
 
 
 class Threshold(_Model):
