@@ -104,6 +104,10 @@ class MemoryRule:
 
     def __call__(self, value: Any) -> str:
         text = _number_text(value, self.example)
+        huge = re.fullmatch(r"\d+(\.\d+)?(Pi|Ei|P|E)", text)
+        if huge and float(text[: -len(huge[2])]) > 0:
+            raise ValueError(f"{value!r} is more than {self._where} ({self.maximum}): set it to what is needed, "
+                             f"e.g. {self.example}")
         try:
             size = parse_memory(int(text) if text.isdigit() else text)
         except ValueError:
@@ -113,10 +117,13 @@ class MemoryRule:
             raise ValueError(f"{value!r} is below the {self.minimum} this needs: set it to at least "
                              f"{self.minimum}, e.g. {self.example}")
         if size > parse_memory(self.maximum):
-            where = "any node has" if self.what == "memory" else "one volume can hold"
-            raise ValueError(f"{value!r} is more than {where} ({self.maximum}): set it to what is needed, "
+            raise ValueError(f"{value!r} is more than {self._where} ({self.maximum}): set it to what is needed, "
                              f"e.g. {self.example}")
         return text
+
+    @property
+    def _where(self) -> str:
+        return "any node has" if self.what == "memory" else "one volume can hold"
 
 
 def Cpu(minimum: str = "1m", example: str = "500m") -> Any:
