@@ -60,6 +60,7 @@ def _number_text(value: Any, example: str) -> str:
 @dataclass(frozen=True)
 class CpuRule:
     """Kubernetes CPU: cores (2, 1.5) or millicores (500m), at least `minimum`, at most a node's cores."""
+    type_name = "CPU quantity"
 
     minimum: str = "1m"
     maximum: str = str(NODE_MAX_CORES)
@@ -92,6 +93,10 @@ class CpuRule:
 @dataclass(frozen=True)
 class MemoryRule:
     """Kubernetes memory or storage quantity (512Mi, 4Gi), from `minimum` to `maximum`."""
+    @property
+    def type_name(self) -> str:
+        return f"{self.what} quantity"
+
 
     minimum: str = "1Mi"
     maximum: str = NODE_MAX_MEMORY
@@ -158,6 +163,7 @@ def suggest_subdomain(value: str) -> str:
 class NameRule:
     """A Kubernetes name: `label` (RFC 1123 label: namespaces, label values) or `subdomain` (DNS subdomain:
     Secrets, StorageClasses, IngressClasses)."""
+    type_name = "Kubernetes name"
 
     what: str
     kind: str = "subdomain"  # label | subdomain
@@ -191,6 +197,7 @@ class NameRule:
 @dataclass(frozen=True)
 class HostRule:
     """A DNS host name: labels of at most 63 characters, 253 in all; `fqdn` also wants a dotted domain."""
+    type_name = "DNS name"
 
     what: str = "host name"
     fqdn: bool = True
@@ -222,6 +229,7 @@ class HostRule:
 @dataclass(frozen=True)
 class WordRule:
     """A plain identifier (Odoo module, database name, config key name) described in words."""
+    type_name = "name"
 
     what: str
     pattern: str
@@ -269,6 +277,7 @@ ModuleName = Word("Odoo module name", r"[a-z0-9_]+", "lowercase letters, digits 
 
 @dataclass(frozen=True)
 class CidrRule:
+    type_name = "IPv4 CIDR"
     form: str = "IPv4 network in CIDR form, e.g. 203.0.113.25/32"
 
     def __call__(self, value: Any) -> str:
@@ -291,6 +300,7 @@ Cidr = Annotated[str, BeforeValidator(CidrRule())]
 
 @dataclass(frozen=True)
 class EndpointRule:
+    type_name = "host:port"
     form: str = "host:port, port 1 to 65535"
 
     def __call__(self, value: Any) -> str:
@@ -312,6 +322,7 @@ Endpoint = Annotated[str, BeforeValidator(EndpointRule())]
 
 @dataclass(frozen=True)
 class CronRule:
+    type_name = "cron expression"
     form: str = "5-field cron (minute hour day-of-month month day-of-week), parsed by croniter"
 
     def __call__(self, value: Any) -> str:
