@@ -65,6 +65,17 @@ values = st.one_of(
 )
 
 
+def walk(node: Any, path: tuple[Any, ...]) -> Any:
+    """The node at `path`, or None when an earlier mutation removed or replaced part of the way."""
+    for key in path:
+        present = (key in node) if isinstance(node, dict) else (
+            isinstance(node, list) and isinstance(key, int) and key < len(node))
+        if not present:
+            return None
+        node = node[key]
+    return node
+
+
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     stack = draw(st.sampled_from(STACKS))
@@ -72,13 +83,8 @@ def mutated(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(PATHS[stack]))
         value = draw(values)
-        node: Any = raw
-        for key in path[:-1]:
-            node = node[key] if isinstance(node, dict) and key in node or isinstance(node, list) and \
-                isinstance(key, int) and key < len(node) else None
-            if node is None:
-                break
-        if node is None or not isinstance(node, dict | list):
+        node = walk(raw, path[:-1])
+        if not isinstance(node, dict | list):
             continue
         leaf = path[-1]
         if isinstance(node, list):
@@ -133,8 +139,8 @@ def assert_answered(code: int, err: str, what: str) -> None:
         assert lines and all(":" in line[4:] for line in lines), f"{what}: a problem without a key path\n{err}"
 
 
-_FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="ERPOPS_FUZZ_RANDOM" not in os.environ, database=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+_FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="ERPOPS_FUZZ_RANDOM" not in os.environ,
+                 database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @_FUZZ
