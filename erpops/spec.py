@@ -1229,14 +1229,25 @@ def _stack_problems(stack: str) -> list[Problem]:
                       f"or digit, at most 40 characters; e.g. {fix}")]
 
 
-def _tier_of(raw: dict[str, Any], stack: str) -> tuple[Any, list[Problem]]:
+def _tier_of(raw: dict[str, Any], stack: str) -> tuple[str | None, list[Problem]]:
+    """The tier the spec is checked as, and the problems of its declaration (fatal when no tier results)."""
     named = infer_tier(stack)
     declared = raw.get("tier")
-    if declared is not None and named is not None and declared != named:
+    if declared is None:
+        if named is None:
+            return None, [("tier", f"missing, and the stack name {stack!r} names none: set tier to dev, staging or "
+                                   "prod")]
+        return named, []
+    if not isinstance(declared, str) or declared not in TIERS:
+        fix = f"set tier to {named} (as the stack's name says) or remove it" if named else (
+            "set tier to dev, staging or prod")
+        return None, [("tier", f"{_show(declared)} is not a tier and the stack name {stack!r} names "
+                               f"{'the ' + named + ' tier' if named else 'none'}: {fix}")]
+    if named is not None and declared != named:
         return declared, [("tier", f"{declared!r}, but the stack is named {stack!r}: a {named} stack gets the {named} "
                                    f"checks (high availability, mail) only if it declares tier {named} or none; "
                                    f"set tier: {named} or remove it, or rename the stack")]
-    return declared or named, []
+    return declared, []
 
 
 def siblings_of(root: Path | None, stack: str) -> dict[str, dict[str, Any]]:
@@ -1271,9 +1282,8 @@ def validate(raw: Any, stack: str, source: str | None = None, *, root: Path | No
         raise SpecError([(SPEC_KEY, "missing or not a mapping: add an `erpops:spec:` mapping under "
                                     "`config:`")], source)
     tier, problems = _tier_of(raw, stack)
-    if tier not in TIERS:
-        raise SpecError([("tier", f"{_show(tier)} is not a tier and the stack name {stack!r} names none: "
-                                  "set tier to dev, staging or prod")], source)
+    if tier is None:
+        raise SpecError(problems, source)
     merged = _merge(tier_defaults(tier), {**raw, "tier": tier})
     secret_problems = _secret_problems(raw)
     flagged = {p for p, _ in secret_problems}
