@@ -590,6 +590,21 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return sorted(fields) if fields else None
 
 
+def _field_info(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
+    """The FieldInfo at `loc` (list indexes and dict keys skipped), or None."""
+    current: Any = model
+    info = None
+    for item in loc:
+        fields = getattr(current, "model_fields", None)
+        if isinstance(item, int) or not fields:
+            continue
+        if item not in fields:
+            return None
+        info = fields[item]
+        current = _model_of(info.annotation) or _model_of(next(iter(getattr(info.annotation, "__args__", ())), None))
+    return info
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -624,7 +639,9 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
             hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
             msg = f"unknown key: remove it or fix its spelling{hint}"
         elif kind == "missing":
-            msg = "required: add this key to the spec"
+            info = _field_info(Spec, loc)
+            msg = "required: add this key to the spec" + (f" ({info.description})" if info and info.description
+                                                           else "")
         elif kind == "literal_error":
             expected = ctx.get("expected", "")
             msg = f"{shown} is not allowed: use one of {expected}"

@@ -290,3 +290,35 @@ def test_a_field_without_description_stops_the_generator(monkeypatch: pytest.Mon
     monkeypatch.setattr(spec.Autoscale.model_fields["enabled"], "description", None)
     with pytest.raises(SystemExit, match=re.escape("odoo.web.autoscale.enabled has no description")):
         specdocs.render()
+
+
+def _models(model: type[Any], seen: set[type[Any]]) -> set[type[Any]]:
+    from pydantic import BaseModel
+
+    if model in seen:
+        return seen
+    seen.add(model)
+    for info in model.model_fields.values():
+        stack = [info.annotation]
+        while stack:
+            current = stack.pop()
+            if isinstance(current, type) and issubclass(current, BaseModel):
+                _models(current, seen)
+            stack += list(getattr(current, "__args__", ()))
+    return seen
+
+
+def test_every_field_pattern_has_words_and_an_example() -> None:
+    patterns = {getattr(m, "pattern", None) for model in _models(spec.Spec, set())
+                for info in model.model_fields.values() for m in info.metadata} - {None}
+    missing = patterns - set(spec._PATTERN_WORDS)
+    assert not missing, f"describe these patterns in spec._PATTERN_WORDS (words, example): {missing}"
+
+
+def test_a_missing_key_says_what_it_is_for() -> None:
+    raw = copy.deepcopy(raw_spec("prod"))
+    del raw["mail"]["incoming"][0]["cidrs"]
+    with pytest.raises(SpecError) as caught:
+        spec.validate(raw, "prod")
+    assert ("mail.incoming[0].cidrs", "required: add this key to the spec (Addresses of the mail server: the "
+            "egress policy opens the port to these only)") in caught.value.problems
