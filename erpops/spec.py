@@ -25,19 +25,27 @@ from erpops.errors import SpecError
 from erpops.spec_secrets import pasted_credentials
 from erpops.spec_types import (
     Cidr,
-    Cpu,
+    CpuRule,
     Cron,
     Endpoint,
     Host,
     Label,
-    Memory,
+    MemoryRule,
     ModuleName,
-    Storage,
     Subdomain,
     Word,
     cron_longest_gap,
     cron_shortest_gap,
     suggest_label,
+)
+from erpops.spec_types import (
+    Cpu as CpuOf,
+)
+from erpops.spec_types import (
+    Memory as MemoryOf,
+)
+from erpops.spec_types import (
+    Storage as StorageOf,
 )
 from erpops.units import mib, parse_cpu, parse_memory
 
@@ -46,6 +54,9 @@ TIERS = ("dev", "staging", "prod")
 ODOO_VERSIONS = ("16.0", "17.0", "18.0")
 # PGTune warns below 256MB; CloudNativePG cannot run a useful instance below that either
 PG_MIN_MEMORY_MIB = 256
+# Plain patterns, for a quick field; prefer the types of erpops/spec_types.py (Host, Cidr), which say the fix
+_HOST = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_CIDR = r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$"
 # PostgreSQL's MAX_BACKENDS (src/include/postmaster/postmaster.h): 2^18 - 1; the server refuses more
 PG_MAX_CONNECTIONS = 262143
 # Amazon RDS's default for PostgreSQL, max_connections = DBInstanceClassMemory / 9531392: the memory
@@ -65,6 +76,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+def _check_memory(value: Any) -> str:
+    """For a field_validator of a plain str field: the quantity's checks and messages."""
+    return MemoryRule()(value)
+
+
+def _check_cpu(value: Any) -> str:
+    return CpuRule()(value)
+
+
 def _version(value: Any) -> Any:
     # YAML reads `version: 17.0` as the number 17.0: say to quote it rather than "17.0 is not allowed"
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -74,8 +94,11 @@ def _version(value: Any) -> Any:
     return value
 
 
-PodCpu = Cpu()
-PodMemory = Memory("64Mi")
+# Field types, bounds included (erpops/spec_types.py): `x: Memory`, or `x: MemoryOf("1Gi", "4Gi")` for
+# a minimum and an example; a field typed with one gets its checks, messages and docs/spec.md row.
+Cpu = PodCpu = CpuOf()
+Memory = PodMemory = MemoryOf("64Mi")
+Storage = StorageOf()
 SecretKeyName = Word("Pulumi config key name", r"[A-Za-z][A-Za-z0-9_.-]{0,63}",
                      "a letter, then letters, digits, '_', '.' or '-', at most 64 characters", "smtpPassword")
 
@@ -174,7 +197,7 @@ class Odoo(_Model):
 
 class Postgres(Resources):
     instances: int = Field(ge=1, le=9, description="PostgreSQL instances: one primary and instances - 1 standbys")
-    storage: Storage("1Gi", "50Gi") = Field(description="Volume size of each instance, e.g. 50Gi")
+    storage: StorageOf("1Gi", "50Gi") = Field(description="Volume size of each instance, e.g. 50Gi")
     disk: Literal["ssd", "hdd", "san", "nvme"] = Field(default="ssd", description=(
         "Storage kind, for PGTune's random_page_cost and effective_io_concurrency"))
     profile: Literal["web", "oltp", "mixed"] = Field(default="oltp", description="PGTune workload profile")
@@ -199,10 +222,10 @@ class Pooler(_Model):
 
 class Redis(_Model):
     enabled: bool = Field(default=True, description="Run or use Redis for HTTP sessions (filestore.sessions redis)")
-    memory: Memory("32Mi", "256Mi") = Field(default="256Mi", description=(
+    memory: MemoryOf("32Mi", "256Mi") = Field(default="256Mi", description=(
         "Memory of the in-cluster Redis pod; maxmemory is 90% of it"))
     persistence: bool = Field(default=False, description="Keep Redis' data on a volume (appendonly)")
-    storage: Storage("100Mi", "1Gi") = Field(default="1Gi", description="Volume size with persistence")
+    storage: StorageOf("100Mi", "1Gi") = Field(default="1Gi", description="Volume size with persistence")
     session_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=300, le=366 * 24 * 3600, description=(
         "Lifetime of an idle HTTP session in Redis"))
     mode: Literal["in-cluster", "managed"] = Field(default="in-cluster", description=(
@@ -377,7 +400,7 @@ class SharedVolume(_Model):
     storage_class: Subdomain("StorageClass name") = Field(description=(
         "StorageClass of the ReadWriteMany claim mounted at /var/lib/odoo in every web, cron and module "
         "Job pod (NFS, CephFS, EFS, Azure Files, Filestore...)"))
-    size: Storage("1Gi", "50Gi") = Field(default="50Gi", description="Size of the ReadWriteMany claim")
+    size: StorageOf("1Gi", "50Gi") = Field(default="50Gi", description="Size of the ReadWriteMany claim")
 
 
 class Filestore(_Model):
