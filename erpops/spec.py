@@ -635,6 +635,8 @@ def _show(value: Any) -> str:
 
 # Field patterns in words, with an example: no regular expression is ever the whole fix
 _PATTERN_WORDS: dict[str, tuple[str, str]] = {
+    _HOST: ("a host name: lowercase letters, digits and '-' between dots", "smtp.example.com"),
+    _CIDR: ("an IPv4 network in CIDR form", "203.0.113.25/32"),
     r"^\S+$": ("a value without spaces", "prod-cluster"),
     r"^$|^[a-z_][a-z0-9_]{0,62}$": ("a PostgreSQL name: lowercase letters, digits and '_', not starting with a "
                                     "digit, at most 63 characters", "odoo_prod"),
