@@ -1345,7 +1345,7 @@ def validate(raw: Any, stack: str, source: str | None = None, *, root: Path | No
         raise SpecError(problems + [p for p in _pydantic_problems(exc) if p[0] not in flagged], source) from None
     semantic, sized = _semantic_problems(stack, spec, siblings_of(root, stack))
     if problems or semantic or sized is None:
-        raise SpecError(problems + semantic, source)
+        raise SpecError(problems + [p for p in semantic if p[0] not in flagged], source)
     return sized
 
 

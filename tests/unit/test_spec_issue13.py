@@ -155,6 +155,18 @@ def test_each_case_of_the_issue_is_refused_with_key_and_fix(
         assert token not in err, "a credential was echoed back"
 
 
+@pytest.mark.parametrize(("path", "value"), [("odoo.dbfilter", f"^{GITHUB_TOKEN}$"),
+                                           ("kubernetes.tls_secret", AWS_SECRET),
+                                           ("secrets.odoo_admin_password", JWT)])
+def test_a_flagged_credential_is_never_echoed_by_another_check(path: str, value: str) -> None:
+    raw = copy.deepcopy(raw_spec("dev"))
+    put(raw, path, value)
+    with pytest.raises(SpecError) as caught:
+        spec.validate(raw, "dev")
+    assert path in dict(caught.value.problems)
+    assert value not in str(caught.value) and value[4:30] not in str(caught.value)
+
+
 def test_a_stack_named_dev_dash_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     root = project(tmp_path, "dev-", raw_spec("dev"), siblings=False)
