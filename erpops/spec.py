@@ -142,6 +142,7 @@ class Autoscale(_Model):
 
 
 class OdooWeb(Resources):
+    cpu: CpuOf("250m", "2") = Field(description="CPU request and limit of each web pod, e.g. 2 (workers follow it)")
     replicas: int = Field(ge=1, le=100, description="Web pods (the autoscaler's start when autoscale.enabled)")
     workers: int | None = Field(default=None, ge=1, le=256, description=(
         "Odoo prefork workers per pod; none computes (2 x CPU) + 1 within the memory"))
@@ -196,6 +197,10 @@ class Odoo(_Model):
 
 
 class Postgres(Resources):
+    # PGTune warns below 256MB; CloudNativePG cannot run a useful instance below that either
+    cpu: CpuOf("500m", "2") = Field(description="CPU request and limit of each PostgreSQL instance, e.g. 4")
+    memory: MemoryOf(f"{PG_MIN_MEMORY_MIB}Mi", "16Gi") = Field(description=(
+        "Memory request and limit of each PostgreSQL instance; PGTune sizes shared_buffers and the rest from it"))
     instances: int = Field(ge=1, le=9, description="PostgreSQL instances: one primary and instances - 1 standbys")
     storage: StorageOf("1Gi", "50Gi") = Field(description="Volume size of each instance, e.g. 50Gi")
     disk: Literal["ssd", "hdd", "san", "nvme"] = Field(default="ssd", description=(
@@ -237,6 +242,11 @@ class Redis(_Model):
         "managed: addresses of the endpoint, the egress policy opens its port to these only"))
 
 
+BucketName = Word("S3 bucket name", r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
+                  "3 to 63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit",
+                  "acme-erpops-prod-backups")
+
+
 class ObjectStorage(_Model):
     mode: Literal["aws", "s3-compatible"] = Field(default="aws", description=(
         "aws: buckets and IAM users are created; s3-compatible: existing buckets at endpoint (MinIO, Ceph)"))
@@ -244,8 +254,9 @@ class ObjectStorage(_Model):
         "s3-compatible: URL of the S3 API, e.g. https://minio.example.com"))
     region: str = Field(default="eu-west-1", pattern=r"^[a-z]{2}(-[a-z0-9]+){1,3}$|^[a-z0-9-]{1,40}$",
                         description="Bucket region, e.g. eu-west-1")
-    filestore_bucket: str = Field(description="Bucket of Odoo's attachments (object-storage filestore)")
-    backup_bucket: str = Field(description="Bucket of the PostgreSQL base backups and WAL, apart from the filestore")
+    filestore_bucket: BucketName = Field(description="Bucket of Odoo's attachments (object-storage filestore)")
+    backup_bucket: BucketName = Field(description=(
+        "Bucket of the PostgreSQL base backups and WAL, apart from the filestore"))
 
 
 class Retention(_Model):

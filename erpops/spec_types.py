@@ -116,8 +116,8 @@ class MemoryRule:
         try:
             size = parse_memory(int(text) if text.isdigit() else text)
         except ValueError:
-            raise ValueError(f"{value!r} is not a {self.what} quantity: write it like 512Mi or {self.example} "
-                             "(Ki, Mi, Gi, Ti are powers of 1024)") from None
+            raise ValueError(f"{value!r} is not a {self.what} quantity: write it like 512Mi or 4Gi "
+                             f"(Ki, Mi, Gi, Ti are powers of 1024), e.g. {self.example}") from None
         if size < parse_memory(self.minimum):
             raise ValueError(f"{value!r} is below the {self.minimum} this needs: set it to at least "
                              f"{self.minimum}, e.g. {self.example}")

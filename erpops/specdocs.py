@@ -90,7 +90,8 @@ def _bounds(info: FieldInfo, annotation: Any) -> str:
     for item in info.metadata:
         for cls, (sign, attr) in words.items():
             if isinstance(item, cls):
-                out.append(f"{sign} {getattr(item, attr):g}")
+                bound = getattr(item, attr)
+                out.append(f"{sign} {int(bound) if float(bound).is_integer() else bound}")
         if isinstance(item, annotated_types.MinLen) and item.min_length:
             out.append(f"at least {item.min_length} long")
         if isinstance(item, annotated_types.MaxLen):

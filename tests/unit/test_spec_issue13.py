@@ -73,11 +73,12 @@ def problem_lines(text: str) -> list[str]:
 CASES = [
     # crashed with a traceback, exit 1
     pytest.param("dev", "odoo.web.cpu", -2, "odoo.web.cpu", "must be positive", id="negative-cpu-number"),
-    pytest.param("dev", "odoo.web.cpu", 1e-9, "odoo.web.cpu", "write it like 500m", id="exponent-cpu-number"),
+    pytest.param("dev", "odoo.web.cpu", 1e-9, "odoo.web.cpu", "in exponent form: write it like 2",
+                 id="exponent-cpu-number"),
     pytest.param("prod", "kubernetes.tls_secret", "Erp_Example_TLS", "kubernetes.tls_secret", "e.g. erp-example-tls",
                  id="tls-secret-not-a-secret-name"),
     # accepted, then broken at apply or at runtime
-    pytest.param("dev", "odoo.web.cpu", 0, "odoo.web.cpu", "set at least 1m", id="zero-cpu"),
+    pytest.param("dev", "odoo.web.cpu", 0, "odoo.web.cpu", "a pod needs CPU to run; set at least 250m", id="zero-cpu"),
     pytest.param("dev", "postgres.storage", "0Gi", "postgres.storage", "at least 1Gi", id="zero-storage"),
     pytest.param("staging", "redis.memory", "0", "redis.memory", "at least 32Mi", id="zero-redis-memory"),
     pytest.param("dev", "odoo.web.memory", "1Pi", "odoo.web.memory", "more than any node has", id="petabyte-pod"),
