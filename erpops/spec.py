@@ -1,9 +1,15 @@
 """The environment spec: one `erpops:spec` object per Pulumi stack file, one typed model.
 
 A spec is read from `Pulumi.<stack>.yaml`, laid over the defaults of its tier (dev, staging,
-prod), validated structurally by pydantic and then semantically (sizing, connection budget,
-high availability, naming). Every problem found is reported at once, each with its key path
-and the fix, as one `SpecError` (exit code 2), before anything runs.
+prod), validated structurally by pydantic (field types with bounds: erpops/spec_types.py) and then
+by the rules registered with @rule (sizing, connection budget, high availability, naming, backups,
+what the Pulumi program cannot build, and the sibling stack files for the cross-stack rules).
+Every problem found is reported at once, each with its key path, the value, what is wrong and a
+corrected example, as one `SpecError` (exit code 2), before anything runs. `validate` is the one
+validator: the CLI, render, patch, health, loadtest, the inventory and the Pulumi program all call it.
+
+Adding a field: give it a type from spec_types (or a plain one with ge/le) and a description, add a
+@rule for what it must agree with, run `python -m erpops.specdocs` (tests fail on a stale docs/spec.md).
 """
 
 from __future__ import annotations
@@ -25,27 +31,21 @@ from erpops.errors import SpecError
 from erpops.spec_secrets import pasted_credentials
 from erpops.spec_types import (
     Cidr,
+    CpuOf,
     CpuRule,
     Cron,
     Endpoint,
     Host,
     Label,
+    MemoryOf,
     MemoryRule,
     ModuleName,
+    StorageOf,
     Subdomain,
     Word,
     cron_longest_gap,
     cron_shortest_gap,
     suggest_label,
-)
-from erpops.spec_types import (
-    Cpu as CpuOf,
-)
-from erpops.spec_types import (
-    Memory as MemoryOf,
-)
-from erpops.spec_types import (
-    Storage as StorageOf,
 )
 from erpops.units import mib, parse_cpu, parse_memory
 

@@ -131,15 +131,15 @@ class MemoryRule:
         return "any node has" if self.what == "memory" else "one volume can hold"
 
 
-def Cpu(minimum: str = "1m", example: str = "500m") -> Any:
+def CpuOf(minimum: str = "1m", example: str = "500m") -> Any:
     return Annotated[str, BeforeValidator(CpuRule(minimum=minimum, example=example))]
 
 
-def Memory(minimum: str = "1Mi", example: str = "4Gi", maximum: str = NODE_MAX_MEMORY) -> Any:
+def MemoryOf(minimum: str = "1Mi", example: str = "4Gi", maximum: str = NODE_MAX_MEMORY) -> Any:
     return Annotated[str, BeforeValidator(MemoryRule(minimum=minimum, maximum=maximum, example=example))]
 
 
-def Storage(minimum: str = "1Gi", example: str = "50Gi") -> Any:
+def StorageOf(minimum: str = "1Gi", example: str = "50Gi") -> Any:
     return Annotated[str, BeforeValidator(MemoryRule(minimum=minimum, maximum=VOLUME_MAX, example=example,
                                                      what="storage"))]
 
