@@ -63,8 +63,6 @@ def spec_validate(ctx: click.Context, stack: str | None) -> None:
         except SpecError as exc:
             where = f"{name}: " if stack is None else ""
             problems += [(f"{where}{path}", msg) for path, msg in exc.problems]
-    if stack is None:
-        problems += spec.cross_stack_problems(sized)
     if problems:
         raise SpecError(problems, None if stack is None else str(spec.stack_file(root, stack)))
     for s in sized:
