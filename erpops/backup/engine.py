@@ -821,6 +821,7 @@ def restore_dump_into(
     plan: DumpPlan,
     reporter: Reporter,
     owner: str | None = None,
+    on_created: Callable[[str], None] | None = None,
 ) -> None:
     """Create db and restore the set's dump into it; the caller drops db if this raises.
 
@@ -828,6 +829,8 @@ def restore_dump_into(
     """
     a = manifest.dump
     create_database(pg, db, owner)
+    if on_created is not None:
+        on_created(db)
     env = pg.env()
     if owner:
         env["PGOPTIONS"] = f"-c role={owner}"

@@ -146,8 +146,11 @@ def restore(
     work_dir: Path | None = None,
     reporter: Reporter | None = None,
     disk_usage: Callable[[Path], Any] = shutil.disk_usage,
+    on_created: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Restore set_id as database db; returns the restore report. See the module docstring.
+
+    on_created(temp_db) is called as soon as the database being built exists (before the dump goes in).
 
     neutralize=None neutralizes Odoo databases and leaves any other database as it is.
     """
@@ -193,7 +196,7 @@ def restore(
     try:
         step = time.monotonic()
         built.append("db")
-        engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner)
+        engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, on_created)
         counts = engine.row_counts(pg, temp_db)
         mismatched = mf.row_count_problems(manifest.row_counts, counts) if manifest.row_counts else []
         if mismatched:
