@@ -154,8 +154,13 @@ def push(url: str, stack: str, text: str, timeout: float = 10.0) -> str:
 # The drill
 # --------------------------------------------------------------------------------------------
 
+_signals: list[str] = []  # names of the signals that interrupted the running drill
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise DrillInterrupted(f"drill interrupted by signal {signum}")
+    name = signal.Signals(signum).name
+    _signals.append(name)
+    raise DrillInterrupted(f"drill interrupted by {name}")
 
 
 def run(
@@ -180,6 +185,7 @@ def run(
     reporter = reporter or Reporter()
     stack = sized.stack
     started = datetime.now(UTC)
+    _signals.clear()
     guard = scratch.LiveGuard.of(pg, sized.database)  # a service error here stops the drill: exit 3
     dropped, left = scratch.clean_stale(pg, PURPOSE, stack, guard)
     for d in dropped:
@@ -194,7 +200,7 @@ def run(
         "deadline_seconds": deadline_seconds,
         "leftovers": {"dropped": dropped, "left": left},
         "set": None, "db": None, "dropped": False, "rpo": None, "rto": None, "checks": [], "failures": [],
-        "rehearsal": None, "metrics": {}, "report": {},
+        "rehearsal": None, "metrics": {}, "report": {}, "interrupted": None,
     }
     name = None
     fs_root = Path(tempfile.mkdtemp(prefix="erpops-drill-fs-", dir=work_dir))
@@ -237,6 +243,12 @@ def run(
         report["reason"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         report["failures"].append(report["reason"])
     finally:
+        if _signals:  # the restore rolled back on the way out; say what happened, not what it caused
+            report["ok"] = False
+            report["interrupted"] = _signals[0]
+            report["reason"] = (f"interrupted by {_signals[0]} (the Job's deadline of {deadline_seconds} s, or a "
+                                "node drain) before the drill completed")
+            report["failures"].append(report["reason"])
         if name is not None and pg.database_exists(name):
             scratch.drop_marked(pg, name, PURPOSE, stack, guard)
         if name is not None:
@@ -362,6 +374,11 @@ def drill_cmd(ctx: click.Context, stack: str, target: str | None, endpoint_url: 
         click.echo(f"  report: {r['report']['markdown']}")
 
     _emit(as_json, report, human)
+    if report["interrupted"]:
+        stopped = DrillInterrupted(f"drill of {stack} {report['reason']}; its scratch database was dropped "
+                                   f"(report: {report['report']['markdown']})")
+        stopped.json_printed = True  # type: ignore[attr-defined]
+        raise stopped
     if not report["ok"]:
         failed = DrillFailed(f"drill of {stack} failed: {report['reason']} (report: {report['report']['markdown']})")
         failed.json_printed = True  # type: ignore[attr-defined]

@@ -104,9 +104,19 @@ def scraped(url: str) -> dict[str, float]:
     return out
 
 
+DRILL_ROLE = "dr_drill"
+
+
 @pytest.fixture(scope="module")
-def env(pg: LocalPostgres, aws: LocalS3) -> dict[str, str]:
-    return {**pg.env(), "ERPOPS_S3_ENDPOINT_URL": aws.endpoint_url, "ERPOPS_BACKUP_TARGET": ""}
+def env(pg: LocalPostgres, aws: LocalS3) -> Iterator[dict[str, str]]:
+    """Every drill runs as a role like the one CloudNativePG makes for it (infra/derive.py drill_role):
+    LOGIN CREATEDB, nothing else; not a superuser, not the live database's owner."""
+    server = Pg.from_local(pg)
+    server.psql(f"CREATE ROLE {DRILL_ROLE} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOINHERIT CONNECTION LIMIT 5")
+    yield {**pg.env(), "PGUSER": DRILL_ROLE, "ERPOPS_S3_ENDPOINT_URL": aws.endpoint_url, "ERPOPS_BACKUP_TARGET": ""}
+    for db in drill_dbs(server):
+        engine.drop_database(server, db)
+    server.psql(f"DROP ROLE IF EXISTS {DRILL_ROLE}")
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +158,10 @@ def test_drill_restores_checks_drops_and_publishes(env: dict[str, str], project:
     assert r["live"] == {"db": LIVE, "oid": live["oid"]}
     assert scratch.database_oid(live["pg"], LIVE) == live["oid"]
     assert live["pg"].scalar("SELECT count(*) FROM ir_mail_server WHERE active", LIVE) == "1"
+    # and the drill's role could not drop it even if the drill tried: PostgreSQL itself refuses
+    as_drill = Pg(live["pg"].host, live["pg"].port, DRILL_ROLE)
+    with pytest.raises(ErpopsError, match="must be owner"):
+        as_drill.psql(f"DROP DATABASE {LIVE}")
 
     m = scraped(pushgateway)
     assert m["erpops_drill_success"] == 1
@@ -195,12 +209,9 @@ def test_a_corrupted_set_fails_the_drill_with_the_reason_and_the_metrics(
     assert "**Reason:** the set did not restore: IntegrityError" in Path(r["report"]["markdown"]).read_text()
 
 
-def test_an_interrupted_drill_is_cleaned_up_by_the_next(env: dict[str, str], project: Path, live: dict[str, Any],
-                                                        aws: LocalS3, pushgateway: str, tmp_path: Path) -> None:
-    """The first drill is SIGKILLed while pg_restore runs (a pg_restore that never ends stands in for a slow one);
-    its scratch database stays, marked; the next drill drops it and passes."""
-    url = f"s3://{BUCKET}/interrupted"
-    make_set(live, url, aws.endpoint_url)
+def _stalled_drill(tmp_path: Path, project: Path, url: str, env: dict[str, str], *extra: str) -> subprocess.Popen:
+    """A drill whose pg_restore never ends (a slow restore), in its own session; returns once its scratch
+    database exists and carries the marker."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     for tool in ("psql", "pg_dump"):
@@ -208,15 +219,49 @@ def test_an_interrupted_drill_is_cleaned_up_by_the_next(env: dict[str, str], pro
     (bindir / "pg_restore").write_text("#!/bin/sh\nexec sleep 600\n")
     (bindir / "pg_restore").chmod(0o755)
     argv = [sys.executable, "-m", "erpops.cli", "--root", str(project), "drill", "--stack", "prod", "--target", url,
-            "--no-upload", "--report-dir", str(tmp_path / "first")]
-    first = subprocess.Popen(argv, env={**os.environ, **env, "ERPOPS_PG_BINDIR": str(bindir)},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            "--no-upload", "--report-dir", str(tmp_path / "first"), *extra]
+    return subprocess.Popen(argv, env={**os.environ, **env, "ERPOPS_PG_BINDIR": str(bindir)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_marked(pg: Pg, proc: subprocess.Popen) -> list[tuple[str, int, scratch.Marker]]:
+    deadline = time.monotonic() + 300
+    while not (found := [m for m in scratch.marked(pg) if m[2].pid == proc.pid]):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the drill never created its scratch database"
+        time.sleep(0.2)
+    return found
+
+
+def test_sigterm_drops_the_scratch_database_on_the_way_out(env: dict[str, str], project: Path, live: dict[str, Any],
+                                                           aws: LocalS3, pushgateway: str, tmp_path: Path) -> None:
+    """The Job's deadline (or a drain) sends SIGTERM: the drill rolls back, reports why, exits 130."""
+    url = f"s3://{BUCKET}/sigterm"
+    make_set(live, url, aws.endpoint_url)
+    proc = _stalled_drill(tmp_path, project, url, env, "--pushgateway", pushgateway, "--json")
     try:
-        deadline = time.monotonic() + 300
-        while not (left := [m for m in scratch.marked(live["pg"]) if m[2].pid == first.pid]):
-            assert first.poll() is None, first.stdout.read().decode() if first.stdout else ""
-            assert time.monotonic() < deadline, "the first drill never created its scratch database"
-            time.sleep(0.2)
+        _wait_marked(live["pg"], proc)
+        proc.send_signal(signal.SIGTERM)  # to the drill only, as the kubelet signals PID 1
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    r = json.loads(out)
+    assert r["interrupted"] == "SIGTERM" and r["reason"].startswith("interrupted by SIGTERM") and not r["ok"]
+    assert drill_dbs(live["pg"]) == [] and scratch.marked(live["pg"]) == []
+    assert scraped(pushgateway)["erpops_drill_success"] == 0
+
+
+def test_an_interrupted_drill_is_cleaned_up_by_the_next(env: dict[str, str], project: Path, live: dict[str, Any],
+                                                        aws: LocalS3, pushgateway: str, tmp_path: Path) -> None:
+    """The first drill is SIGKILLed while pg_restore runs (a pg_restore that never ends stands in for a slow one);
+    its scratch database stays, marked; the next drill drops it and passes."""
+    url = f"s3://{BUCKET}/interrupted"
+    make_set(live, url, aws.endpoint_url)
+    first = _stalled_drill(tmp_path, project, url, env)
+    try:
+        left = _wait_marked(live["pg"], first)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
