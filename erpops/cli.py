@@ -134,6 +134,7 @@ def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path) -> None:
 def _register_tool_commands() -> None:
     """Commands whose code lives beside erpops (healthchecks/, erpops/backup/), one adapter each."""
     from erpops.backup.commands import COMMANDS as backup_commands
+    from erpops.backup.drill import drill_cmd
     from erpops.backup.interop import COMMANDS as interop_commands
     from erpops.demo import demo
     from erpops.patch import patch
@@ -146,6 +147,7 @@ def _register_tool_commands() -> None:
     cli.add_command(loadtest)
     cli.add_command(demo)
     cli.add_command(patch)
+    cli.add_command(drill_cmd)
 
 
 _register_tool_commands()

@@ -545,6 +545,42 @@ class CloudNativePG(_Model):
         "cloudnative-pg Helm chart version when kubernetes.install_cnpg_operator; none uses the pinned one"))
 
 
+class Drill(_Model):
+    """`erpops drill` as a CronJob of the stack: its newest backup restored, checked and dropped on a schedule."""
+
+    enabled: bool = Field(default=False, description="Render the drill CronJob (on by default in prod)")
+    image: str | None = Field(default=None, description=(
+        "The erpops image (images/erpops) by dated tag or digest, e.g. "
+        "registry.example.com/acme/erpops:0.1.0-20261203"))
+    schedule: str = Field(default="30 5 * * *", description="5-field cron, after backup.schedule has finished")
+    deadline_minutes: int = Field(default=180, ge=10, le=1440, description=(
+        "activeDeadlineSeconds of the Job; a marked scratch database older than this is dropped by the next run"))
+    resources: Resources = Field(default=Resources(cpu="1", memory="1Gi"), description="Requests = limits")
+    scratch_size: Memory = Field(default="20Gi", description="emptyDir for the dump and the filestore copy")
+    pushgateway: str | None = Field(default=None, max_length=255, pattern=r"^https?://[a-z0-9.-]+(:\d{1,5})?/?$",
+                                    description="Pushgateway URL the metrics are pushed to (required when enabled)")
+    no_success_hours: int = Field(default=26, ge=1, description="Alert when no drill passed for this long")
+    s3_access_key_id_key: str | None = Field(default=None, description=(
+        "s3-compatible: Pulumi secret config key of the drill's own key (read-only on the backup bucket)"))
+    s3_secret_access_key_key: str | None = Field(default=None, description=(
+        "s3-compatible: Pulumi secret config key of the drill's own secret key"))
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return Backup._cron(v)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        return None if v is None else Odoo._image(v)
+
+    @field_validator("scratch_size")
+    @classmethod
+    def _scratch(cls, v: str) -> str:
+        return _check_memory(v)
+
+
 class Spec(_Model):
     tier: Tier = Field(description=(
         "dev, staging or prod: picks the defaults and the checks; a stack named after a tier must declare it"))
@@ -564,6 +600,7 @@ class Spec(_Model):
     mail: Mail = Field(default=Mail(), description="Outgoing SMTP and incoming mailboxes")
     monitoring: Monitoring = Field(default=Monitoring(), description="Scrapes of the exporters")
     cnpg: CloudNativePG = Field(default=CloudNativePG(), description="CloudNativePG image and operator chart")
+    drill: Drill = Field(default=Drill(), description="The scheduled restore drill (erpops drill)")
 
     @property
     def web_replicas_max(self) -> int:
@@ -603,6 +640,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "redis": {"enabled": False, "memory": "1Gi", "persistence": True},
         "backup": {"retention": {"daily": 14, "weekly": 8, "monthly": 12}, "rpo_minutes": 60,
                    "rto_minutes": 120},
+        "drill": {"enabled": True},
     },
 }
 
@@ -1058,6 +1096,16 @@ def shape_problems(spec: Spec) -> list[tuple[str, str]]:
         problems.append(("mail.outgoing.user", "required with mail.outgoing.password_key: name the SMTP user"))
     if spec.monitoring.pod_monitors and not spec.monitoring.namespace:
         problems.append(("monitoring.namespace", "required with monitoring.pod_monitors: name Prometheus' namespace"))
+    drill_keys = ("s3_access_key_id_key", "s3_secret_access_key_key") \
+        if spec.drill.enabled and spec.object_storage.mode == "s3-compatible" else ()
+    for key in (("image", "pushgateway", *drill_keys) if spec.drill.enabled else ()):
+        if not getattr(spec.drill, key):
+            problems.append((f"drill.{key}", "required when drill.enabled (on by default in prod): " + (
+                "name the erpops image (images/erpops) by dated tag or digest" if key == "image" else
+                "give the Pushgateway URL of the drill metrics, e.g. http://pushgateway.monitoring.svc:9091"
+                if key == "pushgateway" else "name the Pulumi secret config key of the drill's own S3 key, "
+                "read-only on the backup bucket")
+                + ", or set drill.enabled to false"))
     storage, secrets = spec.object_storage, spec.secrets
     backup_keys = (secrets.backup_s3_access_key_id, secrets.backup_s3_secret_access_key)
     if storage.mode == "s3-compatible" and fs.mode == "object-storage":

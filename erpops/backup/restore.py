@@ -150,11 +150,13 @@ def restore(
     reporter: Reporter | None = None,
     disk_usage: Callable[[Path], Any] = shutil.disk_usage,
     untrusted: bool = False,
+    on_created: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Restore set_id as database db; returns the restore report. See the module docstring.
 
     untrusted=True screens the dump and runs it as a sandbox role (erpops.backup.untrusted), as is
     always done for plain SQL dumps.
+    on_created(temp_db) is called as soon as the database being built exists (before the dump goes in).
 
     neutralize=None neutralizes Odoo databases and leaves any other database as it is.
     addons_path / allow_unneutralized: as erpops.backup.neutralize.neutralize (Odoo's own files;
@@ -207,7 +209,8 @@ def restore(
     try:
         step = time.monotonic()
         built.append("db")
-        screened = engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, untrusted=untrusted)
+        screened = engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, on_created,
+                                            untrusted=untrusted)
         counts = engine.row_counts(pg, temp_db)
         mismatched = mf.row_count_problems(manifest.row_counts, counts) if manifest.row_counts else []
         if mismatched:
