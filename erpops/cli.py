@@ -63,8 +63,6 @@ def spec_validate(ctx: click.Context, stack: str | None) -> None:
         except SpecError as exc:
             where = f"{name}: " if stack is None else ""
             problems += [(f"{where}{path}", msg) for path, msg in exc.problems]
-    if stack is None:
-        problems += spec.cross_stack_problems(sized)
     if problems:
         raise SpecError(problems, None if stack is None else str(spec.stack_file(root, stack)))
     for s in sized:
@@ -136,6 +134,7 @@ def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path) -> None:
 def _register_tool_commands() -> None:
     """Commands whose code lives beside erpops (healthchecks/, erpops/backup/), one adapter each."""
     from erpops.backup.commands import COMMANDS as backup_commands
+    from erpops.backup.drill import drill_cmd
     from erpops.backup.interop import COMMANDS as interop_commands
     from erpops.demo import demo
     from erpops.patch import patch
@@ -148,6 +147,7 @@ def _register_tool_commands() -> None:
     cli.add_command(loadtest)
     cli.add_command(demo)
     cli.add_command(patch)
+    cli.add_command(drill_cmd)
 
 
 _register_tool_commands()

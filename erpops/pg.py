@@ -15,6 +15,7 @@ from pathlib import Path
 
 from erpops.errors import ServiceError
 
+_TLS_VARS = ("PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL")
 _BINDIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
 
 
@@ -56,7 +57,8 @@ class Pg:
 
     def env(self) -> dict[str, str]:
         """The environment for a child client process: libpq variables, no inherited PG* leftovers."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        # TLS settings pass through (PGSSLMODE=require in the drill's pod); every other PG* leftover is dropped
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG") or k in _TLS_VARS}
         env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=self.user, PGCONNECT_TIMEOUT="10")
         if self.password:
             env["PGPASSWORD"] = self.password

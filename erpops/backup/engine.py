@@ -691,12 +691,13 @@ def copy_database(pg: Pg, source: str, dest: str) -> None:
         Path(err.name).unlink(missing_ok=True)
 
 
-def _neutralize(pg: Pg, db: str) -> dict[str, Any]:
+def _neutralize(pg: Pg, db: str, **options: Any) -> dict[str, Any]:
+    """options: addons_path, allow_unneutralized (see erpops.backup.neutralize.neutralize)."""
     try:
         from erpops.backup.neutralize import neutralize
     except ImportError as exc:
         raise ServiceError(f"erpops.backup.neutralize is not available ({exc}): cannot neutralize {db}") from exc
-    return neutralize(pg, db)
+    return neutralize(pg, db, **options)
 
 
 def import_odoo_zip(
@@ -851,6 +852,7 @@ def restore_dump_into(
     plan: DumpPlan,
     reporter: Reporter,
     owner: str | None = None,
+    on_created: Callable[[str], None] | None = None,
     *,
     untrusted: bool = False,
 ) -> dict[str, Any] | None:
@@ -862,8 +864,10 @@ def restore_dump_into(
     """
     a = manifest.dump
     if a.format == "plain" or untrusted:
-        return _restore_untrusted(target, a, pg, db, reporter, owner)
+        return _restore_untrusted(target, a, pg, db, reporter, owner, on_created)
     create_database(pg, db, owner)
+    if on_created is not None:
+        on_created(db)
     env = pg.env()
     if owner:
         env["PGOPTIONS"] = f"-c role={owner}"
@@ -916,6 +920,7 @@ def restore_dump_into(
 
 def _restore_untrusted(
     target: Target, a: mf.Artifact, pg: Pg, db: str, reporter: Reporter, owner: str | None,
+    on_created: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Screen the dump and run it as a fresh sandbox role (custom format: rendered by pg_restore -f - first)."""
     from erpops.backup import untrusted as ut
@@ -950,7 +955,12 @@ def _restore_untrusted(
                                           + err.read().decode("utf-8", "replace").strip()[-2000:])
                 _check_stream(target, a, stored, raw)
 
-            result = ut.execute_untrusted_sql(pg, db, checked(), create_database=create_database, owner=owner,
+            def create(admin: Pg, name: str, role: str) -> None:
+                create_database(admin, name, role)
+                if on_created is not None:
+                    on_created(name)
+
+            result = ut.execute_untrusted_sql(pg, db, checked(), create_database=create, owner=owner,
                                               source=source)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"{source} does not decompress ({exc}): the bytes are damaged") from exc

@@ -140,6 +140,8 @@ def restore(
     replace: bool = False,
     confirm: Callable[[str], bool] | None = None,
     neutralize: bool | None = False,
+    addons_path: list[Path] | None = None,
+    allow_unneutralized: tuple[str, ...] = (),
     jobs: int = 2,
     workers: int = engine.DEFAULT_WORKERS,
     odoo_version: str | None = None,
@@ -148,13 +150,17 @@ def restore(
     reporter: Reporter | None = None,
     disk_usage: Callable[[Path], Any] = shutil.disk_usage,
     untrusted: bool = False,
+    on_created: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Restore set_id as database db; returns the restore report. See the module docstring.
 
     untrusted=True screens the dump and runs it as a sandbox role (erpops.backup.untrusted), as is
     always done for plain SQL dumps.
+    on_created(temp_db) is called as soon as the database being built exists (before the dump goes in).
 
     neutralize=None neutralizes Odoo databases and leaves any other database as it is.
+    addons_path / allow_unneutralized: as erpops.backup.neutralize.neutralize (Odoo's own files;
+    modules accepted as not covered). A module not covered fails the restore, rolled back.
     """
     reporter = reporter or Reporter()
     started = time.monotonic()
@@ -168,6 +174,10 @@ def restore(
         odoo_version=odoo_version, server_version_num=server_version_num, db_exists=exists, disk_usage=disk_usage)
     if problems:
         raise PreflightError(problems, f"restore of {set_id} into {db}")
+    if neutralize is not False and addons_path:
+        from erpops.backup.neutralize import odoo_addons_files
+
+        odoo_addons_files(addons_path, ())  # a wrong --addons-path is refused before anything starts
     plan = engine.plan_dump_restore(manifest, jobs, work_dir)
     notes.append(f"database: {plan.note}")
     if neutralize is None:  # auto: every Odoo database, nothing else (there is nothing to neutralize)
@@ -199,7 +209,8 @@ def restore(
     try:
         step = time.monotonic()
         built.append("db")
-        screened = engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, untrusted=untrusted)
+        screened = engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, on_created,
+                                            untrusted=untrusted)
         counts = engine.row_counts(pg, temp_db)
         mismatched = mf.row_count_problems(manifest.row_counts, counts) if manifest.row_counts else []
         if mismatched:
@@ -208,7 +219,8 @@ def restore(
         if neutralize:
             step = time.monotonic()
             reporter.note(f"neutralizing {temp_db}")
-            neutralize_report = engine._neutralize(pg, temp_db)
+            neutralize_report = engine._neutralize(pg, temp_db, addons_path=addons_path,
+                                                   allow_unneutralized=allow_unneutralized)
             timings["neutralize_seconds"] = round(time.monotonic() - step, 3)
         if with_fs:
             assert fs_temp is not None and filestore_root is not None
