@@ -138,6 +138,7 @@ def _register_tool_commands() -> None:
     from erpops.backup.commands import COMMANDS as backup_commands
     from erpops.backup.interop import COMMANDS as interop_commands
     from erpops.demo import demo
+    from erpops.filestore.cli import filestore
     from erpops.patch import patch
     from healthchecks.cli import health
     from loadtests.cli import loadtest
@@ -148,6 +149,7 @@ def _register_tool_commands() -> None:
     cli.add_command(loadtest)
     cli.add_command(demo)
     cli.add_command(patch)
+    cli.add_command(filestore)
 
 
 _register_tool_commands()

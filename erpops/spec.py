@@ -95,6 +95,8 @@ class OdooWeb(Resources):
     replicas: int = Field(ge=1)
     workers: int | None = Field(default=None, ge=1)
     autoscale: Autoscale = Autoscale()
+    # concurrent users to serve: replicas and HPA bounds then come from erpops.capacity (calibrated if recorded)
+    target_users: int | None = Field(default=None, ge=1)
 
 
 class OdooCron(Resources):
@@ -898,7 +900,7 @@ def infer_tier(stack: str) -> str | None:
     return None
 
 
-def validate(raw: Any, stack: str, source: str | None = None) -> Sized:
+def validate(raw: Any, stack: str, source: str | None = None, *, _resized: bool = False) -> Sized:
     """A raw `erpops:spec` mapping -> a validated, sized spec, or one SpecError with every problem."""
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", stack):
         raise SpecError([("stack", f"{stack!r} is not a valid stack name: use lowercase letters, digits "
@@ -919,7 +921,23 @@ def validate(raw: Any, stack: str, source: str | None = None) -> Sized:
     problems, sized = _semantic_problems(stack, spec)
     if secret_problems or problems or sized is None:
         raise SpecError(secret_problems + problems, source)
+    if sized.spec.odoo.web.target_users and not _resized:
+        return _validate_for_target_users(sized, raw, stack, source)
     return sized
+
+
+def _validate_for_target_users(sized: Sized, raw: dict[str, Any], stack: str, source: str | None) -> Sized:
+    from erpops import capacity  # odoo.web.target_users: replicas and HPA bounds sized for that many users
+    from erpops.errors import UsageError
+
+    try:
+        root: Path | None = find_root()
+    except SpecError:
+        root = None
+    try:
+        return validate(capacity.target_raw(sized, raw, root), stack, source, _resized=True)
+    except UsageError as exc:
+        raise SpecError([("odoo.web.target_users", str(exc))], source) from None
 
 
 def stack_file(root: Path, stack: str) -> Path:

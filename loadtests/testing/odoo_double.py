@@ -13,6 +13,8 @@ Knobs (constructor, `set()`, or `POST /__double__/control` with a JSON object of
   per_name     {request name: multiplier}, e.g. {"sale.order:create": 1.25}
   error_rate   share of call_kw answered with a JSON-RPC error, HTTP 200   (default 0)
   serie        "16.0", "17.0" or "18.0"                                    (default "17.0")
+  workers      requests served at once, as Odoo's prefork workers (0 = unbounded; default 0): with
+               workers=W and base_ms=S (jitter 0) the double saturates at W x 1000/S req/s
 `GET /__double__/stats` returns the request count per name. `served` counts the (model, method) pairs
 call_kw actually executed (from the JSON-RPC params, which is what Odoo dispatches on, not the URL),
 and `snapshot()` is a deep copy of every record: a read-only load must leave both without writes.
@@ -62,8 +64,10 @@ class OdooDouble:
     """In-memory Odoo for load tests. `with OdooDouble() as odoo: odoo.url` serves on a free port."""
 
     def __init__(self, port: int = 0, serie: str = "17.0", base_ms: float = 5.0, jitter_ms: float = 2.0,
-                 error_rate: float = 0.0, seed: int | None = None) -> None:
+                 error_rate: float = 0.0, seed: int | None = None, workers: int = 0) -> None:
         self.serie = serie
+        self.workers = workers
+        self._slots = threading.BoundedSemaphore(workers) if workers else None
         self.base_ms = base_ms
         self.jitter_ms = jitter_ms
         self.multiplier = 1.0
@@ -107,12 +111,14 @@ class OdooDouble:
 
     def set(self, **knobs: Any) -> None:
         """Change latency, error rate or serie while serving (same names as the control endpoint)."""
-        allowed = {"base_ms", "jitter_ms", "multiplier", "per_name", "error_rate", "serie"}
+        allowed = {"base_ms", "jitter_ms", "multiplier", "per_name", "error_rate", "serie", "workers"}
         unknown = set(knobs) - allowed
         if unknown:
             raise ValueError(f"unknown knob(s) {sorted(unknown)}: use {sorted(allowed)}")
         for key, value in knobs.items():
             setattr(self, key, dict(value) if key == "per_name" else value)
+        if "workers" in knobs:
+            self._slots = threading.BoundedSemaphore(self.workers) if self.workers else None
 
     def snapshot(self) -> dict[str, dict[int, dict[str, Any]]]:
         """A deep copy of every record, to compare before and after a load."""
@@ -305,7 +311,11 @@ class OdooDouble:
     def _delay(self, name: str) -> None:
         seconds = (self.base_ms + self._rng.uniform(0, self.jitter_ms)) / 1000.0
         seconds *= self.multiplier * self.per_name.get(name, 1.0)
-        if seconds > 0:
+        slots = self._slots
+        if slots is not None:  # a request waits for a free worker, then holds it for its service time
+            with slots:
+                time.sleep(max(seconds, 0.0))
+        elif seconds > 0:
             time.sleep(seconds)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -438,8 +448,9 @@ def main() -> None:
     parser.add_argument("--base-ms", type=float, default=5.0)
     parser.add_argument("--jitter-ms", type=float, default=2.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--workers", type=int, default=0, help="requests served at once (0 = unbounded)")
     args = parser.parse_args()
-    double = OdooDouble(args.port, args.serie, args.base_ms, args.jitter_ms, args.error_rate)
+    double = OdooDouble(args.port, args.serie, args.base_ms, args.jitter_ms, args.error_rate, workers=args.workers)
     print(f"odoo double {args.serie} on {double.url} (db {DB}, login {LOGIN}, password {PASSWORD})", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         double._server.serve_forever(poll_interval=0.2)
