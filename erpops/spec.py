@@ -900,7 +900,8 @@ def infer_tier(stack: str) -> str | None:
     return None
 
 
-def validate(raw: Any, stack: str, source: str | None = None, *, _resized: bool = False) -> Sized:
+def validate(raw: Any, stack: str, source: str | None = None, *, root: Path | None = None,
+             _resized: bool = False) -> Sized:
     """A raw `erpops:spec` mapping -> a validated, sized spec, or one SpecError with every problem."""
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", stack):
         raise SpecError([("stack", f"{stack!r} is not a valid stack name: use lowercase letters, digits "
@@ -922,20 +923,22 @@ def validate(raw: Any, stack: str, source: str | None = None, *, _resized: bool 
     if secret_problems or problems or sized is None:
         raise SpecError(secret_problems + problems, source)
     if sized.spec.odoo.web.target_users and not _resized:
-        return _validate_for_target_users(sized, raw, stack, source)
+        return _validate_for_target_users(sized, raw, stack, source, root)
     return sized
 
 
-def _validate_for_target_users(sized: Sized, raw: dict[str, Any], stack: str, source: str | None) -> Sized:
+def _validate_for_target_users(sized: Sized, raw: dict[str, Any], stack: str, source: str | None,
+                               root: Path | None) -> Sized:
     from erpops import capacity  # odoo.web.target_users: replicas and HPA bounds sized for that many users
     from erpops.errors import UsageError
 
+    if root is None:  # `pulumi up` runs in the project root
+        try:
+            root = find_root()
+        except SpecError:
+            root = None
     try:
-        root: Path | None = find_root()
-    except SpecError:
-        root = None
-    try:
-        return validate(capacity.target_raw(sized, raw, root), stack, source, _resized=True)
+        return validate(capacity.target_raw(sized, raw, root), stack, source, root=root, _resized=True)
     except UsageError as exc:
         raise SpecError([("odoo.web.target_users", str(exc))], source) from None
 
@@ -965,7 +968,7 @@ def read_raw(path: Path) -> Any:
 def load(stack: str, root: Path | None = None) -> Sized:
     root = root or find_root()
     path = stack_file(root, stack)
-    return validate(read_raw(path), stack, str(path))
+    return validate(read_raw(path), stack, str(path), root=root)
 
 
 def find_root(start: Path | None = None) -> Path:
