@@ -255,7 +255,8 @@ class Migration:
         return problems
 
     # ---- plan ----------------------------------------------------------------------------
-    def plan(self) -> Report:
+    def plan(self, check_target: bool = True) -> Report:
+        """Counts and bytes to move; with check_target, also how many files are already at the target (a HEAD each)."""
         report = Report(self.db, self.src.store.url, self.dst.store.url, apply=False)
         totals = self._json(
             "SELECT json_build_array(count(*), count(DISTINCT store_fname), "
@@ -266,7 +267,7 @@ class Migration:
             f"SELECT count(*) FROM ir_attachment WHERE {self.dst.row_filter()}").strip())
         cursor = 0
         with ThreadPoolExecutor(self.jobs) as pool:
-            while rows := self._rows(cursor):
+            while check_target and (rows := self._rows(cursor)):
                 cursor = rows[-1].id
                 wanted = {r.store_fname: r for r in rows if r.checksum and _SHA1.match(r.checksum)}
                 sizes = pool.map(lambda r: self.dst.store.size(self.dst.new_key(r.checksum)), wanted.values())
@@ -354,7 +355,7 @@ class Migration:
         if problems:
             raise PreflightError(problems, "filestore migrate")
         self.has_fs_filename = self._has("ir_attachment", "fs_filename")
-        plan = self.plan()
+        plan = self.plan(check_target=False)  # the copy looks at each target object anyway
         report = Report(self.db, self.src.store.url, self.dst.store.url, apply=True, rows=plan.rows,
                         files=plan.files, bytes=plan.bytes, already_switched=plan.already_switched)
         cp = self.checkpoint
