@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from erpops.backup.progress import make_reporter
+from erpops.errors import ErpopsError, PreflightError
 from erpops.filestore.migrate import DEFAULT_CODE, Migration, Report, raise_for
 from erpops.filestore.stores import parse_location
 from erpops.pg import Pg
@@ -74,20 +76,23 @@ def migrate(db: str, source: str, target: str, apply: bool, storage_code: str, j
     Exit 0 done, 2 bad input, 3 S3/PostgreSQL unreachable, 4 some files not moved, 5 a checksum
     mismatch, 6 refused before anything changed (Odoo connected, no fs.storage for the bucket).
     """
-    src = parse_location(source, endpoint_url=endpoint_url, region=region, jobs=jobs)
-    dst = parse_location(target, endpoint_url=endpoint_url, region=region, jobs=jobs)
-    reporter = make_reporter() if apply else None
-    m = Migration(Pg.from_env(), db, src, dst, code=storage_code, jobs=jobs, batch=batch, checkpoint=checkpoint,
-                  allow_connected=allow_connected, reporter=reporter)
-    if apply:
-        report = m.run()
-    else:
-        notes = m.preflight(apply=False)
-        report = m.plan()
-        for note in notes:
-            err.print(f"[yellow]WARNING[/yellow]: {note}", highlight=False)
+    try:
+        src = parse_location(source, endpoint_url=endpoint_url, region=region, jobs=jobs)
+        dst = parse_location(target, endpoint_url=endpoint_url, region=region, jobs=jobs)
+        reporter = make_reporter() if apply else None
+        m = Migration(Pg.from_env(), db, src, dst, code=storage_code, jobs=jobs, batch=batch, checkpoint=checkpoint,
+                      allow_connected=allow_connected, reporter=reporter)
+        if apply:
+            report = m.run()
+        else:
+            notes = m.preflight(apply=False)
+            report = m.plan()
+            for note in notes:
+                err.print(f"[yellow]WARNING[/yellow]: {note}", highlight=False)
+    except ErpopsError as exc:
+        _json_error(exc, as_json)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=1))
+        click.echo(json.dumps({"ok": not report.failed, **report.to_dict()}, indent=1))
     else:
         title = f"filestore {db}: {report.source} -> {report.target}" + ("" if apply else " (plan, dry run)")
         out.print(_table(report, title))
@@ -95,4 +100,20 @@ def migrate(db: str, source: str, target: str, apply: bool, storage_code: str, j
             err.print(f"[red]not moved[/red] {f['store_fname']}: {f['reason']}", highlight=False)
         if not apply:
             out.print("dry run: nothing was copied or changed; add --apply to move")
-    raise_for(report)
+    try:
+        raise_for(report)
+    except ErpopsError as exc:
+        _json_error(exc, as_json)
+
+
+def _json_error(exc: ErpopsError, as_json: bool) -> NoReturn:
+    """With --json, the error as one more JSON object on stdout (as the backup commands do), then its exit code."""
+    if not as_json:
+        raise exc
+    body: dict[str, Any] = {"ok": False, "error": str(exc), "error_type": type(exc).__name__,
+                            "exit_code": exc.exit_code}
+    if isinstance(exc, PreflightError):
+        body["problems"] = exc.problems
+    click.echo(json.dumps(body))
+    err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+    sys.exit(exc.exit_code)

@@ -114,10 +114,9 @@ def cli(odoo: Odoo, *args: str, checkpoint: Path | None = None) -> tuple[int, di
     if checkpoint is not None:
         cmd += ["--checkpoint", str(checkpoint)]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    try:
-        report = json.loads(done.stdout) if done.stdout.strip() else {}
-    except ValueError:
-        report = {}
+    # the report, then (on failure) an {"ok": false, "error": ...} object
+    text = done.stdout.strip()
+    report = json.JSONDecoder().raw_decode(text)[0] if text.startswith("{") else {}
     return done.returncode, report, done.stderr
 
 
