@@ -151,14 +151,15 @@ def main() -> None:
     cli = ErpopsCli(module)
     root = p["project_root"] or os.getcwd()
     path = p["calibration"] or os.path.join(root, "loadtests", "baselines", f"{p['stack']}.calibration.json")
-    argv = [cli.path] + (["--root", str(p["project_root"])] if p["project_root"] else [])
-    argv += ["loadtest", "capacity", "--stack", p["stack"], "--calibration", path]
+    argv: list[str] = ["--stack", p["stack"], "--calibration", path]
     for name, option in (("host", "--host"), ("db", "--db"), ("login", "--login"), ("workers", "--workers"),
                          ("worker_rss_mib", "--worker-rss-mib"), ("worker_vms_mib", "--worker-vms-mib"),
                          ("max_users", "--max-users"), ("factor", "--factor"), ("duration", "--duration")):
         flag(argv, option, p[name])
     argv += ["--read-only"] if p["read_only"] else []
     argv += ["--allow-writes"] if p["allow_writes"] else []
+    # capacity takes --json FILE, not the stdout flag every other command takes: drop the one argv() adds
+    argv = [a for a in cli.argv(["loadtest", "capacity"], argv, target=False) if a != "--json"]
 
     def current() -> dict:
         try:
