@@ -280,3 +280,39 @@ def test_refused_when_the_storage_reads_another_bucket(odoo: Odoo) -> None:
     assert code == 6, stderr
     assert "directory_path 'someone-else'" in stderr
     assert odoo.rows() == before and odoo.objects() == {}
+
+
+def ansible_module(odoo: Odoo, args: dict[str, Any], *flags: str) -> dict[str, Any]:
+    """erpops.ops.erpops_filestore_migrate run ad hoc on the controller, as a playbook task would run it."""
+    venv_bin = Path(sys.executable).parent
+    s3_env = odoo.s3.env()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PG", "ANSIBLE_", "ERPOPS_"))}
+    env.update(PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", ANSIBLE_CONFIG=str(REPO / "playbooks" /
+               "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.oneline",
+               AWS_EC2_METADATA_DISABLED="true")
+    args = {"db": odoo.db, "pg_host": odoo.pg.host, "pg_port": odoo.pg.port, "pg_user": odoo.pg.user,
+            "endpoint_url": odoo.s3.endpoint_url, "aws_access_key_id": s3_env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": s3_env["AWS_SECRET_ACCESS_KEY"], **args}
+    proc = subprocess.run(
+        [str(venv_bin / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m",
+         "erpops.ops.erpops_filestore_migrate", "-a", json.dumps(args), "-e",
+         json.dumps({"ansible_python_interpreter": sys.executable}), *flags],
+        cwd=REPO / "playbooks", env=env, capture_output=True, text=True, timeout=600, check=False)
+    head, _, payload = proc.stdout.strip().splitlines()[-1].partition("=> ")
+    return {**json.loads(payload), "failed": "FAILED" in head}
+
+
+def test_the_ansible_module_plans_in_check_mode_and_moves_otherwise(odoo: Odoo, tmp_path: Path) -> None:
+    before = odoo.rows()
+    args = {"src": str(odoo.filestore), "dest": odoo.url, "checkpoint": str(tmp_path / "cp.json")}
+    planned = ansible_module(odoo, args, "--check")
+    assert not planned["failed"], planned
+    assert planned["changed"] is True and planned["report"]["rows"] == STORED_ATTACHMENTS
+    assert odoo.rows() == before and odoo.objects() == {}
+    done = ansible_module(odoo, args)
+    assert not done["failed"] and done["changed"] is True, done
+    assert done["report"]["moved"] == STORED_ATTACHMENTS
+    assert odoo.s3.env()["AWS_SECRET_ACCESS_KEY"] not in json.dumps(done["command"])
+    assert_all_in_bucket(odoo)
+    again = ansible_module(odoo, args)
+    assert not again["failed"] and again["changed"] is False, again
