@@ -316,3 +316,37 @@ def test_the_ansible_module_plans_in_check_mode_and_moves_otherwise(odoo: Odoo, 
     assert_all_in_bucket(odoo)
     again = ansible_module(odoo, args)
     assert not again["failed"] and again["changed"] is False, again
+
+
+def test_a_large_file_under_a_prefix_with_optimized_paths_goes_there_and_back(
+        pg: LocalPostgres, aws: LocalS3, tmp_path: Path) -> None:
+    """Above 8 MiB a file goes multipart; fs_storage's optimizes_directory_path and a bucket prefix are honoured."""
+    client = Pg.from_local(pg)
+    db = f"fsm_big_{uuid.uuid4().hex[:6]}"
+    data = os.urandom(20 * 1024 * 1024 + 123)
+    digest = sha1(data)
+    root = tmp_path / "filestore" / db
+    (root / digest[:2]).mkdir(parents=True)
+    (root / digest[:2] / digest).write_bytes(data)
+    client.psql(f'CREATE DATABASE "{db}"')
+    client.psql("CREATE TABLE ir_attachment (id serial PRIMARY KEY, store_fname varchar, checksum varchar, "
+                "file_size int, fs_filename varchar);"
+                "CREATE TABLE fs_storage (code varchar, protocol varchar, directory_path varchar, "
+                "optimizes_directory_path boolean);"
+                f"INSERT INTO fs_storage VALUES ('{CODE}', 's3', 'fsm-big/odoo/', true);"
+                "INSERT INTO ir_attachment (store_fname, checksum, file_size) "
+                f"VALUES ('{digest[:2]}/{digest}', '{digest}', {len(data)})", db)
+    aws.client().create_bucket(Bucket="fsm-big")
+    bucket = S3Store("fsm-big", "odoo", endpoint_url=aws.endpoint_url)
+    report = Migration(client, db, DirStore(root), bucket, checkpoint=tmp_path / "cp1").run()
+    assert (report.moved, report.copied, report.failed) == (1, 1, [])
+    path = f"{digest[:2]}/{digest[2:4]}/{digest}"
+    assert client.scalar("SELECT store_fname || ' ' || fs_filename FROM ir_attachment", db) == \
+        f"{CODE}://{path} {digest}"
+    assert sha1(aws.client().get_object(Bucket="fsm-big", Key=f"odoo/{path}")["Body"].read()) == digest
+
+    back = tmp_path / "back" / db
+    report = Migration(client, db, bucket, DirStore(back), checkpoint=tmp_path / "cp2").run()
+    assert (report.moved, report.copied, report.failed) == (1, 1, [])
+    assert client.scalar("SELECT store_fname FROM ir_attachment", db) == f"{digest[:2]}/{digest}"
+    assert sha1((back / digest[:2] / digest).read_bytes()) == digest
