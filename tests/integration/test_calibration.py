@@ -144,3 +144,31 @@ def test_a_calibration_from_another_version_or_persona_mix_is_refused(
     with pytest.raises(SpecError) as caught:
         spec.validate(raw, "dev", root=other)
     assert caught.value.problems[0][0] == "odoo.web.target_users" and reason in caught.value.problems[0][1]
+
+
+def test_the_ansible_module_records_a_calibration(project: Path, double: str, tmp_path: Path) -> None:
+    venv_bin = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "ERPOPS_"))}
+    env.update(PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(REPO),
+               ANSIBLE_CONFIG=str(REPO / "playbooks" / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.oneline")
+    path = tmp_path / "dev.calibration.json"
+    args = {"project_root": str(project), "stack": "dev", "host": double, "db": DB, "odoo_password": PASSWORD,
+            "workers": WORKERS, "factor": 1.5, "max_users": 24, "duration": "3s", "calibration": str(path)}
+
+    def module(*flags: str) -> dict:
+        proc = subprocess.run(
+            [str(venv_bin / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m",
+             "erpops.ops.erpops_calibrate", "-a", json.dumps(args), "-e",
+             json.dumps({"ansible_python_interpreter": sys.executable}), *flags],
+            cwd=REPO / "playbooks", env=env, capture_output=True, text=True, timeout=600, check=False)
+        head, _, payload = proc.stdout.strip().splitlines()[-1].partition("=> ")
+        return {**json.loads(payload), "failed": "FAILED" in head}
+
+    planned = module("--check")
+    assert not planned["failed"] and planned["changed"] and not path.exists(), planned
+    assert PASSWORD not in json.dumps(planned["command"])
+    done = module()
+    assert not done["failed"] and done["changed"], done
+    assert done["calibration"] == json.loads(path.read_text())
+    assert done["calibration"]["workers"] == WORKERS and done["calibration"]["users_per_worker"] > 0
