@@ -732,7 +732,11 @@ def _semantic_problems(stack: str, spec: Spec) -> tuple[list[tuple[str, str]], S
 
 
 # Modules the images/odoo build adds, per Odoo series (images/odoo/requirements-<series>.txt pins them;
-# a test keeps the two equal). A series without a pinned set cannot be built.
+# a test keeps the two equal). A series without a pinned set cannot be built. 16.0 has none: every OCA
+# 16.0 release of fs_storage/fs_attachment on PyPI declares Requires-Python >=3.10, and the official
+# odoo:16.0 image runs Debian bullseye's Python 3.9, so pip would refuse them there.
+UNBUILDABLE_SERIES = {"16.0": "OCA's 16.0 fs_storage/fs_attachment wheels require Python >= 3.10 and the "
+                              "official odoo:16.0 image runs Python 3.9 (Debian bullseye)"}
 BUILT_ADDONS: dict[str, tuple[str, ...]] = {
     series: (*OBJECT_STORAGE_ADDONS, SESSION_DB_ADDON) for series in ("17.0", "18.0")}
 
@@ -806,8 +810,12 @@ def shape_problems(spec: Spec) -> list[tuple[str, str]]:
         if spec.odoo.version not in BUILT_ADDONS:
             problems.append(("image.build.enabled",
                              f"images/odoo has no pinned addon set for Odoo {spec.odoo.version} (only "
-                             f"{', '.join(BUILT_ADDONS)}): add images/odoo/requirements-{spec.odoo.version}.txt or "
-                             "use a prebuilt image with image.addons"))
+                             f"{', '.join(BUILT_ADDONS)}"
+                             + (f"; {UNBUILDABLE_SERIES[spec.odoo.version]}" if spec.odoo.version in
+                                UNBUILDABLE_SERIES else "")
+                             + f"): add images/odoo/requirements-{spec.odoo.version}.txt for a base image that "
+                             "can run them, or use a prebuilt image with image.addons, or filestore.mode "
+                             "shared-volume with the official image"))
         if not build.repository:
             problems.append(("image.build.repository",
                              "required when image.build.enabled: name the registry repository to push to, e.g. "
