@@ -350,6 +350,7 @@ def prune_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoin
                             weekly=weekly if weekly is not None else base.weekly,
                             monthly=monthly if monthly is not None else base.monthly)
     result = {"ok": True, **retention.prune(t, rules, apply=apply, reporter=_reporter(as_json))}
+    result["server_leftovers"] = _server_leftovers()
 
     def human(r: dict[str, Any]) -> None:
         verb = "deleted" if r["apply"] else "would delete"
@@ -357,7 +358,11 @@ def prune_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoin
                  f"(daily {r['rules']['daily']}, weekly {r['rules']['weekly']}, monthly {r['rules']['monthly']})"]
         lines += [f"  keep   {k['set_id']}  ({', '.join(k['reasons'])})" for k in r["keep"]]
         lines += [f"  delete {d['set_id']}" for d in r["delete"]]
-        lines += [f"  delete incomplete {i}" for i in r["incomplete_delete"]]
+        lines += [f"  delete incomplete {i} (its backup is {r['dead_backups'].get(i, 'stale')})"
+                  for i in r["incomplete_delete"]]
+        lines += [f"  in progress {i} (a live backup: its uploads are kept)" for i in r["in_progress"]]
+        for item in r["server_leftovers"] or []:
+            lines.append(f"  leftover on the PostgreSQL server: {item['describe']}")
         lines.append(f"  filestore: {verb} {r['filestore_delete']} unreferenced objects "
                      f"({_size(r['filestore_bytes_freed'])}); {r['filestore_gc']}")
         if not r["apply"]:
@@ -365,6 +370,25 @@ def prune_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoin
         _echo_lines(lines)
 
     _emit(as_json, result, human)
+
+
+def _server_leftovers() -> list[dict[str, Any]] | None:
+    """What killed erpops runs left on the PGHOST server (erpops.backup.leftovers), when PGHOST is set.
+
+    Reported only: any backup, restore or import against that server removes the dead ones.
+    """
+    import os
+
+    from erpops.backup import leftovers
+    from erpops.pg import Pg
+
+    if not os.environ.get("PGHOST"):
+        return None
+    try:
+        found = leftovers.find(Pg.from_env())
+    except ErpopsError:
+        return None
+    return [{**x.to_dict(), "describe": x.describe()} for x in found if x.state != "live"]
 
 
 COMMANDS = [backup_cmd, verify_cmd, restore_cmd, list_cmd, prune_cmd]

@@ -157,13 +157,17 @@ def test_after_a_sigkill_the_next_run_removes_what_the_dead_one_left(
     prune = Run(["prune", "--target", f"file://{target}", "--json"], pg, tmp)
     rc, err = prune.finish()
     assert rc == 0, err
-    dead = __import__("json").loads(prune.stdout)["dead_backups"]
-    assert list(dead.values()) == ["dead"], "prune should see the killed backup's set as dead, not running"
+    pruned = __import__("json").loads(prune.stdout)
+    assert list(pruned["dead_backups"].values()) == ["dead"], "prune should see the killed backup as dead"
+    # ... and reports what it left: the scratch database on the server, its temp dir on this host
+    assert [x["name"] for x in pruned["server_leftovers"] if x["what"] == "database"] == scratch
+    assert [x["what"] for x in pruned["server_leftovers"] if x["what"] != "database"] == ["directory"]
 
     # Any later command against that server removes it (a backup of another database, here).
     rc, err = Run(["backup", "--db", small_db, "--target", f"file://{target}"], pg, tmp).finish()
     assert rc == 0, err
     assert side_databases(server, "neutral") == []
+    assert run_dirs(tmp) == []
     assert erpops_leftovers(Targets(pg=server), Thresholds(levels={}))[0] == State.OK
 
 
