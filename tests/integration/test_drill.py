@@ -112,7 +112,7 @@ def env(pg: LocalPostgres, aws: LocalS3) -> Iterator[dict[str, str]]:
     """Every drill runs as a role like the one CloudNativePG makes for it (infra/derive.py drill_role):
     LOGIN CREATEDB, nothing else; not a superuser, not the live database's owner."""
     server = Pg.from_local(pg)
-    server.psql(f"CREATE ROLE {DRILL_ROLE} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOINHERIT CONNECTION LIMIT 5")
+    server.psql(f"CREATE ROLE {DRILL_ROLE} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE INHERIT CONNECTION LIMIT 5")
     yield {**pg.env(), "PGUSER": DRILL_ROLE, "ERPOPS_S3_ENDPOINT_URL": aws.endpoint_url, "ERPOPS_BACKUP_TARGET": ""}
     for db in drill_dbs(server):
         engine.drop_database(server, db)
@@ -145,7 +145,7 @@ def test_drill_restores_checks_drops_and_publishes(env: dict[str, str], project:
     code, r, err = run_cli(["drill", "--stack", "prod", "--pushgateway", pushgateway, "--metrics-file",
                             str(tmp_path / "drill.prom"), "--report-dir", str(tmp_path / "reports"), "--json"],
                            env, project)
-    print(f"\ndrill metrics: {r and r['metrics']}")
+    print(f"\ndrill: {r and r['reason']}\nmetrics: {r and r['metrics']}")
     assert code == 0, (r, err)
     assert r["ok"] and r["status"] == "passed" and r["reason"] is None
     assert r["set"]["set_id"] == set_id and r["target"] == f"s3://{BUCKET}/prod"
