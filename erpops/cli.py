@@ -63,8 +63,6 @@ def spec_validate(ctx: click.Context, stack: str | None) -> None:
         except SpecError as exc:
             where = f"{name}: " if stack is None else ""
             problems += [(f"{where}{path}", msg) for path, msg in exc.problems]
-    if stack is None:
-        problems += spec.cross_stack_problems(sized)
     if problems:
         raise SpecError(problems, None if stack is None else str(spec.stack_file(root, stack)))
     for s in sized:
@@ -156,11 +154,17 @@ _register_tool_commands()
 
 
 def main() -> None:
+    from erpops.backup.leftovers import Terminated, handle_termination
+
+    handle_termination()  # SIGTERM unwinds through every cleanup, as Ctrl-C does
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("aborted")
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted: what this run had started was cleaned up")
         sys.exit(130)
+    except Terminated as exc:
+        err.print(f"{exc}: done, what this run had started was cleaned up")
+        sys.exit(143)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)

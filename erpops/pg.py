@@ -66,9 +66,12 @@ class Pg:
 
     def psql(self, sql: str, db: str = "postgres", *, timeout: float = 120.0) -> str:
         """Run SQL with ON_ERROR_STOP=1; unaligned, tuples only. A failure raises with psql's stderr."""
+        from erpops.backup.leftovers import preexec
+
         proc = subprocess.run(
             [client_bin("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", db, "-f", "-"],
             input=sql, capture_output=True, text=True, env=self.env(), timeout=timeout, check=False,
+            preexec_fn=preexec(),
         )
         if proc.returncode != 0:
             raise ServiceError(f"psql on {self.host}:{self.port}/{db} failed: {proc.stderr.strip()}")

@@ -264,7 +264,7 @@ def render(stack: str, root: Path | None = None) -> Rendered:
     root = root or spec.find_root()
     path = spec.stack_file(root, stack)
     raw = spec.read_raw(path)
-    sized = spec.validate(raw, stack, str(path))  # the program validates too; this gives the CLI exit 2
+    sized = spec.validate(raw, stack, str(path), root=root)  # the program runs the same validator: exit 2
     secrets = _Secrets()
     config, secret_keys = mock_config(raw, sized, secrets)
     import pulumi

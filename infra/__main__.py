@@ -14,12 +14,15 @@ from erpops.helm_values import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_POR
 from infra import derive
 from infra.components import Drill, Environment, ObjectStorage, Odoo, OdooImage, Postgres, Redis
 
+# the stack files beside Pulumi.yaml (not resolved: a project may link infra/ in), for the cross-stack rules
+PROJECT_ROOT = Path(__file__).absolute().parents[1]
 config = pulumi.Config("erpops")
 stack = pulumi.get_stack()
 try:
     raw_spec = config.require_object("spec")
-    sized = erpops_spec.validate(raw_spec, stack, f"Pulumi.{stack}.yaml")
-    derive.check_program_constraints(sized)
+    # the one validator every entry point runs, cross-stack rules included: `erpops spec validate` refuses
+    # exactly what this refuses
+    sized = erpops_spec.validate(raw_spec, stack, f"Pulumi.{stack}.yaml", root=PROJECT_ROOT)
 except SpecError as exc:
     # Before any resource is registered: a bad spec changes nothing
     raise pulumi.RunError(str(exc)) from None

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from erpops.helm_values import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, Refs
-from erpops.spec import Retention, Sized
+from erpops.spec import CNPG_NAMESPACE, PG_MINOR, Retention, Sized
 from erpops.units import format_mib_quantity, mib, parse_cpu, parse_memory
 
 # --------------------------------------------------------------------------------------------
@@ -21,8 +21,8 @@ from erpops.units import format_mib_quantity, mib, parse_cpu, parse_memory
 
 # CloudNativePG's PostgreSQL images: ghcr.io/cloudnative-pg/postgresql:<major>.<minor>
 PG_IMAGE_REPOSITORY = "ghcr.io/cloudnative-pg/postgresql"
-# The minor releases of PostgreSQL's May 2026 update (18.4 et al.); spec cnpg.image overrides.
-PG_MINOR = {15: "15.18", 16: "16.14", 17: "17.10"}
+# PG_MINOR (erpops/spec.py, the spec refuses a major without one): the minor releases of PostgreSQL's
+# May 2026 update (18.4 et al.); spec cnpg.image overrides.
 # Official Redis image, 7.2 line, Alpine; 7.2.11 carries the October 2025 Lua CVE fixes (CVE-2025-49844)
 REDIS_IMAGE = "redis:7.2.11-alpine"
 REDIS_UID, REDIS_GID = 999, 1000  # the `redis` user and group of the official Alpine image
@@ -34,7 +34,6 @@ CNPG_OPERATOR_VERSION = "1.30.0"  # appVersion of chart 0.29.0 (cloudnative-pg/c
 CNPG_CHART = {"chart": "cloudnative-pg", "version": "0.29.0", "repo": "https://cloudnative-pg.github.io/charts"}
 # Exporter ports: CloudNativePG's instance manager (metrics) and PgBouncer's (metrics) in the Pooler pods
 CNPG_METRICS_PORT, PGBOUNCER_METRICS_PORT = 9187, 9127
-CNPG_NAMESPACE = "cnpg-system"
 
 # --------------------------------------------------------------------------------------------
 # Fixed sizes of the small workloads the spec does not size
@@ -653,30 +652,6 @@ def redis_statefulset_spec(sized: Sized, refs: Refs, rotation: str) -> dict[str,
     if claims:
         spec["volumeClaimTemplates"] = claims
     return spec
-
-
-def check_program_constraints(sized: Sized) -> None:
-    """What the spec model allows but this program cannot build safely; raised as one SpecError."""
-    from erpops.errors import SpecError
-
-    problems: list[tuple[str, str]] = []
-    ingress_ns = sized.spec.kubernetes.ingress_namespace
-    if ingress_ns.startswith("erpops-") or ingress_ns in ("", CNPG_NAMESPACE):
-        problems.append(("kubernetes.ingress_namespace",
-                         f"{ingress_ns!r} is not an ingress controller namespace: a NetworkPolicy admitting it "
-                         "would open this environment to another one; set it to the namespace of your ingress "
-                         "controller, e.g. ingress-nginx"))
-    monitoring_ns = sized.spec.monitoring.namespace
-    if monitoring_ns and (monitoring_ns.startswith("erpops-") or monitoring_ns in (CNPG_NAMESPACE, "kube-system")):
-        problems.append(("monitoring.namespace",
-                         f"{monitoring_ns!r} is not a monitoring namespace: a policy admitting it would open this "
-                         "environment to another workload; name Prometheus' namespace, e.g. monitoring"))
-    if sized.spec.postgres.major_version not in PG_MINOR and not sized.spec.cnpg.image:
-        problems.append(("postgres.major_version",
-                         f"{sized.spec.postgres.major_version} has no pinned image: use one of "
-                         f"{', '.join(map(str, PG_MINOR))}"))
-    if problems:
-        raise SpecError(problems)
 
 
 # --------------------------------------------------------------------------------------------
