@@ -235,7 +235,7 @@ def _wait_marked(pg: Pg, proc: subprocess.Popen) -> list[tuple[str, int, scratch
 
 def test_sigterm_drops_the_scratch_database_on_the_way_out(env: dict[str, str], project: Path, live: dict[str, Any],
                                                            aws: LocalS3, pushgateway: str, tmp_path: Path) -> None:
-    """The Job's deadline (or a drain) sends SIGTERM: the drill rolls back, reports why, exits 130."""
+    """The Job's deadline (or a drain) sends SIGTERM: the drill rolls back, reports why, exits 143."""
     url = f"s3://{BUCKET}/sigterm"
     make_set(live, url, aws.endpoint_url)
     proc = _stalled_drill(tmp_path, project, url, env, "--pushgateway", pushgateway, "--json")
@@ -246,7 +246,7 @@ def test_sigterm_drops_the_scratch_database_on_the_way_out(env: dict[str, str], 
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 143, err
     r = json.loads(out)
     assert r["interrupted"] == "SIGTERM" and r["reason"].startswith("interrupted by SIGTERM") and not r["ok"]
     assert drill_dbs(live["pg"]) == [] and scratch.marked(live["pg"]) == []
