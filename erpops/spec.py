@@ -147,6 +147,9 @@ class OdooWeb(Resources):
     workers: int | None = Field(default=None, ge=1, le=256, description=(
         "Odoo prefork workers per pod; none computes (2 x CPU) + 1 within the memory"))
     autoscale: Autoscale = Field(default=Autoscale(), description="HorizontalPodAutoscaler of the web pods")
+    target_users: int | None = Field(default=None, ge=1, le=1_000_000, description=(
+        "Concurrent users to serve: replicas, workers and HPA bounds then come from erpops size --users "
+        "(the stack's calibration when one is recorded, the deploy docs' rules otherwise)"))
 
 
 class OdooCron(Resources):
@@ -732,6 +735,8 @@ _PATTERN_WORDS: dict[str, tuple[str, str]] = {
     r"^[a-z0-9][a-z0-9._/:@-]*$": ("an image reference in lowercase, repository:tag or repository@sha256:...",
                                    "ghcr.io/cloudnative-pg/postgresql:15.18"),
     r"^\d+\.\d+\.\d+$": ("a chart version MAJOR.MINOR.PATCH", "0.29.0"),
+    r"^https?://[a-z0-9.-]+(:\d{1,5})?/?$": ("an http(s) URL of a host and an optional port, no path",
+                                           "http://pushgateway.monitoring.svc:9091"),
 }
 
 
@@ -1414,7 +1419,8 @@ def siblings_of(root: Path | None, stack: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def validate(raw: Any, stack: str, source: str | None = None, *, root: Path | None = None) -> Sized:
+def validate(raw: Any, stack: str, source: str | None = None, *, root: Path | None = None,
+             _resized: bool = False) -> Sized:
     """A raw `erpops:spec` mapping -> a validated, sized spec, or one SpecError with every problem.
 
     `root`, when given, is the project directory: the other Pulumi.<stack>.yaml files there are read for
@@ -1441,7 +1447,25 @@ def validate(raw: Any, stack: str, source: str | None = None, *, root: Path | No
     semantic, sized = _semantic_problems(stack, spec, siblings_of(root, stack))
     if problems or semantic or sized is None:
         raise SpecError(problems + [p for p in semantic if p[0] not in flagged], source)
+    if sized.spec.odoo.web.target_users and not _resized:
+        return _validate_for_target_users(sized, raw, stack, source, root)
     return sized
+
+
+def _validate_for_target_users(sized: Sized, raw: dict[str, Any], stack: str, source: str | None,
+                               root: Path | None) -> Sized:
+    from erpops import capacity  # odoo.web.target_users: replicas and HPA bounds sized for that many users
+    from erpops.errors import UsageError
+
+    if root is None:  # `pulumi up` runs in the project root
+        try:
+            root = find_root()
+        except SpecError:
+            root = None
+    try:
+        return validate(capacity.target_raw(sized, raw, root), stack, source, root=root, _resized=True)
+    except UsageError as exc:
+        raise SpecError([("odoo.web.target_users", str(exc))], source) from None
 
 
 def stack_file(root: Path, stack: str) -> Path:
