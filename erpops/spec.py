@@ -1238,7 +1238,7 @@ def _sized(ctx: Context) -> tuple[list[Problem], Sized | None]:
     problems = _budget_problems(spec, odoo_sizing, budget)
     where = "postgres.max_connections" if pg.max_connections is not None else "odoo.web.workers"
     cause = ("lower postgres.max_connections" if pg.max_connections is not None else
-             "lower odoo.web.workers, odoo.web.autoscale.max_replicas or odoo.db_maxconn")
+             "lower odoo.web.workers, odoo.web.autoscale.max_replicas, odoo.cron.threads or odoo.db_maxconn")
     carried = parse_memory(pg.memory) // PG_BYTES_PER_CONNECTION
     if budget.max_connections > PG_MAX_CONNECTIONS:
         problems.append((where, f"max_connections would be {budget.max_connections}, above PostgreSQL's limit of "
