@@ -8,6 +8,7 @@ Each case of the issue is a malformed stack file a new user would write; `erpops
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 import shutil
@@ -335,3 +336,21 @@ def test_a_missing_key_says_what_it_is_for() -> None:
         spec.validate(raw, "prod")
     assert ("mail.incoming[0].cidrs", "required: add this key to the spec (Addresses of the mail server: the "
             "egress policy opens the port to these only)") in caught.value.problems
+
+
+@pytest.mark.parametrize("expr", ["0 2 * * *", "*/15 1-3 * * 1-5", "0 2 1,15 * MON", "30 1 * JAN-MAR sun",
+                                  "0 2 1 * *", "0 */6 * * *", "0 3 * * 0,6", "5 4 31 * *"])
+def test_backup_schedule_gaps_agree_with_croniters_own_iteration(expr: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from croniter import croniter
+
+    from erpops.spec_types import HORIZON_DAYS, cron_gaps
+
+    it = croniter(expr, datetime(2026, 1, 1, tzinfo=UTC))
+    runs = [it.get_next(datetime)]
+    # dense schedules repeat weekly: 1500 runs show every gap; sparse ones are followed over the whole horizon
+    while runs[-1] - runs[0] < timedelta(days=HORIZON_DAYS - 7) and len(runs) < 1500:
+        runs.append(it.get_next(datetime))
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
+    assert cron_gaps(expr) == (min(gaps), max(gaps))
