@@ -147,7 +147,9 @@ def mock_config(raw: Any, sized: spec.Sized, secrets: _Secrets) -> tuple[dict[st
     names += [k for k in (sp.secrets.backup_s3_access_key_id, sp.secrets.backup_s3_secret_access_key,
                           sp.mail.outgoing.password_key if sp.mail.outgoing else None,
                           sp.secrets.redis_password if sp.redis.enabled and sp.redis.mode == "managed" else None,
-                          sp.image.build.registry_username_key, sp.image.build.registry_password_key) if k]
+                          sp.image.build.registry_username_key, sp.image.build.registry_password_key,
+                          *((sp.drill.s3_access_key_id_key, sp.drill.s3_secret_access_key_key)
+                            if sp.drill.enabled and sp.object_storage.mode == "s3-compatible" else ())) if k]
     for name in names:
         key = f"{PROJECT}:{name}"
         config[key] = secrets.make(f"pulumi-config/{key}")

@@ -146,6 +146,9 @@ class OdooWeb(Resources):
     workers: int | None = Field(default=None, ge=1, le=256, description=(
         "Odoo prefork workers per pod; none computes (2 x CPU) + 1 within the memory"))
     autoscale: Autoscale = Field(default=Autoscale(), description="HorizontalPodAutoscaler of the web pods")
+    target_users: int | None = Field(default=None, ge=1, le=1_000_000, description=(
+        "Concurrent users to serve: replicas, workers and HPA bounds then come from erpops size --users "
+        "(the stack's calibration when one is recorded, the deploy docs' rules otherwise)"))
 
 
 class OdooCron(Resources):
@@ -278,18 +281,27 @@ class Backup(_Model):
 
 
 class RequestSlo(_Model):
-    p50_ms: float = Field(gt=0, le=3_600_000, description="Median response time, ms")
-    p95_ms: float = Field(gt=0, le=3_600_000, description="95th percentile response time, ms")
-    p99_ms: float = Field(gt=0, le=3_600_000, description="99th percentile response time, ms")
+    """Limits of one request name (`model:method`). The absolute limits are optional; `tolerance` and
+    `detect` override the stack-wide ones of the load-test gate for this name."""
+
+    p50_ms: float | None = Field(default=None, gt=0, le=3_600_000, description="Median response time, ms")
+    p95_ms: float | None = Field(default=None, gt=0, le=3_600_000, description="95th percentile response time, ms")
+    p99_ms: float | None = Field(default=None, gt=0, le=3_600_000, description="99th percentile response time, ms")
+    tolerance: float | None = Field(default=None, ge=0, le=10, description=(
+        "This request's slow-down tolerated by the load-test gate (0.10 = 10%); the stack's slo.tolerance when unset"))
+    detect: float | None = Field(default=None, gt=1, le=20, description=(
+        "Slow-down factor the gate must be able to catch for this request; the stack's slo.detect when unset"))
 
     @model_validator(mode="after")
     def _ordered(self) -> RequestSlo:
-        if not self.p50_ms <= self.p95_ms <= self.p99_ms:
-            raise ValueError(f"p50_ms {self.p50_ms:g}, p95_ms {self.p95_ms:g}, p99_ms {self.p99_ms:g} are not in "
-                             "order: a higher percentile cannot be faster; write them so p50 <= p95 <= p99, e.g. "
-                             f"{{p50_ms: {min(self.p50_ms, self.p95_ms, self.p99_ms):g}, p95_ms: "
-                             f"{sorted((self.p50_ms, self.p95_ms, self.p99_ms))[1]:g}, p99_ms: "
-                             f"{max(self.p50_ms, self.p95_ms, self.p99_ms):g}}}")
+        given = [(n, v) for n, v in (("p50_ms", self.p50_ms), ("p95_ms", self.p95_ms), ("p99_ms", self.p99_ms))
+                 if v is not None]
+        values = [v for _, v in given]
+        if values != sorted(values):
+            names = ", ".join(f"{n} {v:g}" for n, v in given)
+            fixed = ", ".join(f"{n}: {v:g}" for (n, _), v in zip(given, sorted(values), strict=True))
+            raise ValueError(f"{names} are not in order: a higher percentile cannot be faster; write them so "
+                             f"p50 <= p95 <= p99, e.g. {{{fixed}}}")
         return self
 
 
@@ -306,6 +318,12 @@ class Slo(_Model):
     persona_weights: dict[Persona, Annotated[int, Field(ge=0, le=1000)]] = Field(default={
         "planner": 2, "shop_floor": 4, "buyer": 1, "sales": 2, "warehouse": 3}, description=(
         "Relative share of each load-test persona"))
+    # The load-test gate: a p95 slower than 1 + tolerance (beyond noise) fails; a run that could not
+    # have caught a p95 `detect` times the baseline (90% power) is INCONCLUSIVE rather than a pass.
+    tolerance: float = Field(default=0.10, ge=0, le=10, description=(
+        "Slow-down of a request's p95 over the baseline that the load-test gate tolerates (0.10 = 10%)"))
+    detect: float = Field(default=1.30, gt=1, le=20, description=(
+        "Slow-down factor a gate run must be able to catch (90% power); a run that cannot is INCONCLUSIVE"))
 
     @model_validator(mode="after")
     def _think_time(self) -> Slo:
@@ -315,6 +333,28 @@ class Slo(_Model):
         if self.persona_weights and not any(self.persona_weights.values()):
             raise ValueError("persona_weights are all 0: give at least one persona a weight, e.g. planner: 1")
         return self
+
+    @model_validator(mode="after")
+    def _detect_above_tolerance(self) -> Slo:
+        problems = []
+        if self.detect <= 1 + self.tolerance:
+            problems.append(f"slo.detect {self.detect:g} must be above 1 + slo.tolerance ({1 + self.tolerance:g}): "
+                            "a gate cannot catch a slow-down it tolerates")
+        for name, r in self.requests.items():
+            tol = self.tolerance if r.tolerance is None else r.tolerance
+            det = self.detect if r.detect is None else r.detect
+            if det <= 1 + tol:
+                problems.append(f"slo.requests.{name}: detect {det:g} must be above 1 + tolerance ({1 + tol:g})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def thresholds(self, name: str) -> tuple[float, float]:
+        """(tolerance, detect) of one request name: its own where set, else the stack's."""
+        r = self.requests.get(name)
+        tol = self.tolerance if r is None or r.tolerance is None else r.tolerance
+        det = self.detect if r is None or r.detect is None else r.detect
+        return tol, det
 
 
 class Threshold(_Model):
@@ -507,6 +547,37 @@ class CloudNativePG(_Model):
         "cloudnative-pg Helm chart version when kubernetes.install_cnpg_operator; none uses the pinned one"))
 
 
+class Drill(_Model):
+    """`erpops drill` as a CronJob of the stack: its newest backup restored, checked and dropped on a schedule."""
+
+    enabled: bool = Field(default=False, description="Render the drill CronJob (on by default in prod)")
+    image: str | None = Field(default=None, description=(
+        "The erpops image (images/erpops) by dated tag or digest, e.g. "
+        "registry.example.com/acme/erpops:0.1.0-20261203"))
+    schedule: Cron = Field(default="30 5 * * *", description="5-field cron, after backup.schedule has finished")
+    deadline_minutes: int = Field(default=180, ge=10, le=1440, description=(
+        "activeDeadlineSeconds of the Job; a marked scratch database older than this is dropped by the next run"))
+    resources: Resources = Field(default=Resources(cpu="1", memory="1Gi"), description="Requests = limits")
+    scratch_size: Memory = Field(default="20Gi", description="emptyDir for the dump and the filestore copy")
+    pushgateway: str | None = Field(default=None, max_length=255, pattern=r"^https?://[a-z0-9.-]+(:\d{1,5})?/?$",
+                                    description="Pushgateway URL the metrics are pushed to (required when enabled)")
+    no_success_hours: int = Field(default=26, ge=1, description="Alert when no drill passed for this long")
+    s3_access_key_id_key: str | None = Field(default=None, description=(
+        "s3-compatible: Pulumi secret config key of the drill's own key (read-only on the backup bucket)"))
+    s3_secret_access_key_key: str | None = Field(default=None, description=(
+        "s3-compatible: Pulumi secret config key of the drill's own secret key"))
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        return None if v is None else Odoo._image(v)
+
+    @field_validator("scratch_size")
+    @classmethod
+    def _scratch(cls, v: str) -> str:
+        return _check_memory(v)
+
+
 class Spec(_Model):
     tier: Tier = Field(description=(
         "dev, staging or prod: picks the defaults and the checks; a stack named after a tier must declare it"))
@@ -526,6 +597,7 @@ class Spec(_Model):
     mail: Mail = Field(default=Mail(), description="Outgoing SMTP and incoming mailboxes")
     monitoring: Monitoring = Field(default=Monitoring(), description="Scrapes of the exporters")
     cnpg: CloudNativePG = Field(default=CloudNativePG(), description="CloudNativePG image and operator chart")
+    drill: Drill = Field(default=Drill(), description="The scheduled restore drill (erpops drill)")
 
     @property
     def web_replicas_max(self) -> int:
@@ -565,6 +637,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "redis": {"enabled": False, "memory": "1Gi", "persistence": True},
         "backup": {"retention": {"daily": 14, "weekly": 8, "monthly": 12}, "rpo_minutes": 60,
                    "rto_minutes": 120},
+        "drill": {"enabled": True},
     },
 }
 
@@ -1020,6 +1093,16 @@ def shape_problems(spec: Spec) -> list[tuple[str, str]]:
         problems.append(("mail.outgoing.user", "required with mail.outgoing.password_key: name the SMTP user"))
     if spec.monitoring.pod_monitors and not spec.monitoring.namespace:
         problems.append(("monitoring.namespace", "required with monitoring.pod_monitors: name Prometheus' namespace"))
+    drill_keys = ("s3_access_key_id_key", "s3_secret_access_key_key") \
+        if spec.drill.enabled and spec.object_storage.mode == "s3-compatible" else ()
+    for key in (("image", "pushgateway", *drill_keys) if spec.drill.enabled else ()):
+        if not getattr(spec.drill, key):
+            problems.append((f"drill.{key}", "required when drill.enabled (on by default in prod): " + (
+                "name the erpops image (images/erpops) by dated tag or digest" if key == "image" else
+                "give the Pushgateway URL of the drill metrics, e.g. http://pushgateway.monitoring.svc:9091"
+                if key == "pushgateway" else "name the Pulumi secret config key of the drill's own S3 key, "
+                "read-only on the backup bucket")
+                + ", or set drill.enabled to false"))
     storage, secrets = spec.object_storage, spec.secrets
     backup_keys = (secrets.backup_s3_access_key_id, secrets.backup_s3_secret_access_key)
     if storage.mode == "s3-compatible" and fs.mode == "object-storage":
@@ -1330,7 +1413,8 @@ def siblings_of(root: Path | None, stack: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def validate(raw: Any, stack: str, source: str | None = None, *, root: Path | None = None) -> Sized:
+def validate(raw: Any, stack: str, source: str | None = None, *, root: Path | None = None,
+             _resized: bool = False) -> Sized:
     """A raw `erpops:spec` mapping -> a validated, sized spec, or one SpecError with every problem.
 
     `root`, when given, is the project directory: the other Pulumi.<stack>.yaml files there are read for
@@ -1357,7 +1441,25 @@ def validate(raw: Any, stack: str, source: str | None = None, *, root: Path | No
     semantic, sized = _semantic_problems(stack, spec, siblings_of(root, stack))
     if problems or semantic or sized is None:
         raise SpecError(problems + [p for p in semantic if p[0] not in flagged], source)
+    if sized.spec.odoo.web.target_users and not _resized:
+        return _validate_for_target_users(sized, raw, stack, source, root)
     return sized
+
+
+def _validate_for_target_users(sized: Sized, raw: dict[str, Any], stack: str, source: str | None,
+                               root: Path | None) -> Sized:
+    from erpops import capacity  # odoo.web.target_users: replicas and HPA bounds sized for that many users
+    from erpops.errors import UsageError
+
+    if root is None:  # `pulumi up` runs in the project root
+        try:
+            root = find_root()
+        except SpecError:
+            root = None
+    try:
+        return validate(capacity.target_raw(sized, raw, root), stack, source, root=root, _resized=True)
+    except UsageError as exc:
+        raise SpecError([("odoo.web.target_users", str(exc))], source) from None
 
 
 def stack_file(root: Path, stack: str) -> Path:

@@ -65,7 +65,7 @@ def test_prod_defaults_are_highly_available_and_dev_small() -> None:
 
 
 def test_minimal_prod_spec_gets_ha_defaults(tmp_path: Path) -> None:
-    raw = {k: raw_spec("prod")[k] for k in ("kubernetes", "object_storage", "filestore", "image")}
+    raw = {k: raw_spec("prod")[k] for k in ("kubernetes", "object_storage", "filestore", "image", "drill")}
     raw["odoo"] = {"version": "17.0", "image": "odoo:17.0-20241010"}
     sized = spec.validate(raw, "prod")
     assert sized.spec.postgres.instances == 3
