@@ -28,7 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from erpops import sizing
 from erpops.errors import SpecError
-from erpops.spec_secrets import pasted_credentials
+from erpops.spec_secrets import pasted_credentials, raw_at, strings
 from erpops.spec_types import (
     Cidr,
     CpuOf,
@@ -814,13 +814,18 @@ def _secret_problems(raw: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     secrets = raw.get("secrets") if isinstance(raw.get("secrets"), dict) else {}
     pasted = dict(pasted_credentials(raw))
-    for name, value in secrets.items():
-        if isinstance(value, str) and (_looks_like_secret(value) or f"secrets.{name}" in pasted):
+    # every field that names a Pulumi secret config key: secrets.*, and elsewhere the *_key fields
+    # (mail.outgoing.password_key, image.build.registry_*_key, drill.s3_*_key)
+    key_fields = [(f"secrets.{name}", str(name), value) for name, value in secrets.items()]
+    key_fields += [(path, path.rsplit(".", 1)[-1].removesuffix("_key"), value) for path, value in strings(raw)
+                   if path.endswith("_key") and not path.startswith("secrets.") and raw_at(raw, path) == value]
+    for path, name, value in key_fields:
+        if isinstance(value, str) and (_looks_like_secret(value) or path in pasted):
             problems.append((
-                f"secrets.{name}",
+                path,
                 "holds what looks like a secret value, not the name of a Pulumi config key: remove it "
-                f"from the file, run `pulumi config set --secret {_default_key(str(name))} <value>` and write "
-                f"{_default_key(str(name))} here",
+                f"from the file, run `pulumi config set --secret {_default_key(name)} <value>` and write "
+                f"{_default_key(name)} here",
             ))
     storage = raw.get("object_storage") if isinstance(raw.get("object_storage"), dict) else {}
     endpoint = str(storage.get("endpoint") or "")
@@ -829,8 +834,9 @@ def _secret_problems(raw: dict[str, Any]) -> list[Problem]:
                          "contains credentials in the URL: remove user:password@ and name the keys in "
                          "secrets.s3_access_key_id and secrets.s3_secret_access_key"))
         pasted.pop("object_storage.endpoint", None)
+    named = {path for path, _, _ in key_fields}
     for path, what in pasted.items():
-        if path.startswith("secrets."):
+        if path in named:
             continue
         problems.append((path, f"holds what looks like {what}: a credential in the spec would be written to "
                                "ConfigMaps, Helm values, inventories and the render; remove it, store it with "

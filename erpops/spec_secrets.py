@@ -54,6 +54,16 @@ def strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
         yield path, node
 
 
+def raw_at(raw: Any, path: str) -> Any:
+    """The value at a dotted key path of `strings` (no list indexes), or None."""
+    node = raw
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
 @functools.cache
 def _detectors() -> tuple[Any, ...]:
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class

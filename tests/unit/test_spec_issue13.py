@@ -354,3 +354,16 @@ def test_backup_schedule_gaps_agree_with_croniters_own_iteration(expr: str) -> N
         runs.append(it.get_next(datetime))
     gaps = [b - a for a, b in itertools.pairwise(runs)]
     assert cron_gaps(expr) == (min(gaps), max(gaps))
+
+
+@pytest.mark.parametrize("path", ["mail.outgoing.password_key", "image.build.registry_password_key"])
+def test_a_password_pasted_where_a_config_key_name_belongs_is_refused(path: str) -> None:
+    raw = copy.deepcopy(raw_spec("prod"))
+    put(raw, path, "S3cr3t-P@ssw0rd!")
+    if path.startswith("image."):
+        put(raw, "image.build.registry_username_key", "registryUser")
+    with pytest.raises(SpecError) as caught:
+        spec.validate(raw, "prod")
+    found = dict(caught.value.problems)
+    assert "not the name of a Pulumi config key" in found[path] and "pulumi config set --secret" in found[path]
+    assert "S3cr3t" not in str(caught.value)
