@@ -731,7 +731,7 @@ _PATTERN_WORDS: dict[str, tuple[str, str]] = {
                                    "ghcr.io/cloudnative-pg/postgresql:15.18"),
     r"^\d+\.\d+\.\d+$": ("a chart version MAJOR.MINOR.PATCH", "0.29.0"),
     r"^https?://[a-z0-9.-]+(:\d{1,5})?/?$": ("an http(s) URL of a host and an optional port, no path",
-                                          "http://pushgateway.monitoring.svc:9091"),
+                                           "http://pushgateway.monitoring.svc:9091"),
 }
 
 
