@@ -220,6 +220,37 @@ def test_cross_stack_rules_run_wherever_one_stack_is_loaded(
         spec.load("dev", root)
 
 
+@pytest.mark.parametrize(("command", "code"), [
+    (["patch", "--stack", "dev", "--image", "odoo:17.0-20241011", "--check"], 2),
+    (["loadtest", "gate", "--stack", "dev", "--host", "http://127.0.0.1:9"], 2),
+    (["health", "--stack", "dev"], 3),  # Nagios UNKNOWN: the health contract, with the spec's report
+], ids=["patch", "loadtest", "health"])
+def test_the_operations_commands_refuse_a_bucket_shared_with_a_sibling(
+    command: list[str], code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    raw = copy.deepcopy(raw_spec("dev"))
+    put(raw, "object_storage.filestore_bucket", raw_spec("prod")["object_storage"]["backup_bucket"])
+    root = project(tmp_path, "dev", raw)
+    got, out, err = run_cli(["--root", str(root), *command], monkeypatch, capsys)
+    assert got == code, out + err
+    assert "'acme-erpops-prod-backups' is also used by stack prod" in " ".join((out + err).split()), out + err
+
+
+def test_the_inventory_refuses_a_bucket_shared_with_a_sibling(tmp_path: Path) -> None:
+    import subprocess
+
+    raw = copy.deepcopy(raw_spec("dev"))
+    put(raw, "object_storage.filestore_bucket", raw_spec("prod")["object_storage"]["backup_bucket"])
+    root = project(tmp_path, "dev", raw)
+    proc = subprocess.run([sys.executable, str(ROOT / "playbooks" / "inventory_from_spec.py"), "--root", str(root),
+                           "--out", str(tmp_path / "inventories")], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "object_storage.filestore_bucket: 'acme-erpops-prod-backups' is also used by stack prod" in proc.stderr
+    assert not (tmp_path / "inventories").exists(), "a refused spec must write nothing"
+
+
 def test_validate_without_stack_reports_a_shared_bucket_on_both_stacks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
