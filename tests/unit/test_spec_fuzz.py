@@ -176,12 +176,11 @@ def test_render_answers_a_spec_error_or_renders(case: tuple[str, dict[str, Any]]
 
 # Values at the documented bounds: the validator lets them through, so render (the program and the chart)
 # must build them; a refusal here would be a rule the validator is missing.
-EDGES = [("postgres.storage", "64Ti"), ("odoo.web.cpu", "250m"), ("postgres.instances", 9),
-         ("kubernetes.host", "a" * 63 + ".example.com")]
+EDGES = [("postgres.storage", "64Ti"), ("odoo.web.cpu", "250m"), ("kubernetes.host", "a" * 63 + ".example.com")]
 
 
 @pytest.mark.parametrize(("path", "value"), EDGES, ids=[p for p, _ in EDGES])
-def test_a_value_at_its_bound_renders(path: str, value: Any, tmp_path: Path) -> None:
+def test_a_value_at_its_bound_renders(path: str, value: str, tmp_path: Path) -> None:
     from erpops import render
 
     raw = copy.deepcopy(shipped("prod"))
@@ -195,8 +194,4 @@ def test_a_value_at_its_bound_renders(path: str, value: Any, tmp_path: Path) -> 
         (root / linked).symlink_to(ROOT / linked)
     rendered = render.render("prod", root)
     objects = json.dumps([*rendered.manifests, *rendered.chart_objects])
-    if isinstance(value, str):
-        assert f'"{value}"' in objects, f"{path} {value} is not in what would be applied"
-    else:
-        [cluster] = [o for o in rendered.manifests if o["kind"] == "Cluster"]
-        assert cluster["spec"]["instances"] == value
+    assert f'"{value}"' in objects, f"{path} {value} is not in what would be applied"
