@@ -184,14 +184,14 @@ class NameRule:
             return value
         fix = suggest_label(value) if self.kind == "label" else suggest_subdomain(value)
         if len(value) > limit:
-            why = f"is {len(value)} characters, Kubernetes takes at most {limit}"
+            why = f"is {len(value)} characters, too long for a {self.what}: Kubernetes takes at most {limit}"
         elif self.kind == "label":
-            why = ("is not a valid name: Kubernetes takes lowercase letters, digits and '-', starting and "
+            why = (f"is not a valid {self.what}: Kubernetes takes lowercase letters, digits and '-', starting and "
                    "ending with a letter or digit (no '.', '_' or capitals)")
         else:
-            why = ("is not a valid name: Kubernetes takes lowercase letters, digits, '-' and '.', each part "
+            why = (f"is not a valid {self.what}: Kubernetes takes lowercase letters, digits, '-' and '.', each part "
                    "starting and ending with a letter or digit (no '_' or capitals)")
-        raise ValueError(f"{value!r} as {self.what} {why}; e.g. {fix}")
+        raise ValueError(f"{value!r} {why}; e.g. {fix}")
 
 
 @dataclass(frozen=True)
