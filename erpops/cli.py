@@ -63,8 +63,6 @@ def spec_validate(ctx: click.Context, stack: str | None) -> None:
         except SpecError as exc:
             where = f"{name}: " if stack is None else ""
             problems += [(f"{where}{path}", msg) for path, msg in exc.problems]
-    if stack is None:
-        problems += spec.cross_stack_problems(sized)
     if problems:
         raise SpecError(problems, None if stack is None else str(spec.stack_file(root, stack)))
     for s in sized:
@@ -176,6 +174,7 @@ def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path) -> None:
 def _register_tool_commands() -> None:
     """Commands whose code lives beside erpops (healthchecks/, erpops/backup/), one adapter each."""
     from erpops.backup.commands import COMMANDS as backup_commands
+    from erpops.backup.drill import drill_cmd
     from erpops.backup.interop import COMMANDS as interop_commands
     from erpops.demo import demo
     from erpops.filestore.cli import filestore
@@ -189,6 +188,7 @@ def _register_tool_commands() -> None:
     cli.add_command(loadtest)
     cli.add_command(demo)
     cli.add_command(patch)
+    cli.add_command(drill_cmd)
     cli.add_command(filestore)
 
 
@@ -196,11 +196,17 @@ _register_tool_commands()
 
 
 def main() -> None:
+    from erpops.backup.leftovers import Terminated, handle_termination
+
+    handle_termination()  # SIGTERM unwinds through every cleanup, as Ctrl-C does
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("aborted")
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted: what this run had started was cleaned up")
         sys.exit(130)
+    except Terminated as exc:
+        err.print(f"{exc}: done, what this run had started was cleaned up")
+        sys.exit(143)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)

@@ -4,14 +4,18 @@ Locust monkey-patches the standard library with gevent when imported, so every l
 process: `[sys.executable, "-m", "loadtests.runner", ...]`. This module only starts it, reads the
 JSON it writes, judges and prints.
 
-Exit codes (gate; the other commands use 0, 2 and 3 the same way):
+Exit codes (gate; the other commands use 0, 1, 2 and 3 the same way):
   0  pass
-  1  regression: a p95 slower than the baseline beyond tolerance, error ratio above the spec's
-     slo.error_ratio, req/s below slo.min_rps, a request above its slo.requests limits, or a crash
-     inside the load-test users
+  1  regression: a p95 slower than the baseline beyond tolerance, a request name the personas declare
+     never sent, a business check (MO done, transfer done...) failing, error ratio above the spec's
+     slo.error_ratio, req/s below slo.min_rps, a request above its slo.requests limits, a crash
+     inside the load-test users; or a server too slow to answer the pre-flight (it is up, not down)
   2  bad input: invalid spec or flags, no baseline for the stack, a baseline recorded in the other mode
      (read-only vs read-write), or write personas aimed at a prod-tier stack without --allow-writes
-  3  target unreachable or login refused, or the load generator failed to run
+  3  target unreachable (connection refused, name unknown) or login refused, or the load generator
+     failed to run
+  7  INCONCLUSIVE: nothing failed, but the run could not have caught the slow-down the spec requires
+     (slo.detect) on some request name: too few samples; run longer or with more users
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from erpops.errors import CredentialsError, ErpopsError, ServiceError, UsageError
+from erpops.errors import CredentialsError, ErpopsError, Inconclusive, ServiceError, UsageError
 from loadtests import modes, report, stats
 
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -41,8 +45,16 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 PASSWORD_ENV = "ERPOPS_ODOO_PASSWORD"  # noqa: S105 (the variable's name)
 EXIT_PASS, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
-WARMUP_HELP = ("Run this long before measuring each run (logins and data discovery fall in it and are not "
-               "counted); use the same for record and gate.")
+EXIT_INCONCLUSIVE = Inconclusive.exit_code
+WARMUP_HELP = ("Each run waits until every user has logged in and finished its start-up, then this much more, "
+               "before measuring; use the same for record and gate.")
+PREFLIGHT_TIMEOUT = 60.0
+
+
+class SlowServer(ErpopsError):
+    """The server accepted the connection but did not answer in time: it is up and slow, not unreachable."""
+
+    exit_code = 1
 
 
 def parse_duration(text: str, option: str = "--duration", zero_ok: bool = False) -> float:
@@ -60,9 +72,11 @@ class Target:
     """What to load and how, resolved from the stack's spec and the flags."""
 
     def __init__(self, ctx: click.Context, stack: str, host: str | None, db: str | None, login: str,
-                 read_only: bool = False, allow_writes: bool = False) -> None:
+                 read_only: bool = False, allow_writes: bool = False, preflight_timeout: str | None = None) -> None:
         from erpops import spec
 
+        if preflight_timeout is not None:
+            self.preflight_timeout = parse_duration(preflight_timeout, "--preflight-timeout")
         root = (ctx.obj or {}).get("root") if isinstance(ctx.obj, dict) else None
         self.root: Path = root or spec.find_root()
         self.sized = spec.load(stack, self.root)
@@ -88,16 +102,25 @@ class Target:
     def mode(self) -> str:
         return modes.mode_name(self.read_only)
 
-    def _post(self, path: str, params: dict[str, Any], timeout: float = 10.0) -> Any:
+    preflight_timeout: float = PREFLIGHT_TIMEOUT
+
+    def _post(self, path: str, params: dict[str, Any]) -> Any:
         body = json.dumps({"jsonrpc": "2.0", "method": "call", "params": params, "id": 1}).encode()
         req = urllib.request.Request(self.host + path, data=body,  # noqa: S310 (scheme checked in __init__)
                                      headers={"Content-Type": "application/json"})
+        timeout = self.preflight_timeout
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (scheme checked in __init__)
                 return json.loads(resp.read() or b"{}")
         except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ServiceError(f"Odoo at {self.host} is unreachable ({path}: {reason}): check --host and that "
+            if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
+                raise SlowServer(f"Odoo at {self.host} accepted the connection but did not answer {path} within "
+                                 f"{timeout:g} s: the server is up and too slow to load-test (a failure, not an "
+                                 "unreachable server). Look at its workers and database; --preflight-timeout "
+                                 "waits longer") from None
+            why = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
+            raise ServiceError(f"Odoo at {self.host} is unreachable ({path}: {why}): check --host and that "
                                "the server is up") from None
 
     def preflight(self) -> str:
@@ -159,6 +182,9 @@ def _common(f: Any) -> Any:
                           "nothing is created, written, confirmed or validated. Allowed on prod."),
         click.option("--allow-writes", is_flag=True,
                      help="Run the write personas on a prod-tier stack (refused there without it)."),
+        click.option("--preflight-timeout", default=f"{PREFLIGHT_TIMEOUT:g}s", show_default=True,
+                     help="How long the pre-flight waits for version_info and login: a server slower than "
+                          "this is reported slow (exit 1), one that refuses the connection unreachable (exit 3)."),
     ]):
         f = option(f)
     return f
@@ -178,10 +204,12 @@ def loadtest() -> None:
               help="Write the run's statistics (with histograms) as JSON.")
 @click.pass_context
 def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
-            allow_writes: bool, users: int, duration: str, html: Path | None, json_file: Path | None) -> None:
-    """One run; prints per-request statistics. Exit 0 whatever the latencies (use `gate` to judge)."""
+            allow_writes: bool, preflight_timeout: str, users: int, duration: str, html: Path | None,
+            json_file: Path | None) -> None:
+    """One run; prints per-request statistics and the declared names never sent. Exit 0 whatever the latencies
+    (use `gate` to judge)."""
     try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
         serie = target.preflight()
         err.print(f"Odoo {serie} at {target.host}: {users} users for {seconds:g} s, {target.mode}")
@@ -206,11 +234,11 @@ def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, lo
               help="Locust's HTML report of the last run.")
 @click.pass_context
 def record(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
-           allow_writes: bool, users: int, duration: str, runs: int, warmup: str, baseline: Path | None,
-           html: Path | None) -> None:
+           allow_writes: bool, preflight_timeout: str, users: int, duration: str, runs: int, warmup: str,
+           baseline: Path | None, html: Path | None) -> None:
     """Record the baseline the gate compares with: p50/p95/p99, histograms, error ratio, req/s."""
     try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
         serie = target.preflight()
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
@@ -222,6 +250,13 @@ def record(ctx: click.Context, stack: str, host: str | None, db: str | None, log
     crashes = [e for r in results for e in r.get("exceptions") or []]
     if crashes:
         _fail(ServiceError(f"not recorded: the load-test users crashed: {crashes[0]['msg']}"))
+    never = sorted(set().union(*(report.never_sent(r) for r in results)) - {n for r in results for n in r["requests"]}
+                   - {n for r in results for n in r.get("checks") or {}}) if results else []
+    if never:
+        for r in results[-1:]:
+            report.run_table(f"last run of {runs}", r, out)
+        _fail(ErpopsError(f"not recorded: the personas never sent {', '.join(never)} (a step that did nothing: "
+                          "see the errors above); a baseline without them cannot judge them"))
     doc = {"stack": stack, "host": target.host, "odoo_serie": serie,
            "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "read_only": target.read_only, "users": users, "duration_s": seconds, "warmup_s": warm,
@@ -263,10 +298,14 @@ def _slo_limits(target: Target) -> dict[str, Mapping[str, float]]:
 @click.option("--duration", "-d", default="20s", show_default=True, help="Run time of each run.")
 @click.option("--users", "-u", type=click.IntRange(1), default=None,
               help="Simulated users (default: as many as the baseline was recorded with).")
-@click.option("--tolerance", type=click.FloatRange(0, 10), default=0.10, show_default=True,
-              help="Allowed p95 slow-down: fail when the 95% CI's lower bound of p95/baseline exceeds 1 + this.")
+@click.option("--tolerance", type=click.FloatRange(0, 10), default=None,
+              help="Allowed p95 slow-down: fail when the 95% CI's lower bound of p95/baseline exceeds 1 + this "
+                   "(default: the spec's slo.tolerance, 0.10, or slo.requests.<name>.tolerance).")
+@click.option("--detect", type=click.FloatRange(1, 20, min_open=True), default=None,
+              help="The p95 slow-down the gate must be able to catch (90% power); a run that cannot is "
+                   "INCONCLUSIVE, exit 7 (default: the spec's slo.detect, 1.30, or slo.requests.<name>.detect).")
 @click.option("--min-samples", type=click.IntRange(1), default=20, show_default=True,
-              help="Requests a name needs (over all runs) to be judged.")
+              help="Requests a name needs (over all runs) to be judged at all.")
 @click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Baseline to compare with (default: loadtests/baselines/<stack>.json, <stack>.read-only.json "
                    "with --read-only).")
@@ -277,12 +316,13 @@ def _slo_limits(target: Target) -> dict[str, Mapping[str, float]]:
               help="Locust's HTML report of the last run.")
 @click.pass_context
 def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
-         allow_writes: bool, runs: int, warmup: str, duration: str, users: int | None, tolerance: float,
-         min_samples: int, baseline: Path | None, junit: Path | None, json_file: Path | None,
-         html: Path | None) -> None:
-    """Repeat short runs and compare with the baseline; exit 0 pass, 1 regression, 2 bad input, 3 unreachable."""
+         allow_writes: bool, preflight_timeout: str, runs: int, warmup: str, duration: str, users: int | None,
+         tolerance: float | None, detect: float | None, min_samples: int, baseline: Path | None,
+         junit: Path | None, json_file: Path | None, html: Path | None) -> None:
+    """Repeat short runs and compare with the baseline; exit 0 pass, 1 regression, 2 bad input, 3 unreachable,
+    7 inconclusive (the run could not have caught the slow-down the spec requires)."""
     try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
         base_path = target.baseline_path(baseline)
@@ -303,8 +343,17 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
         results = target.run_locust(users, seconds, runs, html, warmup=warm)
     except ErpopsError as exc:
         _fail(exc)
+    tol = target.slo.tolerance if tolerance is None else tolerance
+    det = target.slo.detect if detect is None else detect
+    if det <= 1 + tol:
+        _fail(UsageError(f"--detect {det:g} must be above 1 + tolerance ({1 + tol:g}): a gate cannot catch a "
+                         "slow-down it tolerates"))
+    limits = _slo_limits(target)
+    if tolerance is not None or detect is not None:  # a flag overrides the spec for every name
+        limits = {n: {**lim, "tolerance": tolerance if tolerance is not None else lim.get("tolerance"),
+                      "detect": detect if detect is not None else lim.get("detect")} for n, lim in limits.items()}
     verdict = stats.judge(stack, target.host, base, results, target.slo.error_ratio, target.slo.min_rps,
-                          _slo_limits(target), tolerance, min_samples=min_samples)
+                          limits, tol, min_samples=min_samples, detect=det)
     report.verdict_table(verdict, out)
     if junit is not None:
         report.write_atomic(junit, report.junit_xml(verdict))
@@ -312,7 +361,8 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
         report.write_atomic(json_file, json.dumps({**verdict.to_dict(), "read_only": target.read_only}, indent=1,
                                                   default=str) + "\n")
     # sys.exit, not ctx.exit: erpops runs click with standalone_mode=False (see healthchecks/cli.py)
-    sys.exit(EXIT_PASS if verdict.passed else EXIT_REGRESSION)
+    codes = {stats.PASS: EXIT_PASS, stats.FAIL: EXIT_REGRESSION, stats.INCONCLUSIVE: EXIT_INCONCLUSIVE}
+    sys.exit(codes[verdict.status])
 
 
 @loadtest.command("capacity")
@@ -335,9 +385,9 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.pass_context
 def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
-             allow_writes: bool, start_users: int, max_users: int, factor: float, duration: str, warmup: str,
-             workers: int | None, worker_rss_mib: float | None, worker_vms_mib: float | None,
-             calibration: Path | None, no_record: bool, json_file: Path | None) -> None:
+             allow_writes: bool, preflight_timeout: str, start_users: int, max_users: int, factor: float,
+             duration: str, warmup: str, workers: int | None, worker_rss_mib: float | None,
+             worker_vms_mib: float | None, calibration: Path | None, no_record: bool, json_file: Path | None) -> None:
     """Ramp users until a p95 crosses its SLO or p50 doubles; record users and req/s per worker there.
 
     The calibration (loadtests/baselines/<stack>.calibration.json) feeds `erpops size --users N` and
@@ -349,7 +399,7 @@ def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, l
     from loadtests.calibrate import MemorySampler
 
     try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
         workers = workers or target.sized.odoo.workers * target.sized.spec.odoo.web.replicas
