@@ -148,7 +148,7 @@ class OdooWeb(Resources):
         "Odoo prefork workers per pod; none computes (2 x CPU) + 1 within the memory"))
     autoscale: Autoscale = Field(default=Autoscale(), description="HorizontalPodAutoscaler of the web pods")
     target_users: int | None = Field(default=None, ge=1, le=1_000_000, description=(
-        "Concurrent users to serve: replicas, workers and HPA bounds then come from erpops size --users "
+        "Concurrent users to serve: replicas and HPA bounds then come from erpops size --users "
         "(the stack's calibration when one is recorded, the deploy docs' rules otherwise)"))
 
 
