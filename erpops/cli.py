@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from erpops import __version__, spec
-from erpops.errors import ErpopsError, SpecError
+from erpops.errors import EXIT_INTERNAL, ErpopsError, SpecError
 
 # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give tables room instead.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -165,6 +166,11 @@ def main() -> None:
     except ErpopsError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except Exception:  # not one of ours: a bug, never to be read as a verdict (1) or an unreachable service (3)
+        traceback.print_exc()
+        err.print(f"internal error in erpops (exit {EXIT_INTERNAL}): please report it with the traceback above",
+                  markup=False, highlight=False)
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Exit codes (gate; the other commands use 0, 2 and 3 the same way):
      inside the load-test users
   2  bad input: invalid spec or flags, no baseline for the stack, a baseline recorded in the other mode
      (read-only vs read-write), or write personas aimed at a prod-tier stack without --allow-writes
-  3  target unreachable or login refused, or the load generator failed to run
+  3  target unreachable or login refused
+  4  the load generator itself failed (an erpops problem, not the target's)
+  70 an unexpected internal error (a traceback follows; a bug in erpops)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -33,7 +36,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from erpops.errors import CredentialsError, ErpopsError, ServiceError, UsageError
+from erpops.errors import CredentialsError, ErpopsError, OperationFailed, ServiceError, UsageError
 from loadtests import modes, report, stats
 
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -138,8 +141,25 @@ class Target:
                 stderr.seek(0)
                 tail = stderr.read()[-1500:].strip()
             if code != 0 or not result.exists():
-                raise ServiceError(f"the load generator exited {code}: {tail}")
+                # the target was reachable (preflight passed): this is erpops failing, not the service
+                raise OperationFailed(f"the load generator failed (exit {code}), not the target: {tail}")
             return list(json.loads(result.read_text())["runs"])
+
+
+def prepare_outputs(*paths: Path | None) -> None:
+    """Create the folders of the report files before any load runs (CI checkouts have no `out/`).
+
+    A folder that cannot be made is bad input (exit 2), found in a second, not after the runs.
+    """
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the folder of {path} ({exc.strerror}): choose another path") from None
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder: give a file name, e.g. {path / 'report'}")
 
 
 def _fail(exc: ErpopsError) -> NoReturn:
@@ -183,6 +203,7 @@ def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, lo
     try:
         target = Target(ctx, stack, host, db, login, read_only, allow_writes)
         seconds = parse_duration(duration)
+        prepare_outputs(html, json_file)
         serie = target.preflight()
         err.print(f"Odoo {serie} at {target.host}: {users} users for {seconds:g} s, {target.mode}")
         run = target.run_locust(users, seconds, html=html)[0]
@@ -212,8 +233,9 @@ def record(ctx: click.Context, stack: str, host: str | None, db: str | None, log
     try:
         target = Target(ctx, stack, host, db, login, read_only, allow_writes)
         seconds = parse_duration(duration)
-        serie = target.preflight()
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
+        prepare_outputs(html, target.baseline_path(baseline))
+        serie = target.preflight()
         err.print(f"recording {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
                   f"{target.mode}")
         results = target.run_locust(users, seconds, runs, html, warmup=warm)
@@ -221,7 +243,8 @@ def record(ctx: click.Context, stack: str, host: str | None, db: str | None, log
         _fail(exc)
     crashes = [e for r in results for e in r.get("exceptions") or []]
     if crashes:
-        _fail(ServiceError(f"not recorded: the load-test users crashed: {crashes[0]['msg']}"))
+        _fail(OperationFailed(f"not recorded: the load-test users crashed (a persona bug, not the target): "
+                             f"{crashes[0]['msg']}"))
     doc = {"stack": stack, "host": target.host, "odoo_serie": serie,
            "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "read_only": target.read_only, "users": users, "duration_s": seconds, "warmup_s": warm,
@@ -285,6 +308,7 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
         target = Target(ctx, stack, host, db, login, read_only, allow_writes)
         seconds = parse_duration(duration)
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
+        prepare_outputs(junit, json_file, html)
         base_path = target.baseline_path(baseline)
         base = load_baseline(base_path, target.read_only)
         modes.check_baseline_mode(base, target.read_only, base_path, stack)
@@ -300,14 +324,20 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
             err.print(f"[yellow]note[/yellow]: warm-up {warm:g} s, the baseline had {base['warmup_s']:g} s")
         err.print(f"gate {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
                   f"{target.mode}")
+        started_at, wall0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
         results = target.run_locust(users, seconds, runs, html, warmup=warm)
+        wall = time.monotonic() - wall0
     except ErpopsError as exc:
         _fail(exc)
     verdict = stats.judge(stack, target.host, base, results, target.slo.error_ratio, target.slo.min_rps,
                           _slo_limits(target), tolerance, min_samples=min_samples)
     report.verdict_table(verdict, out)
     if junit is not None:
-        report.write_atomic(junit, report.junit_xml(verdict))
+        report.write_atomic(junit, report.junit_xml(
+            verdict, started_at=started_at, duration_s=wall,
+            properties={"baseline": str(base_path), "baseline_recorded_at": base.get("recorded_at"),
+                        "odoo_serie": serie, "users": users, "duration_per_run_s": seconds, "warmup_s": warm,
+                        "mode": target.mode}))
     if json_file is not None:
         report.write_atomic(json_file, json.dumps({**verdict.to_dict(), "read_only": target.read_only}, indent=1,
                                                   default=str) + "\n")
@@ -333,6 +363,7 @@ def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, l
     try:
         target = Target(ctx, stack, host, db, login, read_only, allow_writes)
         seconds = parse_duration(duration)
+        prepare_outputs(json_file)
         serie = target.preflight()
         err.print(f"capacity {stack}: Odoo {serie} at {target.host}, {seconds:g} s per step, {target.mode}")
         steps: list[dict[str, Any]] = []

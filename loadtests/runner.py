@@ -120,6 +120,7 @@ def one_run(classes: list[type], host: str, users: int, duration: float, html: P
                 for e in env.stats.errors.values()]
     if html is not None:
         from locust.html import get_html_report
+        html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(get_html_report(env, show_download_link=False))
     return {
         "users": users, "warmup_s": warmup, "duration_s": round(wall, 3), "cpu_seconds": round(cpu, 3),
