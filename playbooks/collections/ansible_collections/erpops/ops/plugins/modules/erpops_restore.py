@@ -167,10 +167,15 @@ def main() -> None:
             "jobs": {"type": "int", "default": 2},
             "work_dir": {"type": "path"},
         }),
-        mutually_exclusive=[("filestore", "skip_filestore")],
         supports_check_mode=True,
     )
     p = module.params
+    # Not Ansible's mutually_exclusive: it counts a parameter given as false (skip_filestore: false, as a playbook
+    # passes it) as present. Only filestore together with skip_filestore=true contradicts.
+    if p["filestore"] and p["skip_filestore"]:
+        module.fail_json(msg="filestore and skip_filestore=true contradict each other: give the filestore root to "
+                             "restore the files, or skip_filestore=true to restore the database only",
+                         exit_code=2, error_type="UsageError")
     cli = ErpopsCli(module)
     set_id, entry = cli.resolve_set(p["set_id"], p["source_db"])
     args = [set_id, "--to", p["db"]]
