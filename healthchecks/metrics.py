@@ -29,6 +29,7 @@ class Metric:
     uom: str = ""  # Nagios unit of measure: s, %, B, c or "" (a plain number)
     min: float | None = 0.0
     max: float | None = None
+    perf_label: str | None = None  # Nagios label after `<check>.` (default: the key less its unit word)
 
 
 MS, MINUTE = 0.001, 60.0
@@ -37,10 +38,10 @@ CATALOG: dict[tuple[str, str], Metric] = {
     # host
     ("host.cpu", "percent"): Metric("erpops_host_cpu_busy_ratio", "Share of all CPU time busy over the check's "
                                     "sample window, without the health check's own processes (0..1)", scale=0.01,
-                                    level="host_cpu_percent", level_scale=0.01, max=1.0),
+                                    level="host_cpu_percent", level_scale=0.01, max=1.0, perf_label="busy_ratio"),
     ("host.cpu", "total_percent"): Metric("erpops_host_cpu_busy_with_check_ratio", "Share of all CPU time busy over "
                                           "the sample window, the health check's own processes included (0..1)",
-                                          scale=0.01, max=1.0),
+                                          scale=0.01, max=1.0, perf_label="busy_with_check_ratio"),
     ("host.memory", "used_ratio"): Metric("erpops_host_memory_used_ratio", "Share of physical memory in use, page "
                                           "cache excluded (0..1)", level="host_memory_ratio", max=1.0),
     ("host.memory", "available_bytes"): Metric("erpops_host_memory_available_bytes",
@@ -191,6 +192,18 @@ def derived(check: str, key: str) -> Metric:
             break
     return Metric(_tokens_deduped(name), f"{key} reported by check {check} (not described in "
                   "healthchecks/metrics.py yet)", scale=scale)
+
+
+def perf_label(check: str, key: str) -> str:
+    """The Nagios perfdata label: `<check>.<key>` without a unit word (the value is in base units)."""
+    base, _, detail = key.partition(":")
+    m = CATALOG.get((check, base))
+    short = m.perf_label if m and m.perf_label else base
+    for suffix, _base, _factor in _UNITS:
+        if short.endswith(suffix) and len(short) > len(suffix):
+            short = short[: -len(suffix)]
+            break
+    return f"{check}.{short}" + (f"[{detail}]" if detail else "")
 
 
 def describe(check: str, key: str) -> tuple[Metric, str | None]:

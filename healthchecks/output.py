@@ -69,8 +69,8 @@ def nagios(results: list[Result], thresholds: Thresholds | None = None) -> str:
         for key, value in sorted(r.metrics.items()):
             if "'" in key or "=" in key:
                 continue
-            m, detail = metrics.describe(r.check, key)
-            label = f"{r.check}.{key.partition(':')[0]}" + (f"[{detail}]" if detail else "")
+            m, _ = metrics.describe(r.check, key)
+            label = metrics.perf_label(r.check, key)
             warn = crit = ""
             if m.level and thresholds is not None and m.level in thresholds.levels:
                 level = thresholds.levels[m.level]

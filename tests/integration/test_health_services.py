@@ -412,7 +412,8 @@ def test_cli_end_to_end_exit_codes_and_prometheus(everything: Targets, tmp_path:
     doc = json.loads(ok.output)
     # prod expects its own Odoo version; the double says 17.0: drift WARN unless prod is 17.0
     states = {c["check"]: c["state"] for c in doc["checks"]}
-    assert states["pg.connect"] == "OK" and states["s3.backup_age"] == "OK"
+    # pg.connect grades the psql round trip: WARN on a machine too busy for 100 ms, never CRIT/UNKNOWN here
+    assert states["pg.connect"] in ("OK", "WARN") and states["s3.backup_age"] == "OK"
     # the prod spec names an Odoo database this server does not have: UNKNOWN, never OK
     assert states["odoo.cron_overdue"] == "UNKNOWN"
     assert ok.exit_code == {"OK": 0, "WARN": 1, "CRIT": 2, "UNKNOWN": 3}[doc["state"]]

@@ -241,7 +241,7 @@ def test_nagios_line_names_the_worst_first_and_carries_perfdata() -> None:
                       "s3.bucket UNKNOWN: AccessDenied")
     items = perf.split(" ")
     # 'label'=value[UOM];[warn];[crit];[min];[max] in base units, thresholds from the spec
-    assert "'redis.ping.latency_ms'=0.0015s;0.05;0.2;0;" in items
+    assert "'redis.ping.latency'=0.0015s;0.05;0.2;0;" in items
     assert "'pg.blocked_locks.blocked_sessions'=1;;;0;" in items
     assert "'pg.cache_hit.ratio'=0.99;0.95:;0.9:;0;1" in items  # a minimum: alert below, Nagios' `x:` range
     assert "'pg.cache_hit.blocks_hit'=1234567890c;;;0;" in items  # a counter, no exponent
