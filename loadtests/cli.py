@@ -297,7 +297,8 @@ def _slo_limits(target: Target) -> dict[str, Mapping[str, float]]:
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the verdict as JSON.")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Locust's HTML report of the last run.")
+              help="Write the gate's report: verdict per request, baseline vs current p50/p95/p99 with the "
+                   "bootstrap interval, error ratio, req/s, latency over time and percentile plots (one file).")
 @click.pass_context
 def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
          allow_writes: bool, runs: int, warmup: str, duration: str, users: int | None, tolerance: float,
@@ -325,19 +326,21 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
         err.print(f"gate {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
                   f"{target.mode}")
         started_at, wall0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
-        results = target.run_locust(users, seconds, runs, html, warmup=warm)
+        results = target.run_locust(users, seconds, runs, warmup=warm)
         wall = time.monotonic() - wall0
     except ErpopsError as exc:
         _fail(exc)
     verdict = stats.judge(stack, target.host, base, results, target.slo.error_ratio, target.slo.min_rps,
                           _slo_limits(target), tolerance, min_samples=min_samples)
     report.verdict_table(verdict, out)
+    meta = {"baseline": str(base_path), "baseline_recorded_at": base.get("recorded_at"), "odoo_serie": serie,
+            "users": users, "duration_per_run_s": seconds, "warmup_s": warm, "mode": target.mode}
     if junit is not None:
-        report.write_atomic(junit, report.junit_xml(
-            verdict, started_at=started_at, duration_s=wall,
-            properties={"baseline": str(base_path), "baseline_recorded_at": base.get("recorded_at"),
-                        "odoo_serie": serie, "users": users, "duration_per_run_s": seconds, "warmup_s": warm,
-                        "mode": target.mode}))
+        report.write_atomic(junit, report.junit_xml(verdict, started_at=started_at, duration_s=wall, properties=meta))
+    if html is not None:
+        from loadtests import html_report
+
+        report.write_atomic(html, html_report.render(verdict, results, base, {**meta, "started_at": started_at}))
     if json_file is not None:
         report.write_atomic(json_file, json.dumps({**verdict.to_dict(), "read_only": target.read_only}, indent=1,
                                                   default=str) + "\n")

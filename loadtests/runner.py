@@ -67,15 +67,35 @@ class Latencies:
     def __init__(self) -> None:
         self.by_name: dict[str, Counter[int]] = defaultdict(Counter)
         self.total: Counter[int] = Counter()
+        self.failed: Counter[int] = Counter()  # per second of the run: failed requests
+        self.per_second: dict[int, Counter[int]] = defaultdict(Counter)  # second of the run -> latency histogram
+        self.t0 = time.monotonic()
 
-    def on_request(self, name: str, response_time: float, **_: Any) -> None:
+    def on_request(self, name: str, response_time: float, exception: BaseException | None = None,
+                   **_: Any) -> None:
         ms = int(response_time + 0.5)
         self.by_name[name][ms] += 1
         self.total[ms] += 1
+        second = int(time.monotonic() - self.t0)
+        self.per_second[second][ms] += 1
+        if exception is not None:
+            self.failed[second] += 1
 
     def reset(self) -> None:
         self.by_name.clear()
         self.total.clear()
+        self.failed.clear()
+        self.per_second.clear()
+        self.t0 = time.monotonic()
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """Per second of the measured run: requests, failures, p50 and p95 (the HTML report's latency plot)."""
+        out = []
+        for second, hist in sorted(self.per_second.items()):
+            dist = EmpiricalDistribution(hist)
+            out.append({"t": second, "requests": dist.n, "failures": self.failed.get(second, 0),
+                        "p50": dist.quantile(0.50), "p95": dist.quantile(0.95)})
+        return out
 
 
 def entry_summary(entry: StatsEntry, hist: Counter[int]) -> dict[str, Any]:
@@ -103,6 +123,7 @@ def one_run(classes: list[type], host: str, users: int, duration: float, html: P
         gevent.sleep(warmup)
         env.stats.reset_all()
         latencies.reset()
+    latencies.t0 = time.monotonic()  # the timeline counts from the measured part (after any warm-up)
     cpu0, wall0 = time.process_time(), time.monotonic()
     gevent.sleep(duration)
     runner.quit()
@@ -129,6 +150,7 @@ def one_run(classes: list[type], host: str, users: int, duration: float, html: P
         "requests": {name: entry_summary(e, latencies.by_name[name]) for name, e in sorted(by_name.items())},
         "total": entry_summary(total, latencies.total),
         "errors": sorted(failures, key=lambda f: -f["occurrences"])[:20],
+        "timeline": latencies.timeline(),
         # crashes inside a user (a bug in a persona, not a server failure): the gate refuses to judge
         "exceptions": [{"count": e["count"], "msg": e["msg"], "traceback": e["traceback"][-2000:]}
                        for e in runner.exceptions.values()],

@@ -21,6 +21,8 @@ import yaml
 
 from loadtests.modes import READ_METHODS
 from loadtests.testing.odoo_double import DB, PASSWORD, OdooDouble
+from tests import browser
+from tests.integration.test_gate_report import CHARTS
 
 pytestmark = pytest.mark.integration
 
@@ -258,6 +260,12 @@ def test_record_and_gate_write_their_reports_into_missing_folders(project: Path,
     assert {p.name for p in out.iterdir()} == {"loadtest-dev.xml", "loadtest-dev.json", "loadtest-dev.html"}
     assert json.loads((out / "loadtest-dev.json").read_text())["stack"] == "dev"
     assert ET.parse(out / "loadtest-dev.xml").getroot().tag == "testsuites"  # noqa: S314 (our own output)
+    # the report a release manager opens: in a real browser, the verdict and the runs' latency plot have data
+    page = browser.load(out / "loadtest-dev.html", CHARTS, screenshot=REPO / "out" / "loadtest-gate-dev.png")
+    assert page.console_errors == [] and page.exceptions == []
+    assert page.value["verdict"] in ("PASS", "FAIL") and "Aggregated" in page.value["requests"]
+    assert len(page.value["lines"]) == 1 and page.value["lines"][0] >= 1  # one run, a point per second
+    assert page.value["bars"] >= 4
 
 
 def test_a_report_path_that_cannot_be_created_is_bad_input_before_any_run(project: Path, odoo: OdooDouble,
