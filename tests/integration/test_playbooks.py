@@ -109,8 +109,10 @@ def extra_vars(pg: LocalPostgres, s3: LocalS3, source_db: str, tmp_path_factory:
     return path
 
 
-def playbook(name: str, extra_vars: Path, *args: str, inventory: str = "dev") -> Run:
+def playbook(name: str, extra_vars: Path, *args: str, inventory: str = "dev", tmpdir: Path | None = None) -> Run:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PG", "ANSIBLE_", "ERPOPS_"))}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", ANSIBLE_NOCOLOR="1",
                ANSIBLE_CONFIG=str(PLAYBOOKS / "ansible.cfg"), AWS_EC2_METADATA_DISABLED="true")
     proc = subprocess.run(
@@ -372,3 +374,19 @@ def test_restore_playbook_refuses_a_filestore_with_skip_filestore(backed_up: dic
                    f"erpops_restore_filestore={tmp_path}", "-e", "erpops_restore_skip_filestore=true")
     assert run.rc != 0, run.out
     assert "filestore and skip_filestore=true contradict each other" in run.out
+
+
+def test_a_neutralized_backup_leaves_no_scratch_database_or_temp_file(backed_up: dict[str, Any], extra_vars: Path,
+                                                                     pg: LocalPostgres, host: Any,
+                                                                     tmp_path: Path) -> None:
+    """backup.yml -e erpops_backup_neutralized=true copies the database into a scratch one: gone afterwards."""
+    databases = set(pg.psql("SELECT datname FROM pg_database").split())
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    run = playbook("backup.yml", extra_vars, "-e", f"erpops_backup_target=s3://{BUCKET}/dev-neutralized",
+                   "-e", "erpops_backup_neutralized=true", tmpdir=scratch)
+    assert run.rc == 0, run.out
+    assert set(pg.psql("SELECT datname FROM pg_database").split()) == databases
+    leftovers = host.check_output(f"find {scratch} -mindepth 1 -not -path '*/ansible-*' -print")
+    assert leftovers == "", leftovers
+
