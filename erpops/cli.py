@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from erpops import __version__, spec
+from erpops import __version__, jsonout, spec
 from erpops.errors import EXIT_INTERNAL, ErpopsError, SpecError
 
 # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give tables room instead.
@@ -52,9 +52,32 @@ def spec_group() -> None:
 
 @spec_group.command("validate")
 @click.option("--stack", "-s", default=None, help="Stack to validate (default: every stack file).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json-output.md).")
 @click.pass_context
-def spec_validate(ctx: click.Context, stack: str | None) -> None:
+def spec_validate(ctx: click.Context, stack: str | None, as_json: bool) -> None:
     """Validate stack specs; every problem is listed with its key and the fix (exit 2)."""
+    try:
+        sized = _validated(ctx, stack)
+    except SpecError as exc:
+        if as_json:
+            click.echo(json.dumps(jsonout.error(exc), indent=2))
+            exc.json_printed = True  # type: ignore[attr-defined]
+        raise
+    if as_json:
+        click.echo(json.dumps(jsonout.envelope({"stacks": [
+            {"stack": s.stack, "tier": s.spec.tier, "odoo_version": s.spec.odoo.version,
+             "web_replicas": s.spec.odoo.web.replicas, "workers": s.odoo.workers,
+             "postgres_major_version": s.spec.postgres.major_version, "postgres_instances": s.spec.postgres.instances,
+             "max_connections": s.budget.max_connections} for s in sized]}), indent=2))
+        return
+    for s in sized:
+        out.print(f"[green]ok[/green] {s.stack}: tier {s.spec.tier}, Odoo {s.spec.odoo.version}, "
+                  f"{s.spec.odoo.web.replicas} web x {s.odoo.workers} workers, PostgreSQL "
+                  f"{s.spec.postgres.major_version} x{s.spec.postgres.instances}, "
+                  f"max_connections {s.budget.max_connections}")
+
+
+def _validated(ctx: click.Context, stack: str | None) -> list[spec.Sized]:
     root = _root(ctx)
     problems: list[tuple[str, str]] = []
     sized: list[spec.Sized] = []
@@ -68,11 +91,7 @@ def spec_validate(ctx: click.Context, stack: str | None) -> None:
         problems += spec.cross_stack_problems(sized)
     if problems:
         raise SpecError(problems, None if stack is None else str(spec.stack_file(root, stack)))
-    for s in sized:
-        out.print(f"[green]ok[/green] {s.stack}: tier {s.spec.tier}, Odoo {s.spec.odoo.version}, "
-                  f"{s.spec.odoo.web.replicas} web x {s.odoo.workers} workers, PostgreSQL "
-                  f"{s.spec.postgres.major_version} x{s.spec.postgres.instances}, "
-                  f"max_connections {s.budget.max_connections}")
+    return sized
 
 
 def _size_report(s: spec.Sized) -> dict[str, Any]:
@@ -96,10 +115,16 @@ def _size_report(s: spec.Sized) -> dict[str, Any]:
 @click.pass_context
 def size(ctx: click.Context, stack: str | None, as_json: bool) -> None:
     """Print every Odoo and PostgreSQL setting of a stack with the formula that produced it."""
-    root = _root(ctx)
-    reports = [_size_report(spec.load(name, root)) for name in _stacks(root, stack)]
+    try:
+        root = _root(ctx)
+        reports = [_size_report(spec.load(name, root)) for name in _stacks(root, stack)]
+    except ErpopsError as exc:
+        if as_json:
+            click.echo(json.dumps(jsonout.error(exc), indent=2))
+            exc.json_printed = True  # type: ignore[attr-defined]
+        raise
     if as_json:
-        click.echo(json.dumps(reports if stack is None else reports[0], indent=2))
+        click.echo(json.dumps(jsonout.envelope({"stacks": reports}), indent=2))
         return
     for report in reports:
         for section, title in (("odoo", "Odoo (odoo.conf)"), ("connections", "Connection budget"),
@@ -119,19 +144,32 @@ def size(ctx: click.Context, stack: str | None, as_json: bool) -> None:
 @cli.command("render")
 @click.option("--stack", "-s", default=None, help="Stack to render (default: every stack, each into OUT/<stack>).")
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write the rendered objects to.")
+              help="Directory to write the rendered objects to (created when missing).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json-output.md).")
 @click.pass_context
-def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path) -> None:
+def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path, as_json: bool) -> None:
     """Write what `pulumi up` would create (Kubernetes objects, chart objects, AWS resources, ops output)."""
     from erpops import render  # imports Pulumi: only this command pays for it
 
     root = _root(ctx)
-    if stack:
-        written = render.render_to(stack, out_dir, root)
-        out.print(f"[green]ok[/green] {stack}: {len(written)} files in {out_dir}")
+    try:
+        if stack:
+            written = render.render_to(stack, out_dir, root)
+            stacks = [{"stack": stack, "out": str(out_dir), "files": len(written)}]
+        else:
+            stacks = [{"stack": name, "out": str(directory)}
+                      for name, directory in render.render_all(out_dir, root).items()]
+    except ErpopsError as exc:
+        if as_json:
+            click.echo(json.dumps(jsonout.error(exc), indent=2))
+            exc.json_printed = True  # type: ignore[attr-defined]
+        raise
+    if as_json:
+        click.echo(json.dumps(jsonout.envelope({"stacks": stacks}), indent=2))
         return
-    for name, directory in render.render_all(out_dir, root).items():
-        out.print(f"[green]ok[/green] {name}: {directory}")
+    for s in stacks:
+        count = f"{s['files']} files in " if "files" in s else ""
+        out.print(f"[green]ok[/green] {s['stack']}: {count}{s['out']}")
 
 
 def _register_tool_commands() -> None:

@@ -32,7 +32,12 @@ def table(results: list[Result], console: Console, title: str = "erpops health")
 
 
 def to_json(results: list[Result], stack: str | None, elapsed: float) -> str:
+    from erpops.jsonout import SCHEMA_VERSION
+
     doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "command": "erpops health",
+        "ok": worst(r.state for r in results) is State.OK,
         "stack": stack,
         "state": worst(r.state for r in results).name,
         "elapsed_seconds": round(elapsed, 4),

@@ -342,8 +342,11 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
 
         report.write_atomic(html, html_report.render(verdict, results, base, {**meta, "started_at": started_at}))
     if json_file is not None:
-        report.write_atomic(json_file, json.dumps({**verdict.to_dict(), "read_only": target.read_only}, indent=1,
-                                                  default=str) + "\n")
+        from erpops.jsonout import envelope
+
+        body = envelope({**verdict.to_dict(), "read_only": target.read_only}, command="erpops loadtest gate",
+                        ok=verdict.passed)
+        report.write_atomic(json_file, json.dumps(body, indent=1, default=str) + "\n")
     # sys.exit, not ctx.exit: erpops runs click with standalone_mode=False (see healthchecks/cli.py)
     sys.exit(EXIT_PASS if verdict.passed else EXIT_REGRESSION)
 
@@ -402,5 +405,8 @@ def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, l
         out.print(f"p50 did not double up to {steps[-1]['users']} users ({steps[-1]['rps']:.1f} req/s): raise "
                   "--max-users")
     if json_file is not None:
-        report.write_atomic(json_file, json.dumps({"stack": stack, "host": target.host, "read_only": target.read_only,
-                                                   "steps": steps, "knee": knee}, indent=1) + "\n")
+        from erpops.jsonout import envelope
+
+        body = envelope({"stack": stack, "host": target.host, "read_only": target.read_only, "steps": steps,
+                         "knee": knee}, command="erpops loadtest capacity")
+        report.write_atomic(json_file, json.dumps(body, indent=1) + "\n")

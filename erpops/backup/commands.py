@@ -79,7 +79,9 @@ def _reporter(as_json: bool) -> Any:
 
 def _emit(as_json: bool, result: dict[str, Any], human: Callable[[dict[str, Any]], None]) -> None:
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        from erpops.jsonout import envelope
+
+        click.echo(json.dumps(envelope(result), indent=2, default=str))
     else:
         human(result)
 
@@ -93,11 +95,9 @@ def json_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except ErpopsError as exc:
             if kwargs.get("as_json") and not getattr(exc, "json_printed", False):
-                body: dict[str, Any] = {"ok": False, "error": str(exc), "error_type": type(exc).__name__,
-                                        "exit_code": exc.exit_code}
-                if isinstance(exc, PreflightError):
-                    body["problems"] = exc.problems
-                click.echo(json.dumps(body, indent=2))
+                from erpops.jsonout import error
+
+                click.echo(json.dumps(error(exc), indent=2))
             raise
 
     return wrapper
