@@ -390,3 +390,24 @@ def test_a_neutralized_backup_leaves_no_scratch_database_or_temp_file(backed_up:
     leftovers = host.check_output(f"find {scratch} -mindepth 1 -not -path '*/ansible-*' -print")
     assert leftovers == "", leftovers
 
+
+
+def test_restore_module_shows_what_it_changed_with_diff(backed_up: dict[str, Any], pg: LocalPostgres,
+                                                        s3: LocalS3) -> None:
+    """`ansible ... -m erpops.ops.erpops_restore --diff`: the default callback prints the module's diff."""
+    args = {"set_id": backed_up["set_id"], "db": "pb_diffed", "skip_filestore": True, "odoo_version": "",
+            "pg_host": pg.host, "pg_port": pg.port, "pg_user": pg.user, "target": f"s3://{BUCKET}/dev",
+            "endpoint_url": s3.endpoint_url, "region": s3.region,
+            "aws_access_key_id": s3.env()["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": AWS_SECRET}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PG", "ANSIBLE_", "ERPOPS_"))}
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", ANSIBLE_CONFIG=str(PLAYBOOKS / "ansible.cfg"),
+               ANSIBLE_NOCOLOR="1", AWS_EC2_METADATA_DISABLED="true")
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m", "erpops.ops.erpops_restore",
+         "-a", json.dumps(args), "-e", json.dumps({"ansible_python_interpreter": sys.executable}), "--diff"],
+        cwd=PLAYBOOKS, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert AWS_SECRET not in proc.stdout + proc.stderr
+    assert "-pb_diffed: absent" in proc.stdout, proc.stdout
+    assert f"+pb_diffed: restored from set {backed_up['set_id']}" in proc.stdout
+    assert "+  res_partner: 42 rows" in proc.stdout

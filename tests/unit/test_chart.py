@@ -863,3 +863,33 @@ def test_chart_metadata_names_an_icon_and_maintainers() -> None:
     chart = yaml.safe_load((ODOO_CHART / "Chart.yaml").read_text())
     assert chart["icon"].startswith("https://") and chart["icon"].endswith(".svg")
     assert chart["maintainers"] and all(m.get("name") for m in chart["maintainers"])
+
+
+EXPORTER = {"name": "odoo-exporter", "image": "registry.example.com/odoo-exporter:1.0", "resources": SMALL,
+            "securityContext": RESTRICTED, "ports": [{"name": "metrics", "containerPort": 9273}]}
+
+
+def test_pod_monitor_scrapes_the_exporter_sidecar() -> None:
+    import jsonschema
+
+    objs = render_chart(deep_merge(HA_VALUES, {"sidecars": [EXPORTER],
+                                               "podMonitor": {"enabled": True, "labels": {"release": "prom"}}}))
+    monitor = find(objs, "PodMonitor")
+    schema = json.loads((ODOO_CHART.parents[1] / "infra" / "schemas" / "podmonitor-used-fields.json").read_text())
+    jsonschema.validate(monitor, schema)
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    web = pod_spec(find(objs, "Deployment", "odoo-web"))
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    labels = find(objs, "Deployment", "odoo-web")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items()  # it selects the web pods ...
+    assert any(p["name"] == "metrics" for c in web["containers"] for p in c.get("ports", []))  # ... which serve it
+
+
+def test_pod_monitor_without_an_exporter_is_refused() -> None:
+    with pytest.raises(helm.HelmRenderError, match="Odoo serves no Prometheus metrics itself"):
+        render_chart({"podMonitor": {"enabled": True}})
+
+
+def test_no_pod_monitor_by_default() -> None:
+    assert not [o for o in render_chart({}) if o["kind"] == "PodMonitor"]

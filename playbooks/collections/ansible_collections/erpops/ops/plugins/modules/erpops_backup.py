@@ -53,6 +53,9 @@ extends_documentation_fragment:
   - erpops.ops.erpops
   - erpops.ops.erpops.postgres
 attributes:
+  diff_mode:
+    support: full
+    description: The new set (none before).
   check_mode:
     support: full
     description: >-
@@ -167,8 +170,12 @@ def main() -> None:
                          planned={**plan, "stack": p["stack"]})
 
     result, argv = cli.run_or_fail(["backup"], args)
-    module.exit_json(changed=True, set_id=result.get("set_id"), target=result.get("target"), backup=result,
-                     command=argv)
+    out = {"changed": True, "set_id": result.get("set_id"), "target": result.get("target"), "backup": result,
+           "command": argv}
+    if module._diff:
+        out["diff"] = {"before": "", "after": f"set {result.get('set_id')} in {result.get('target')}\n",
+                       "after_header": "new backup set"}
+    module.exit_json(**out)
 
 
 if __name__ == "__main__":
