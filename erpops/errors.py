@@ -8,6 +8,8 @@ Exit codes follow a fixed table so scripts and CI can tell failures apart:
   4  an operation failed half-way and was rolled back
   5  integrity: stored data does not match its checksums, or a source is corrupt
   6  refused by a pre-flight check: nothing was changed (target exists, disk too small, versions)
+ 7  inconclusive: the run completed but could not see what it had to judge (`erpops loadtest gate`:
+    too few samples to catch the slow-down the spec requires); neither a pass nor a failure
  70 unexpected internal error (a bug in erpops; a traceback is printed): never 1 (a verdict) or 3
  130 interrupted (Ctrl-C)
 """
@@ -74,6 +76,12 @@ class IntegrityError(ErpopsError):
     """Stored bytes do not match the recorded size/sha256, or a source file does not match its sha1 name."""
 
     exit_code = 5
+
+
+class Inconclusive(ErpopsError):
+    """A check ran to the end but could not decide: rerun it with more data (longer, more users)."""
+
+    exit_code = 7
 
 
 class PreflightError(ErpopsError):

@@ -4,15 +4,18 @@ Locust monkey-patches the standard library with gevent when imported, so every l
 process: `[sys.executable, "-m", "loadtests.runner", ...]`. This module only starts it, reads the
 JSON it writes, judges and prints.
 
-Exit codes (gate; the other commands use 0, 2 and 3 the same way):
+Exit codes (gate; the other commands use 0, 1, 2 and 3 the same way):
   0  pass
-  1  regression: a p95 slower than the baseline beyond tolerance, error ratio above the spec's
-     slo.error_ratio, req/s below slo.min_rps, a request above its slo.requests limits, or a crash
-     inside the load-test users
+  1  regression: a p95 slower than the baseline beyond tolerance, a request name the personas declare
+     never sent, a business check (MO done, transfer done...) failing, error ratio above the spec's
+     slo.error_ratio, req/s below slo.min_rps, a request above its slo.requests limits, a crash
+     inside the load-test users; or a server too slow to answer the pre-flight (it is up, not down)
   2  bad input: invalid spec or flags, no baseline for the stack, a baseline recorded in the other mode
      (read-only vs read-write), or write personas aimed at a prod-tier stack without --allow-writes
-  3  target unreachable or login refused
+  3  target unreachable (connection refused, name unknown) or login refused
   4  the load generator itself failed (an erpops problem, not the target's)
+  7  INCONCLUSIVE: nothing failed, but the run could not have caught the slow-down the spec requires
+     (slo.detect) on some request name: too few samples; run longer or with more users
   70 an unexpected internal error (a traceback follows; a bug in erpops)
 """
 
@@ -36,7 +39,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from erpops.errors import CredentialsError, ErpopsError, OperationFailed, ServiceError, UsageError
+from erpops.errors import CredentialsError, ErpopsError, Inconclusive, OperationFailed, ServiceError, UsageError
 from loadtests import modes, report, stats
 
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -44,8 +47,16 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 PASSWORD_ENV = "ERPOPS_ODOO_PASSWORD"  # noqa: S105 (the variable's name)
 EXIT_PASS, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
-WARMUP_HELP = ("Run this long before measuring each run (logins and data discovery fall in it and are not "
-               "counted); use the same for record and gate.")
+EXIT_INCONCLUSIVE = Inconclusive.exit_code
+WARMUP_HELP = ("Each run waits until every user has logged in and finished its start-up, then this much more, "
+               "before measuring; use the same for record and gate.")
+PREFLIGHT_TIMEOUT = 60.0
+
+
+class SlowServer(ErpopsError):
+    """The server accepted the connection but did not answer in time: it is up and slow, not unreachable."""
+
+    exit_code = 1
 
 
 def parse_duration(text: str, option: str = "--duration", zero_ok: bool = False) -> float:
@@ -63,9 +74,11 @@ class Target:
     """What to load and how, resolved from the stack's spec and the flags."""
 
     def __init__(self, ctx: click.Context, stack: str, host: str | None, db: str | None, login: str,
-                 read_only: bool = False, allow_writes: bool = False) -> None:
+                 read_only: bool = False, allow_writes: bool = False, preflight_timeout: str | None = None) -> None:
         from erpops import spec
 
+        if preflight_timeout is not None:
+            self.preflight_timeout = parse_duration(preflight_timeout, "--preflight-timeout")
         root = (ctx.obj or {}).get("root") if isinstance(ctx.obj, dict) else None
         self.root: Path = root or spec.find_root()
         self.sized = spec.load(stack, self.root)
@@ -91,16 +104,25 @@ class Target:
     def mode(self) -> str:
         return modes.mode_name(self.read_only)
 
-    def _post(self, path: str, params: dict[str, Any], timeout: float = 10.0) -> Any:
+    preflight_timeout: float = PREFLIGHT_TIMEOUT
+
+    def _post(self, path: str, params: dict[str, Any]) -> Any:
         body = json.dumps({"jsonrpc": "2.0", "method": "call", "params": params, "id": 1}).encode()
         req = urllib.request.Request(self.host + path, data=body,  # noqa: S310 (scheme checked in __init__)
                                      headers={"Content-Type": "application/json"})
+        timeout = self.preflight_timeout
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (scheme checked in __init__)
                 return json.loads(resp.read() or b"{}")
         except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ServiceError(f"Odoo at {self.host} is unreachable ({path}: {reason}): check --host and that "
+            if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
+                raise SlowServer(f"Odoo at {self.host} accepted the connection but did not answer {path} within "
+                                 f"{timeout:g} s: the server is up and too slow to load-test (a failure, not an "
+                                 "unreachable server). Look at its workers and database; --preflight-timeout "
+                                 "waits longer") from None
+            why = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
+            raise ServiceError(f"Odoo at {self.host} is unreachable ({path}: {why}): check --host and that "
                                "the server is up") from None
 
     def preflight(self) -> str:
@@ -179,6 +201,9 @@ def _common(f: Any) -> Any:
                           "nothing is created, written, confirmed or validated. Allowed on prod."),
         click.option("--allow-writes", is_flag=True,
                      help="Run the write personas on a prod-tier stack (refused there without it)."),
+        click.option("--preflight-timeout", default=f"{PREFLIGHT_TIMEOUT:g}s", show_default=True,
+                     help="How long the pre-flight waits for version_info and login: a server slower than "
+                          "this is reported slow (exit 1), one that refuses the connection unreachable (exit 3)."),
     ]):
         f = option(f)
     return f
@@ -198,10 +223,12 @@ def loadtest() -> None:
               help="Write the run's statistics (with histograms) as JSON.")
 @click.pass_context
 def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
-            allow_writes: bool, users: int, duration: str, html: Path | None, json_file: Path | None) -> None:
-    """One run; prints per-request statistics. Exit 0 whatever the latencies (use `gate` to judge)."""
+            allow_writes: bool, preflight_timeout: str, users: int, duration: str, html: Path | None,
+            json_file: Path | None) -> None:
+    """One run; prints per-request statistics and the declared names never sent. Exit 0 whatever the latencies
+    (use `gate` to judge)."""
     try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
         prepare_outputs(html, json_file)
         serie = target.preflight()
@@ -227,11 +254,11 @@ def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, lo
               help="Locust's HTML report of the last run.")
 @click.pass_context
 def record(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
-           allow_writes: bool, users: int, duration: str, runs: int, warmup: str, baseline: Path | None,
-           html: Path | None) -> None:
+           allow_writes: bool, preflight_timeout: str, users: int, duration: str, runs: int, warmup: str,
+           baseline: Path | None, html: Path | None) -> None:
     """Record the baseline the gate compares with: p50/p95/p99, histograms, error ratio, req/s."""
     try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
         prepare_outputs(html, target.baseline_path(baseline))
@@ -245,6 +272,13 @@ def record(ctx: click.Context, stack: str, host: str | None, db: str | None, log
     if crashes:
         _fail(OperationFailed(f"not recorded: the load-test users crashed (a persona bug, not the target): "
                              f"{crashes[0]['msg']}"))
+    never = sorted(set().union(*(report.never_sent(r) for r in results)) - {n for r in results for n in r["requests"]}
+                   - {n for r in results for n in r.get("checks") or {}}) if results else []
+    if never:
+        for r in results[-1:]:
+            report.run_table(f"last run of {runs}", r, out)
+        _fail(ErpopsError(f"not recorded: the personas never sent {', '.join(never)} (a step that did nothing: "
+                          "see the errors above); a baseline without them cannot judge them"))
     doc = {"stack": stack, "host": target.host, "odoo_serie": serie,
            "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "read_only": target.read_only, "users": users, "duration_s": seconds, "warmup_s": warm,
@@ -286,10 +320,14 @@ def _slo_limits(target: Target) -> dict[str, Mapping[str, float]]:
 @click.option("--duration", "-d", default="20s", show_default=True, help="Run time of each run.")
 @click.option("--users", "-u", type=click.IntRange(1), default=None,
               help="Simulated users (default: as many as the baseline was recorded with).")
-@click.option("--tolerance", type=click.FloatRange(0, 10), default=0.10, show_default=True,
-              help="Allowed p95 slow-down: fail when the 95% CI's lower bound of p95/baseline exceeds 1 + this.")
+@click.option("--tolerance", type=click.FloatRange(0, 10), default=None,
+              help="Allowed p95 slow-down: fail when the 95% CI's lower bound of p95/baseline exceeds 1 + this "
+                   "(default: the spec's slo.tolerance, 0.10, or slo.requests.<name>.tolerance).")
+@click.option("--detect", type=click.FloatRange(1, 20, min_open=True), default=None,
+              help="The p95 slow-down the gate must be able to catch (90% power); a run that cannot is "
+                   "INCONCLUSIVE, exit 7 (default: the spec's slo.detect, 1.30, or slo.requests.<name>.detect).")
 @click.option("--min-samples", type=click.IntRange(1), default=20, show_default=True,
-              help="Requests a name needs (over all runs) to be judged.")
+              help="Requests a name needs (over all runs) to be judged at all.")
 @click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Baseline to compare with (default: loadtests/baselines/<stack>.json, <stack>.read-only.json "
                    "with --read-only).")
@@ -301,12 +339,13 @@ def _slo_limits(target: Target) -> dict[str, Mapping[str, float]]:
                    "bootstrap interval, error ratio, req/s, latency over time and percentile plots (one file).")
 @click.pass_context
 def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
-         allow_writes: bool, runs: int, warmup: str, duration: str, users: int | None, tolerance: float,
-         min_samples: int, baseline: Path | None, junit: Path | None, json_file: Path | None,
-         html: Path | None) -> None:
-    """Repeat short runs and compare with the baseline; exit 0 pass, 1 regression, 2 bad input, 3 unreachable."""
+         allow_writes: bool, preflight_timeout: str, runs: int, warmup: str, duration: str, users: int | None,
+         tolerance: float | None, detect: float | None, min_samples: int, baseline: Path | None,
+         junit: Path | None, json_file: Path | None, html: Path | None) -> None:
+    """Repeat short runs and compare with the baseline; exit 0 pass, 1 regression, 2 bad input, 3 unreachable,
+    7 inconclusive (the run could not have caught the slow-down the spec requires)."""
     try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
         prepare_outputs(junit, json_file, html)
@@ -330,8 +369,17 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
         wall = time.monotonic() - wall0
     except ErpopsError as exc:
         _fail(exc)
+    tol = target.slo.tolerance if tolerance is None else tolerance
+    det = target.slo.detect if detect is None else detect
+    if det <= 1 + tol:
+        _fail(UsageError(f"--detect {det:g} must be above 1 + tolerance ({1 + tol:g}): a gate cannot catch a "
+                         "slow-down it tolerates"))
+    limits = _slo_limits(target)
+    if tolerance is not None or detect is not None:  # a flag overrides the spec for every name
+        limits = {n: {**lim, "tolerance": tolerance if tolerance is not None else lim.get("tolerance"),
+                      "detect": detect if detect is not None else lim.get("detect")} for n, lim in limits.items()}
     verdict = stats.judge(stack, target.host, base, results, target.slo.error_ratio, target.slo.min_rps,
-                          _slo_limits(target), tolerance, min_samples=min_samples)
+                          limits, tol, min_samples=min_samples, detect=det)
     report.verdict_table(verdict, out)
     meta = {"baseline": str(base_path), "baseline_recorded_at": base.get("recorded_at"), "odoo_serie": serie,
             "users": users, "duration_per_run_s": seconds, "warmup_s": warm, "mode": target.mode}
@@ -348,7 +396,8 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
                         ok=verdict.passed)
         report.write_atomic(json_file, json.dumps(body, indent=1, default=str) + "\n")
     # sys.exit, not ctx.exit: erpops runs click with standalone_mode=False (see healthchecks/cli.py)
-    sys.exit(EXIT_PASS if verdict.passed else EXIT_REGRESSION)
+    codes = {stats.PASS: EXIT_PASS, stats.FAIL: EXIT_REGRESSION, stats.INCONCLUSIVE: EXIT_INCONCLUSIVE}
+    sys.exit(codes[verdict.status])
 
 
 @loadtest.command("capacity")
@@ -358,28 +407,52 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
 @click.option("--factor", type=click.FloatRange(1.1, 10), default=2.0, show_default=True,
               help="Multiply the users by this at each step.")
 @click.option("--duration", "-d", default="20s", show_default=True, help="Run time of each step.")
+@click.option("--warmup", default="2s", show_default=True, help="Run this long before measuring each step.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Odoo workers serving --host (default: the stack's workers per pod x odoo.web.replicas).")
+@click.option("--worker-rss-mib", type=click.FloatRange(1), default=None,
+              help="A worker's resident memory under load, when its processes are not on this machine.")
+@click.option("--worker-vms-mib", type=click.FloatRange(1), default=None,
+              help="A worker's virtual memory under load (what limit_memory_soft compares), likewise.")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to record (default: loadtests/baselines/<stack>.calibration.json).")
+@click.option("--no-record", is_flag=True, help="Only print the ramp; record no calibration.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.pass_context
 def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
-             allow_writes: bool, start_users: int, max_users: int, factor: float, duration: str,
-             json_file: Path | None) -> None:
-    """Ramp users until p50 doubles over its value at the first step; report users and req/s there."""
+             allow_writes: bool, preflight_timeout: str, start_users: int, max_users: int, factor: float,
+             duration: str, warmup: str, workers: int | None, worker_rss_mib: float | None,
+             worker_vms_mib: float | None, calibration: Path | None, no_record: bool, json_file: Path | None) -> None:
+    """Ramp users until a p95 crosses its SLO or p50 doubles; record users and req/s per worker there.
+
+    The calibration (loadtests/baselines/<stack>.calibration.json) feeds `erpops size --users N` and
+    odoo.web.target_users. See runbooks/calibrate-sizing.md.
+    """
     from rich.table import Table
 
+    from erpops import capacity as cap
+    from loadtests.calibrate import MemorySampler
+
     try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes)
+        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
         prepare_outputs(json_file)
+        warm = parse_duration(warmup, "--warmup", zero_ok=True)
+        workers = workers or target.sized.odoo.workers * target.sized.spec.odoo.web.replicas
+        slo_p95 = {name: r.p95_ms for name, r in target.slo.requests.items()}
         serie = target.preflight()
-        err.print(f"capacity {stack}: Odoo {serie} at {target.host}, {seconds:g} s per step, {target.mode}")
+        err.print(f"capacity {stack}: Odoo {serie} at {target.host}, {workers} workers, {seconds:g} s per step, "
+                  f"{target.mode}")
         steps: list[dict[str, Any]] = []
         users, knee = start_users, None
+        sampler = MemorySampler(target.host)
         while True:
-            run = target.run_locust(users, seconds)[0]
-            p50 = run["total"]["p50"] or 0.0
-            steps.append({"users": users, "rps": run["rps"], "p50": p50, "p95": run["total"]["p95"],
-                          "fail_ratio": run["fail_ratio"]})
-            if steps[0]["p50"] and p50 >= 2 * steps[0]["p50"]:
+            with sampler:
+                run = target.run_locust(users, seconds, warmup=warm)[0]
+            steps.append({"users": users, "rps": run["rps"], "p50": run["total"]["p50"] or 0.0,
+                          "p95": run["total"]["p95"], "fail_ratio": run["fail_ratio"],
+                          "p95_by_name": {n: e["p95"] for n, e in run["requests"].items() if n in slo_p95}})
+            if len(steps) > 1 and cap.broken(steps[-1], steps[0]["p50"], slo_p95):
                 knee = steps[-1]
                 break
             if users >= max_users:
@@ -394,19 +467,40 @@ def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, l
         table.add_row(str(s["users"]), f"{s['rps']:.1f}", f"{s['p50']:.0f}", f"{s['p95'] or 0:.0f}",
                       f"{s['fail_ratio']:.2%}", style="bold red" if s is knee else None)
     out.print(table)
-    if knee:
-        out.print(f"p50 doubled ({steps[0]['p50']:.0f} -> {knee['p50']:.0f} ms) at [bold]{knee['users']} users, "
-                  f"{knee['rps']:.1f} req/s[/bold]")
-        if len(steps) > 1:
-            below = steps[-2]
-            out.print(f"last step below: {below['users']} users, {below['rps']:.1f} req/s, p50 {below['p50']:.0f} ms "
-                      "(the knee lies between; use a smaller --factor for a finer answer)")
-    else:
-        out.print(f"p50 did not double up to {steps[-1]['users']} users ({steps[-1]['rps']:.1f} req/s): raise "
-                  "--max-users")
     if json_file is not None:
         from erpops.jsonout import envelope
 
         body = envelope({"stack": stack, "host": target.host, "read_only": target.read_only, "steps": steps,
                          "knee": knee}, command="erpops loadtest capacity")
         report.write_atomic(json_file, json.dumps(body, indent=1) + "\n")
+    if knee is None:
+        out.print(f"p50 did not double and no p95 crossed its SLO up to {steps[-1]['users']} users "
+                  f"({steps[-1]['rps']:.1f} req/s): raise --max-users; no calibration recorded")
+        return
+    out.print(f"latency broke at [bold]{knee['users']} users, {knee['rps']:.1f} req/s[/bold] (the step below: "
+              f"{steps[-2]['users']} users); a smaller --factor gives a finer answer")
+    if no_record:
+        return
+    if worker_rss_mib is not None:
+        memory = {"rss_mib": worker_rss_mib, "vms_mib": worker_vms_mib, "source": "given (--worker-rss-mib)"}
+    elif sampler.rss_mib is not None:
+        memory = {"rss_mib": round(sampler.rss_mib, 1), "vms_mib": round(sampler.vms_mib or 0, 1),
+                  "source": f"measured: max over {sampler.processes} process(es) serving {target.host}"}
+    else:
+        memory = {"rss_mib": None, "vms_mib": None,
+                  "source": "not measured (--host is not on this machine; pass --worker-rss-mib): the docs' mix "
+                            "is used for memory"}
+    try:
+        doc = cap.calibration(stack=stack, host=target.host, odoo_serie=serie, read_only=target.read_only,
+                              personas=dict(target.slo.persona_weights),
+                              think_time_seconds=tuple(target.slo.think_time_seconds), workers=workers,
+                              steps=steps, slo_p95=slo_p95, memory=memory)
+    except ErpopsError as exc:
+        _fail(exc)
+    path = calibration or cap.calibration_path(target.root, stack)
+    report.write_atomic(path, json.dumps(doc, indent=1) + "\n")
+    for line in doc["arithmetic"]:
+        out.print(f"  {line}")
+    out.print(f"[green]calibration written[/green] {path}: {doc['users_per_worker']:.2f} users and "
+              f"{doc['rps_per_worker']:.2f} req/s per worker ({doc['criterion']}); worker memory "
+              f"{memory['rss_mib'] or '-'} MiB resident, {memory['vms_mib'] or '-'} MiB virtual ({memory['source']})")

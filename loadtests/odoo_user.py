@@ -10,6 +10,11 @@ even though Odoo answers it with HTTP 200.
 With `read_only` set (the runner's `--read-only`), `call_kw` refuses any method outside
 `loadtests.modes.READ_METHODS` before sending it: the user crashes, which the gate reports and
 `record` refuses, instead of writing.
+
+Start-up (login, then the persona's `start_up`, which finds or creates its data) is counted in
+`OdooUser.started_up`: the runner's warm-up ends when every spawned user has finished it. A failed
+request names its cause: the HTTP status, the JSON-RPC error, or the connection error (refused,
+reset, timed out), never a bare "HTTP 0".
 """
 
 from __future__ import annotations
@@ -34,10 +39,24 @@ class WriteRefused(Exception):
     """A read-only user was about to call a method that is not a read; nothing was sent."""
 
 
+def transport_error(resp: Any) -> str:
+    """What went wrong with a request that got no HTTP answer (status 0): the exception, named."""
+    error = getattr(resp, "error", None)
+    if error is None:
+        return f"HTTP {resp.status_code}"
+    return f"connection error {type(error).__name__}: {error}"[:300]
+
+
+class CheckFailed(Exception):
+    """A business result did not hold (the MO is not done, the transfer is not done...)."""
+
+
 class OdooUser(FastHttpUser):
     """Base class for Odoo personas. Subclasses add tasks and use `call_kw` and `search_read`."""
 
     abstract = True
+    # users (of any persona) that finished start-up, successfully or not; read by the runner
+    started_up = 0
     # Filled in by the runner from the command line (never hard-coded credentials).
     db: str = ""
     login: str = "admin"
@@ -47,19 +66,33 @@ class OdooUser(FastHttpUser):
     max_retries = 0
 
     def on_start(self) -> None:
-        self.uid: int | None = None
-        self.serie = "17.0"
-        self.odoo_context: dict[str, Any] = {}
-        info = self.rpc("/web/webclient/version_info", {}, name="session:version_info")
-        if info is not None:
-            self.serie = str(info.get("server_serie") or info.get("server_version") or "17.0")
-        result = self.rpc("/web/session/authenticate",
-                          {"db": self.db, "login": self.login, "password": self.password},
-                          name="session:authenticate")
-        if not result or not result.get("uid"):
-            raise StopUser()  # a user that cannot log in has nothing to measure; the failure is recorded
-        self.uid = int(result["uid"])
-        self.odoo_context = dict(result.get("user_context") or {})
+        try:
+            self.uid: int | None = None
+            self.serie = "17.0"
+            self.odoo_context: dict[str, Any] = {}
+            info = self.rpc("/web/webclient/version_info", {}, name="session:version_info")
+            if info is not None:
+                self.serie = str(info.get("server_serie") or info.get("server_version") or "17.0")
+            result = self.rpc("/web/session/authenticate",
+                              {"db": self.db, "login": self.login, "password": self.password},
+                              name="session:authenticate")
+            if not result or not result.get("uid"):
+                raise StopUser()  # a user that cannot log in has nothing to measure; the failure is recorded
+            self.uid = int(result["uid"])
+            self.odoo_context = dict(result.get("user_context") or {})
+            self.start_up()
+        finally:
+            OdooUser.started_up += 1
+
+    def start_up(self) -> None:
+        """What a persona does once after login (find or create its data); none by default."""
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        """Report a business result as its own event `check:<name>` (counted apart from latencies)."""
+        self.environment.events.request.fire(
+            request_type="CHECK", name=f"check:{name}", response_time=0, response_length=0, context={},
+            exception=None if ok else CheckFailed(detail or name))
+        return ok
 
     @property
     def major(self) -> int:
@@ -75,7 +108,7 @@ class OdooUser(FastHttpUser):
         with self.client.post(path, json=payload, name=name, catch_response=True) as resp:
             status = resp.status_code
             if status != 200:
-                resp.failure(f"HTTP {status}")
+                resp.failure(transport_error(resp) if not status else f"HTTP {status}")
                 return None
             try:
                 body = json.loads(resp.content or b"null")  # bytes straight to json: no charset sniffing
@@ -132,7 +165,7 @@ class OdooUser(FastHttpUser):
         """A GET of a web client page, e.g. `/web`: HTTP 200 with a body is a success."""
         with self.client.get(path, name=name, catch_response=True) as resp:
             if resp.status_code != 200 or not resp.content:
-                resp.failure(f"HTTP {resp.status_code}")
+                resp.failure(transport_error(resp) if not resp.status_code else f"HTTP {resp.status_code}")
                 return False
             resp.success()
             return True
