@@ -359,6 +359,8 @@ def test_restore_playbook_with_a_filestore_restores_the_files(pg: LocalPostgres,
     assert "mutually exclusive" not in run.out
     assert run.value("set_id") == backup.value("set_id")
     assert database_oid(pg, "pb_fs_restored") != ""
+    db_owner = pg.psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'pb_fs_restored'").strip()
+    assert db_owner == pg.user  # the connecting role owns it (no `owner` given)
     owner = host.file(str(dest)).user
     for rel, data in FS_FILES.items():
         restored = host.file(str(dest / "pb_fs_restored" / rel))
