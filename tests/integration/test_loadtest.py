@@ -390,7 +390,7 @@ def test_record_and_gate_write_their_reports_into_missing_folders(project: Path,
     """runbooks/load-test-gate.md on a fresh checkout: neither `out/` nor the baseline's folder exist yet."""
     for folder in ("out", "fresh"):
         assert not (project / folder).exists()
-    short = ["--warmup", "1s", "--duration", "1.5s", "--users", "10"]
+    short = ["--warmup", "0.5s", "--duration", "3s", "--users", "30"]  # long enough for every declared step
     recorded = loadtest(project, "record", "--stack", "dev", "--host", odoo.url, "--db", DB, "--runs", "1", *short,
                         "--baseline", "fresh/baselines/dev.json", "--html", "fresh/reports/record.html")
     assert recorded.returncode == 0, recorded.stderr
