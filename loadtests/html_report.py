@@ -27,7 +27,7 @@ STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#1d232a}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dde3ea}
 .verdict{display:inline-block;padding:4px 12px;border-radius:4px;font-weight:700;color:#fff}
-.v-pass{background:#2e7d32} .v-fail{background:#c62828} .muted{color:#6b7785}
+.v-pass{background:#2e7d32} .v-fail{background:#c62828} .v-inconclusive{background:#b26a00} .muted{color:#6b7785}
 table{border-collapse:collapse;width:100%;font-size:13px} th,td{padding:4px 8px;border-bottom:1px solid #eef1f4}
 th{text-align:left;background:#f5f7f9} td.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.regression td,tr.FAIL td{background:#fdecea} tr.insufficient td{color:#6b7785} tr.Aggregated td{font-weight:600}
@@ -147,7 +147,8 @@ def percentile_chart(rows: Sequence[tuple[str, Mapping[str, Any], Mapping[str, A
 def render(v: Verdict, runs: Sequence[Mapping[str, Any]], baseline: Mapping[str, Any],
            meta: Mapping[str, Any] | None = None, max_bars: int = 14) -> str:
     meta = dict(meta or {})
-    verdict_cls, verdict_txt = ("v-pass", "PASS") if v.passed else ("v-fail", "FAIL")
+    verdict_txt = getattr(v, "status", "PASS" if v.passed else "FAIL")  # PASS, FAIL or INCONCLUSIVE
+    verdict_cls = {"PASS": "v-pass", "FAIL": "v-fail"}.get(verdict_txt, "v-inconclusive")
     base_req = baseline.get("requests") or {}
     p95 = {c.name: c for c in v.checks if c.kind == "p95"}
     names = sorted(p95, key=lambda n: (n == TOTAL, -(p95[n].detail.get("samples") or 0), n))
@@ -171,7 +172,7 @@ def render(v: Verdict, runs: Sequence[Mapping[str, Any]], baseline: Mapping[str,
             bars.append((name, base, now))
     others = "".join(
         f'<tr class="{"pass" if c.ok else "FAIL"}"><td>{_e(c.kind)}</td><td>{_e(c.name)}</td>'
-        f'<td>{"pass" if c.ok else ("not judged" if not c.judged else "FAIL")}</td><td>{_e(c.message)}</td></tr>'
+        f'<td>{"not judged" if not c.judged else ("FAIL" if not c.ok else "pass")}</td><td>{_e(c.message)}</td></tr>'
         for c in v.checks if c.kind != "p95")
     errors: dict[tuple[str, str], int] = {}
     for r in runs:
@@ -187,8 +188,10 @@ def render(v: Verdict, runs: Sequence[Mapping[str, Any]], baseline: Mapping[str,
              ("tolerance", f"p95 may be {v.tolerance:.0%} slower (lower bound of the 95% CI)")]
     facts_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(val)}</td></tr>" for k, val in facts if val is not None)
     failed = [c for c in v.checks if not c.ok]
-    reason = ("every check passed" if not failed else
-              "failed: " + ", ".join(f"{c.kind} {c.name}" for c in failed))
+    unseen = [c for c in v.checks if c.ok and not getattr(c, "conclusive", True)]
+    reason = ("failed: " + ", ".join(f"{c.kind} {c.name}" for c in failed) if failed else
+              "inconclusive, the runs could not see the slow-down the spec requires on: "
+              + ", ".join(f"{c.kind} {c.name}" for c in unseen) if unseen else "every check passed")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>erpops loadtest gate {_e(v.stack)}: {verdict_txt}</title><style>{STYLE}</style></head>
