@@ -65,6 +65,8 @@ CATALOG: dict[tuple[str, str], Metric] = {
     ("odoo.login", "latency_ms"): Metric("erpops_odoo_login_page_latency_seconds", "Time to serve the /web/login "
                                          "page", scale=MS, level="odoo_latency_ms", level_scale=MS, uom="s"),
     ("odoo.login", "http_status"): Metric("erpops_odoo_login_page_http_status", "HTTP status of /web/login"),
+    ("odoo.login", "redirects"): Metric("erpops_odoo_login_page_redirect_hops", "HTTP redirects followed to reach "
+                                        "the login form"),
     # two calls (authenticate, read), graded per call: the thresholds apply twice over to the total
     ("odoo.call_kw", "latency_ms"): Metric("erpops_odoo_call_kw_latency_seconds", "Time to log in and read one "
                                            "res.users record over JSON-RPC (two calls)", scale=MS,
@@ -125,6 +127,13 @@ CATALOG: dict[tuple[str, str], Metric] = {
     ("pg.dead_tuples", "max_ratio"): Metric("erpops_pg_dead_tuples_max_ratio", "Dead share of the rows of the "
                                             "worst table of 1000 rows or more (0..1)", level="pg_dead_tuple_ratio",
                                             max=1.0),
+    ("pg.erpops_leftovers", "dead"): Metric("erpops_pg_leftovers_dead", "Side databases, sandbox roles and temp "
+                                            "directories left by erpops runs that died (removed by the next run)"),
+    ("pg.erpops_leftovers", "in_use"): Metric("erpops_pg_leftovers_in_use", "Objects of erpops runs in progress "
+                                              "(or on other hosts)"),
+    # patches
+    ("patch.stuck", "stuck"): Metric("erpops_patch_runs_stuck", "Patch runs that died mid-way and left the stack "
+                                     "frozen (runbooks/alerts/patch.stuck.md)"),
     # Redis
     ("redis.ping", "latency_ms"): Metric("erpops_redis_ping_latency_seconds", "Round trip of PING", scale=MS,
                                          level="redis_latency_ms", level_scale=MS, uom="s"),
@@ -152,6 +161,8 @@ CATALOG: dict[tuple[str, str], Metric] = {
     ("s3.backup_age", "incomplete_sets"): Metric("erpops_backup_sets_incomplete", "Backup sets left incomplete by "
                                                  "failed backups"),
     ("s3.backup_age", "running_sets"): Metric("erpops_backup_sets_running", "Backups running now"),
+    ("s3.backup_age", "bad_sets"): Metric("erpops_backup_sets_unusable", "Newer sets passed over: manifest "
+                                          "unreadable or failed verification"),
     ("s3.backup_age", "age_minutes"): Metric("erpops_backup_newest_age_seconds", "Age of the newest complete backup "
                                              "set", scale=MINUTE, level="backup_age_minutes", level_scale=MINUTE,
                                              uom="s"),

@@ -21,6 +21,8 @@ from healthchecks import metrics, output, s3
 from healthchecks.core import Check, Level, Result, State, Targets, Thresholds, Unknown, run_checks, worst
 from healthchecks.suite import all_names
 
+REPO = Path(__file__).resolve().parents[2]
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -179,6 +181,39 @@ def test_every_catalogued_metric_follows_the_naming_rules() -> None:
                                                           ("serie", "17.0")}))] == 1
     assert samples[("erpops_pg_version_info", frozenset({("stack", "prod"), ("version", "15.10")}))] == 1
     assert not [n for n in names if "age_age" in n or "_ms" in n or "minutes" in n]
+
+
+def test_every_metric_a_check_reports_is_in_the_catalog() -> None:
+    """A metric key written in a check's source (`"key": value` in its metrics) has a catalog entry, so it
+    is exported under a reviewed name with real HELP (a new check fails here until it gets one)."""
+    import ast
+
+    missing = []
+    for module in ("host", "odoo", "postgres", "redis", "s3", "patch"):
+        path = REPO / "healthchecks" / f"{module}.py"
+        tree = ast.parse(path.read_text())
+        checks = {call.args[1].id: call.args[0].value for call in ast.walk(tree)
+                  if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Check"
+                  and len(call.args) == 2 and isinstance(call.args[1], ast.Name)}
+        for fn in [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in checks]:
+            keys = set()
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple) and len(node.value.elts) >= 3 \
+                        and isinstance(node.value.elts[2], ast.Dict):
+                    keys |= {k.value for k in node.value.elts[2].keys if isinstance(k, ast.Constant)}
+                if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "metrics" for t in node.targets) \
+                        and isinstance(node.value, ast.Dict):
+                    keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+                if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "metrics" \
+                        and isinstance(node.value, ast.Dict):
+                    keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+                if isinstance(node, ast.Subscript) and getattr(node.value, "id", "") == "metrics":
+                    if isinstance(node.slice, ast.Constant):
+                        keys.add(node.slice.value)
+                    elif isinstance(node.slice, ast.JoinedStr) and isinstance(node.slice.values[0], ast.Constant):
+                        keys.add(str(node.slice.values[0].value).partition(":")[0])  # f"free_ratio:{path}"
+            missing += [f"{checks[fn.name]}.{k}" for k in keys if (checks[fn.name], k) not in metrics.CATALOG]
+    assert missing == [], f"add these to healthchecks/metrics.py CATALOG: {sorted(missing)}"
 
 
 def test_catalog_names_real_checks_and_thresholds() -> None:
