@@ -148,7 +148,7 @@ class OdooWeb(Resources):
         "Odoo prefork workers per pod; none computes (2 x CPU) + 1 within the memory"))
     autoscale: Autoscale = Field(default=Autoscale(), description="HorizontalPodAutoscaler of the web pods")
     target_users: int | None = Field(default=None, ge=1, le=1_000_000, description=(
-        "Concurrent users to serve: replicas, workers and HPA bounds then come from erpops size --users "
+        "Concurrent users to serve: replicas and HPA bounds then come from erpops size --users "
         "(the stack's calibration when one is recorded, the deploy docs' rules otherwise)"))
 
 
@@ -1463,9 +1463,16 @@ def _validate_for_target_users(sized: Sized, raw: dict[str, Any], stack: str, so
         except SpecError:
             root = None
     try:
-        return validate(capacity.target_raw(sized, raw, root), stack, source, root=root, _resized=True)
+        resized = capacity.target_raw(sized, raw, root)
     except UsageError as exc:
         raise SpecError([("odoo.web.target_users", str(exc))], source) from None
+    try:
+        return validate(resized, stack, source, root=root, _resized=True)
+    except SpecError as exc:
+        users, replicas = sized.spec.odoo.web.target_users, resized["odoo"]["web"]["replicas"]
+        why = (f"{users} users need {replicas} web replicas (erpops size --stack {stack} --users {users}), which the "
+               "problems above follow from: lower target_users, or give PostgreSQL and the pooler what they ask")
+        raise SpecError([*exc.problems, ("odoo.web.target_users", why)], source) from None
 
 
 def stack_file(root: Path, stack: str) -> Path:
