@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from erpops import __version__, spec
-from erpops.errors import ErpopsError, SpecError, UsageError
+from erpops import __version__, jsonout, spec
+from erpops.errors import EXIT_INTERNAL, ErpopsError, SpecError, UsageError
 
 # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give tables room instead.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -51,9 +52,32 @@ def spec_group() -> None:
 
 @spec_group.command("validate")
 @click.option("--stack", "-s", default=None, help="Stack to validate (default: every stack file).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json-output.md).")
 @click.pass_context
-def spec_validate(ctx: click.Context, stack: str | None) -> None:
+def spec_validate(ctx: click.Context, stack: str | None, as_json: bool) -> None:
     """Validate stack specs; every problem is listed with its key and the fix (exit 2)."""
+    try:
+        sized = _validated(ctx, stack)
+    except SpecError as exc:
+        if as_json:
+            click.echo(json.dumps(jsonout.error(exc), indent=2))
+            exc.json_printed = True  # type: ignore[attr-defined]
+        raise
+    if as_json:
+        click.echo(json.dumps(jsonout.envelope({"stacks": [
+            {"stack": s.stack, "tier": s.spec.tier, "odoo_version": s.spec.odoo.version,
+             "web_replicas": s.spec.odoo.web.replicas, "workers": s.odoo.workers,
+             "postgres_major_version": s.spec.postgres.major_version, "postgres_instances": s.spec.postgres.instances,
+             "max_connections": s.budget.max_connections} for s in sized]}), indent=2))
+        return
+    for s in sized:
+        out.print(f"[green]ok[/green] {s.stack}: tier {s.spec.tier}, Odoo {s.spec.odoo.version}, "
+                  f"{s.spec.odoo.web.replicas} web x {s.odoo.workers} workers, PostgreSQL "
+                  f"{s.spec.postgres.major_version} x{s.spec.postgres.instances}, "
+                  f"max_connections {s.budget.max_connections}")
+
+
+def _validated(ctx: click.Context, stack: str | None) -> list[spec.Sized]:
     root = _root(ctx)
     problems: list[tuple[str, str]] = []
     sized: list[spec.Sized] = []
@@ -65,11 +89,7 @@ def spec_validate(ctx: click.Context, stack: str | None) -> None:
             problems += [(f"{where}{path}", msg) for path, msg in exc.problems]
     if problems:
         raise SpecError(problems, None if stack is None else str(spec.stack_file(root, stack)))
-    for s in sized:
-        out.print(f"[green]ok[/green] {s.stack}: tier {s.spec.tier}, Odoo {s.spec.odoo.version}, "
-                  f"{s.spec.odoo.web.replicas} web x {s.odoo.workers} workers, PostgreSQL "
-                  f"{s.spec.postgres.major_version} x{s.spec.postgres.instances}, "
-                  f"max_connections {s.budget.max_connections}")
+    return sized
 
 
 def _size_report(s: spec.Sized) -> dict[str, Any]:
@@ -94,7 +114,8 @@ def _capacity_plan(root: Path, stack: str, users: int, as_json: bool) -> None:
     doc, path = capacity.stack_calibration(sized, root)
     plan = capacity.plan(sized, users, doc, path)
     if as_json:
-        click.echo(json.dumps({"stack": stack, "users": users, "source": plan.source, "replicas": plan.replicas,
+        click.echo(json.dumps(jsonout.envelope({"stack": stack, "users": users, "source": plan.source,
+                                                "replicas": plan.replicas,
                                "workers_per_pod": plan.workers_per_pod, "hpa_min": plan.hpa_min,
                                "hpa_max": plan.hpa_max, "pod_memory_mib": plan.pod_memory_mib,
                                "client_connections": plan.budget.client_connections,
@@ -102,7 +123,7 @@ def _capacity_plan(root: Path, stack: str, users: int, as_json: bool) -> None:
                                "max_connections": plan.budget.max_connections,
                                "pooler_instances": plan.budget.pooler_instances, "notes": plan.notes,
                                "settings": [{"name": x.name, "value": x.value, "formula": x.formula,
-                                             "source": x.source} for x in plan.settings]}, indent=2))
+                                             "source": x.source} for x in plan.settings]}), indent=2))
         return
     table = Table(title=f"{stack}: {users} concurrent users, from the {plan.source}", title_justify="left")
     for col, kw in (("setting", {"style": "bold"}), ("value", {"justify": "right"}), ("formula", {}),
@@ -128,15 +149,21 @@ def _capacity_plan(root: Path, stack: str, users: int, as_json: bool) -> None:
 @click.pass_context
 def size(ctx: click.Context, stack: str | None, users: int | None, as_json: bool) -> None:
     """Print every Odoo and PostgreSQL setting of a stack with the formula that produced it."""
-    root = _root(ctx)
-    if users is not None:
-        if not stack:
-            raise UsageError("--users needs --stack: the pod shape and persona mix are the stack's")
-        _capacity_plan(root, stack, users, as_json)
-        return
-    reports = [_size_report(spec.load(name, root)) for name in _stacks(root, stack)]
+    try:
+        root = _root(ctx)
+        if users is not None:
+            if not stack:
+                raise UsageError("--users needs --stack: the pod shape and persona mix are the stack's")
+            _capacity_plan(root, stack, users, as_json)
+            return
+        reports = [_size_report(spec.load(name, root)) for name in _stacks(root, stack)]
+    except ErpopsError as exc:
+        if as_json:
+            click.echo(json.dumps(jsonout.error(exc), indent=2))
+            exc.json_printed = True  # type: ignore[attr-defined]
+        raise
     if as_json:
-        click.echo(json.dumps(reports if stack is None else reports[0], indent=2))
+        click.echo(json.dumps(jsonout.envelope({"stacks": reports}), indent=2))
         return
     for report in reports:
         for section, title in (("odoo", "Odoo (odoo.conf)"), ("connections", "Connection budget"),
@@ -156,19 +183,32 @@ def size(ctx: click.Context, stack: str | None, users: int | None, as_json: bool
 @cli.command("render")
 @click.option("--stack", "-s", default=None, help="Stack to render (default: every stack, each into OUT/<stack>).")
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write the rendered objects to.")
+              help="Directory to write the rendered objects to (created when missing).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json-output.md).")
 @click.pass_context
-def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path) -> None:
+def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path, as_json: bool) -> None:
     """Write what `pulumi up` would create (Kubernetes objects, chart objects, AWS resources, ops output)."""
     from erpops import render  # imports Pulumi: only this command pays for it
 
     root = _root(ctx)
-    if stack:
-        written = render.render_to(stack, out_dir, root)
-        out.print(f"[green]ok[/green] {stack}: {len(written)} files in {out_dir}")
+    try:
+        if stack:
+            written = render.render_to(stack, out_dir, root)
+            stacks = [{"stack": stack, "out": str(out_dir), "files": len(written)}]
+        else:
+            stacks = [{"stack": name, "out": str(directory)}
+                      for name, directory in render.render_all(out_dir, root).items()]
+    except ErpopsError as exc:
+        if as_json:
+            click.echo(json.dumps(jsonout.error(exc), indent=2))
+            exc.json_printed = True  # type: ignore[attr-defined]
+        raise
+    if as_json:
+        click.echo(json.dumps(jsonout.envelope({"stacks": stacks}), indent=2))
         return
-    for name, directory in render.render_all(out_dir, root).items():
-        out.print(f"[green]ok[/green] {name}: {directory}")
+    for s in stacks:
+        count = f"{s['files']} files in " if "files" in s else ""
+        out.print(f"[green]ok[/green] {s['stack']}: {count}{s['out']}")
 
 
 def _register_tool_commands() -> None:
@@ -213,6 +253,11 @@ def main() -> None:
     except ErpopsError as exc:
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except Exception:  # not one of ours: a bug, never to be read as a verdict (1) or an unreachable service (3)
+        traceback.print_exc()
+        err.print(f"internal error in erpops (exit {EXIT_INTERNAL}): please report it with the traceback above",
+                  markup=False, highlight=False)
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """One exception hierarchy for erpops, each class with a stable CLI exit code.
 
 Exit codes follow a fixed table so scripts and CI can tell failures apart:
-  1  unexpected internal error (a bug); for `erpops rehearse`, `erpops loadtest gate` and
-     `erpops health` (WARN): the run completed and its verdict is a failure
+  1  `erpops rehearse`, `erpops loadtest gate` and `erpops health` (WARN): the run completed and
+     its verdict is a failure
   2  bad input: spec, flags or values (nothing was changed)
   3  a required service or tool is missing or unreachable, or rejected our credentials
   4  an operation failed half-way and was rolled back
@@ -10,10 +10,13 @@ Exit codes follow a fixed table so scripts and CI can tell failures apart:
   6  refused by a pre-flight check: nothing was changed (target exists, disk too small, versions)
  7  inconclusive: the run completed but could not see what it had to judge (`erpops loadtest gate`:
     too few samples to catch the slow-down the spec requires); neither a pass nor a failure
+ 70 unexpected internal error (a bug in erpops; a traceback is printed): never 1 (a verdict) or 3
  130 interrupted (Ctrl-C); 143 terminated (SIGTERM): what the command started was cleaned up
 """
 
 from __future__ import annotations
+
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
 
 
 class ErpopsError(Exception):

@@ -59,6 +59,7 @@ from typing import Any
 import click
 
 from erpops.errors import ErpopsError, OperationFailed, PreflightError, SpecError, UsageError
+from erpops.jsonout import envelope, error
 from erpops.patch_drivers import CommandDriver, Driver, KubernetesDriver, PatchContext, run_shell
 
 STATE_FORMAT = 1
@@ -923,20 +924,16 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
         result = Patch(opts).run()
         if check and not result["ok"]:
             if as_json:
-                click.echo(json.dumps(result, indent=2, default=str))
+                click.echo(json.dumps(envelope(result), indent=2, default=str))
             else:
                 _human(result)
             raise PreflightError(result["problems"], f"patch of {stack}")
     except ErpopsError as exc:
-        if as_json:
-            body: dict[str, Any] = {"ok": False, "error": str(exc), "error_type": type(exc).__name__,
-                                    "exit_code": exc.exit_code}
-            if isinstance(exc, PreflightError):
-                body["problems"] = exc.problems
-            click.echo(json.dumps(body, indent=2))
+        if as_json and not getattr(exc, "json_printed", False):
+            click.echo(json.dumps(error(exc), indent=2))
         raise
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        click.echo(json.dumps(envelope(result), indent=2, default=str))
     else:
         _human(result)
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from erpops import sizing
 from erpops.errors import SpecError
-from erpops.spec_secrets import pasted_credentials
+from erpops.spec_secrets import pasted_credentials, raw_at, strings
 from erpops.spec_types import (
     Cidr,
     CpuOf,
@@ -43,8 +43,7 @@ from erpops.spec_types import (
     StorageOf,
     Subdomain,
     Word,
-    cron_longest_gap,
-    cron_shortest_gap,
+    cron_gaps,
     suggest_label,
 )
 from erpops.units import mib, parse_cpu, parse_memory
@@ -148,7 +147,7 @@ class OdooWeb(Resources):
         "Odoo prefork workers per pod; none computes (2 x CPU) + 1 within the memory"))
     autoscale: Autoscale = Field(default=Autoscale(), description="HorizontalPodAutoscaler of the web pods")
     target_users: int | None = Field(default=None, ge=1, le=1_000_000, description=(
-        "Concurrent users to serve: replicas, workers and HPA bounds then come from erpops size --users "
+        "Concurrent users to serve: replicas and HPA bounds then come from erpops size --users "
         "(the stack's calibration when one is recorded, the deploy docs' rules otherwise)"))
 
 
@@ -819,13 +818,18 @@ def _secret_problems(raw: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     secrets = raw.get("secrets") if isinstance(raw.get("secrets"), dict) else {}
     pasted = dict(pasted_credentials(raw))
-    for name, value in secrets.items():
-        if isinstance(value, str) and (_looks_like_secret(value) or f"secrets.{name}" in pasted):
+    # every field that names a Pulumi secret config key: secrets.*, and elsewhere the *_key fields
+    # (mail.outgoing.password_key, image.build.registry_*_key, drill.s3_*_key)
+    key_fields = [(f"secrets.{name}", str(name), value) for name, value in secrets.items()]
+    key_fields += [(path, path.rsplit(".", 1)[-1].removesuffix("_key"), value) for path, value in strings(raw)
+                   if path.endswith("_key") and not path.startswith("secrets.") and raw_at(raw, path) == value]
+    for path, name, value in key_fields:
+        if isinstance(value, str) and (_looks_like_secret(value) or path in pasted):
             problems.append((
-                f"secrets.{name}",
+                path,
                 "holds what looks like a secret value, not the name of a Pulumi config key: remove it "
-                f"from the file, run `pulumi config set --secret {_default_key(str(name))} <value>` and write "
-                f"{_default_key(str(name))} here",
+                f"from the file, run `pulumi config set --secret {_default_key(name)} <value>` and write "
+                f"{_default_key(name)} here",
             ))
     storage = raw.get("object_storage") if isinstance(raw.get("object_storage"), dict) else {}
     endpoint = str(storage.get("endpoint") or "")
@@ -834,8 +838,9 @@ def _secret_problems(raw: dict[str, Any]) -> list[Problem]:
                          "contains credentials in the URL: remove user:password@ and name the keys in "
                          "secrets.s3_access_key_id and secrets.s3_secret_access_key"))
         pasted.pop("object_storage.endpoint", None)
+    named = {path for path, _, _ in key_fields}
     for path, what in pasted.items():
-        if path.startswith("secrets."):
+        if path in named:
             continue
         problems.append((path, f"holds what looks like {what}: a credential in the spec would be written to "
                                "ConfigMaps, Helm values, inventories and the render; remove it, store it with "
@@ -1247,12 +1252,13 @@ def _backups(ctx: Context) -> list[Problem]:
                          f"{backup.rpo_minutes} cannot be met: WAL is archived at least every "
                          f"{WAL_ARCHIVE_TIMEOUT_MINUTES} minutes (CloudNativePG's archive_timeout), so up to that "
                          f"much work can be lost; set backup.rpo_minutes to {WAL_ARCHIVE_TIMEOUT_MINUTES} or more"))
-    longest = cron_longest_gap(backup.schedule)
-    if longest is None:
+    gaps = cron_gaps(backup.schedule)
+    if gaps is None:
         problems.append(("backup.schedule", f"{backup.schedule!r} never fires (no such date): write one that "
                                             "does, e.g. '0 2 * * *'"))
         return problems
-    if cron_shortest_gap(backup.schedule) < timedelta(hours=1):
+    shortest, longest = gaps
+    if shortest < timedelta(hours=1):
         problems.append(("backup.schedule", f"{backup.schedule!r} starts a base backup more than once an hour: a "
                                             "backup of the whole database would overlap the next (WAL archiving "
                                             "covers the time between); e.g. '0 2 * * *' or '0 */6 * * *'"))
@@ -1327,7 +1333,7 @@ def _sized(ctx: Context) -> tuple[list[Problem], Sized | None]:
     problems = _budget_problems(spec, odoo_sizing, budget)
     where = "postgres.max_connections" if pg.max_connections is not None else "odoo.web.workers"
     cause = ("lower postgres.max_connections" if pg.max_connections is not None else
-             "lower odoo.web.workers, odoo.web.autoscale.max_replicas or odoo.db_maxconn")
+             "lower odoo.web.workers, odoo.web.autoscale.max_replicas, odoo.cron.threads or odoo.db_maxconn")
     carried = parse_memory(pg.memory) // PG_BYTES_PER_CONNECTION
     if budget.max_connections > PG_MAX_CONNECTIONS:
         problems.append((where, f"max_connections would be {budget.max_connections}, above PostgreSQL's limit of "
@@ -1463,9 +1469,16 @@ def _validate_for_target_users(sized: Sized, raw: dict[str, Any], stack: str, so
         except SpecError:
             root = None
     try:
-        return validate(capacity.target_raw(sized, raw, root), stack, source, root=root, _resized=True)
+        resized = capacity.target_raw(sized, raw, root)
     except UsageError as exc:
         raise SpecError([("odoo.web.target_users", str(exc))], source) from None
+    try:
+        return validate(resized, stack, source, root=root, _resized=True)
+    except SpecError as exc:
+        users, replicas = sized.spec.odoo.web.target_users, resized["odoo"]["web"]["replicas"]
+        why = (f"{users} users need {replicas} web replicas (erpops size --stack {stack} --users {users}), which the "
+               "problems above follow from: lower target_users, or give PostgreSQL and the pooler what they ask")
+        raise SpecError([*exc.problems, ("odoo.web.target_users", why)], source) from None
 
 
 def stack_file(root: Path, stack: str) -> Path:
@@ -1476,9 +1489,13 @@ def list_stacks(root: Path) -> list[str]:
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
 
 
+# libyaml's safe loader when PyYAML was built with it: the same documents, several times faster
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_raw(path: Path) -> Any:
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}  # noqa: S506 (a safe loader)
     except FileNotFoundError:
         raise SpecError([("stack", f"{path} does not exist: create it or pick one of the existing "
                                    "Pulumi.<stack>.yaml files")]) from None

@@ -10,6 +10,7 @@ The messages never repeat the value.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,9 @@ PROJECT_SHAPES = (
 )
 
 
+MIN_LENGTH = 12
+
+
 def strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
     """(key path, value) of every string in a raw spec, keys included (a pasted token can be a key)."""
     if isinstance(node, dict):
@@ -50,26 +54,40 @@ def strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
         yield path, node
 
 
-def _detect_secrets(values: list[tuple[str, str]]) -> dict[str, str]:
-    """key path -> detect-secrets' name of what it found there."""
-    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
-    from detect_secrets.core.scan import scan_line
-    from detect_secrets.settings import transient_settings
+def raw_at(raw: Any, path: str) -> Any:
+    """The value at a dotted key path of `strings` (no list indexes), or None."""
+    node = raw
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
 
-    known = {cls.__name__ for cls in get_mapping_from_secret_type_to_class().values()}
-    plugins = [{"name": name} for name in DETECT_SECRETS_PLUGINS if name in known]
+
+@functools.cache
+def _detectors() -> tuple[Any, ...]:
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+    classes = {cls.__name__: cls for cls in get_mapping_from_secret_type_to_class().values()}
+    return tuple(classes[name]() for name in DETECT_SECRETS_PLUGINS if name in classes)
+
+
+def _detect_secrets(values: list[tuple[str, str]]) -> dict[str, str]:
+    """key path -> detect-secrets' name of what it found there (its plugins, called line by line)."""
     found: dict[str, str] = {}
-    with transient_settings({"plugins_used": plugins, "filters_used": []}):
-        for path, value in values:
-            for line in value.splitlines() or [value]:
-                for secret in scan_line(line):
-                    found.setdefault(path, secret.type)
+    for path, value in values:
+        for line in value.splitlines() or [value]:
+            for plugin in _detectors():
+                secrets = plugin.analyze_line(filename="erpops:spec", line=line, line_number=0)
+                if secrets:
+                    found.setdefault(path, next(iter(secrets)).type)
     return found
 
 
 def pasted_credentials(raw: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """(key path, what it looks like) for every string of `raw` holding a credential."""
-    values = [(p, v) for p, v in strings(raw) if v and not p.startswith(skip)]
+    # no credential any detector knows is shorter than this; most keys and values of a spec are
+    values = [(p, v) for p, v in strings(raw) if len(v) >= MIN_LENGTH and not p.startswith(skip)]
     found: dict[str, str] = {}
     for path, value in values:
         for what, shape in PROJECT_SHAPES:

@@ -14,7 +14,7 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
@@ -184,14 +184,14 @@ class NameRule:
             return value
         fix = suggest_label(value) if self.kind == "label" else suggest_subdomain(value)
         if len(value) > limit:
-            why = f"is {len(value)} characters, Kubernetes takes at most {limit}"
+            why = f"is {len(value)} characters, too long for a {self.what}: Kubernetes takes at most {limit}"
         elif self.kind == "label":
-            why = ("is not a valid name: Kubernetes takes lowercase letters, digits and '-', starting and "
+            why = (f"is not a valid {self.what}: Kubernetes takes lowercase letters, digits and '-', starting and "
                    "ending with a letter or digit (no '.', '_' or capitals)")
         else:
-            why = ("is not a valid name: Kubernetes takes lowercase letters, digits, '-' and '.', each part "
+            why = (f"is not a valid {self.what}: Kubernetes takes lowercase letters, digits, '-' and '.', each part "
                    "starting and ending with a letter or digit (no '_' or capitals)")
-        raise ValueError(f"{value!r} as {self.what} {why}; e.g. {fix}")
+        raise ValueError(f"{value!r} {why}; e.g. {fix}")
 
 
 @dataclass(frozen=True)
@@ -348,29 +348,42 @@ class CronRule:
 Cron = Annotated[str, BeforeValidator(CronRule())]
 
 
-def cron_longest_gap(expr: str, horizon_days: int = 400, cap: int = 1500) -> timedelta | None:
-    """The longest time between two runs of `expr` over about a year; None when it never fires."""
-    from croniter import CroniterBadDateError, croniter
-
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    it = croniter(expr, start)
-    try:
-        previous = it.get_next(datetime)
-        longest = previous - start
-        for _ in range(cap):
-            current = it.get_next(datetime)
-            longest = max(longest, current - previous)
-            previous = current
-            if current - start > timedelta(days=horizon_days):
-                break
-    except (CroniterBadDateError, StopIteration):
-        return None
-    return longest
+HORIZON_DAYS = 8 * 366  # two leap days from 2026: a schedule of 29 February shows its four-year gap
 
 
-def cron_shortest_gap(expr: str, count: int = 200) -> timedelta:
+def _firings(expr: str, days: int = HORIZON_DAYS) -> tuple[list[date], list[int]]:
+    """The days `expr` fires on over eight years and its minutes of such a day.
+
+    From croniter's expansion of the five fields, with cron's rule that a restricted day-of-month and a
+    restricted day-of-week match either (robfig/cron, which CloudNativePG uses, does the same).
+    """
     from croniter import croniter
 
-    it = croniter(expr, datetime(2026, 1, 1, tzinfo=UTC))
-    times = [it.get_next(datetime) for _ in range(count)]
-    return min((b - a for a, b in itertools.pairwise(times)), default=timedelta(days=1))
+    minutes, hours, doms, months, dows = croniter(expr).expanded[:5]
+    times = sorted(h * 60 + m for h in (range(24) if hours == ["*"] else hours)
+                   for m in (range(60) if minutes == ["*"] else minutes))
+    day_set = None if doms == ["*"] else set(doms)
+    dow_set = None if dows == ["*"] else {d % 7 for d in dows}
+    month_set = None if months == ["*"] else set(months)
+    start = date(2026, 1, 1)
+    fired = []
+    for offset in range(days):
+        day = start + timedelta(days=offset)
+        if month_set is not None and day.month not in month_set:
+            continue
+        by_dom = day_set is None or day.day in day_set
+        by_dow = dow_set is None or (day.isoweekday() % 7) in dow_set
+        if (by_dom or by_dow) if (day_set is not None and dow_set is not None) else (by_dom and by_dow):
+            fired.append(day)
+    return fired, times
+
+
+def cron_gaps(expr: str) -> tuple[timedelta, timedelta] | None:
+    """(shortest, longest) time between two runs of `expr`; None when it never fires."""
+    days, times = _firings(expr)
+    if not days or not times:
+        return None
+    within = [b - a for a, b in itertools.pairwise(times)]
+    overnight = [(b - a).days * 1440 - times[-1] + times[0] for a, b in itertools.pairwise(days)]
+    gaps = within + overnight or [HORIZON_DAYS * 1440]
+    return timedelta(minutes=min(gaps)), timedelta(minutes=max(gaps))

@@ -121,7 +121,7 @@ def health(ctx: click.Context, stack: str | None, odoo_url: str | None, odoo_db:
     if as_json:
         click.echo(output.to_json(results, stack, elapsed))
     elif as_nagios:
-        click.echo(output.nagios(results))
+        click.echo(output.nagios(results, thresholds))
     else:
         out = Console(width=None if sys.stdout.isatty() else 200)
         output.table(results, out, title=f"erpops health{f' {stack}' if stack else ''} ({elapsed:.2f}s)")

@@ -136,18 +136,23 @@ class Result:
     message: str
     metrics: dict[str, float] = field(default_factory=dict)
     duration: float = 0.0
+    info: dict[str, str] = field(default_factory=dict)  # facts as text (versions): Prometheus `_info` labels
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "state": self.state.name, "message": self.message,
-                "metrics": self.metrics, "duration_seconds": round(self.duration, 4),
-                "runbook": f"{RUNBOOKS}/{self.check}.md"}
+        out = {"check": self.check, "state": self.state.name, "message": self.message,
+               "metrics": self.metrics, "duration_seconds": round(self.duration, 4),
+               "runbook": f"{RUNBOOKS}/{self.check}.md"}
+        if self.info:
+            out["info"] = self.info
+        return out
 
 
 class Unknown(Exception):
     """A check could not look: its result is UNKNOWN with this reason."""
 
 
-# A check function gets the targets and thresholds and returns (state, message, metrics).
+# A check function gets the targets and thresholds and returns (state, message, metrics), or
+# (state, message, metrics, info) where info holds text facts such as a version.
 CheckFn = Callable[[Targets, Thresholds], tuple[State, str, dict[str, float]]]
 
 
@@ -184,10 +189,14 @@ def run_checks(checks: list[Check], targets: Targets, thresholds: Thresholds,
 
 def _timed(check: Check, targets: Targets, thresholds: Thresholds) -> Result:
     t0 = time.monotonic()
+    info: dict[str, str] = {}
     try:
-        state, message, metrics = check.fn(targets, thresholds)
+        outcome = check.fn(targets, thresholds)
+        state, message, metrics = outcome[:3]
+        if len(outcome) > 3:
+            info = dict(outcome[3])  # type: ignore[misc]
     except Unknown as exc:
         state, message, metrics = State.UNKNOWN, str(exc), {}
     except Exception as exc:  # a check that breaks must still answer, and never OK
         state, message, metrics = State.UNKNOWN, f"{type(exc).__name__}: {exc}", {}
-    return Result(check.name, state, message, metrics, time.monotonic() - t0)
+    return Result(check.name, state, message, metrics, time.monotonic() - t0, info)

@@ -86,9 +86,11 @@ def version(t: Targets, th: Thresholds) -> Outcome:
     serie = str(info.get("server_serie") or "?")
     full = info.get("server_version", serie)
     metrics = {"major": float(serie.split(".")[0]) if serie[:1].isdigit() else 0.0}
+    info = {"version": str(full), "serie": serie}
     if th.odoo_version and serie != th.odoo_version:
-        return State.WARN, f"Odoo {full}, but the spec says {th.odoo_version}: deployed image drifted", metrics
-    return State.OK, f"Odoo {full}", metrics
+        return (State.WARN, f"Odoo {full}, but the spec says {th.odoo_version}: deployed image drifted", metrics,
+                info)  # type: ignore[return-value]
+    return State.OK, f"Odoo {full}", metrics, info  # type: ignore[return-value]
 
 
 def health(t: Targets, th: Thresholds) -> Outcome:

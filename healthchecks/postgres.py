@@ -55,7 +55,9 @@ def connect(t: Targets, th: Thresholds) -> Outcome:
     level = th["pg_connect_ms"]
     state = level.grade(ms)
     version = str(row["version"]).split(" on ")[0]
-    return state, f"{version}; psql round trip {ms:.0f} ms ({level.describe()})", {"connect_ms": round(ms, 1)}
+    number = version.split()[1] if version.startswith("PostgreSQL ") and " " in version else version
+    return (state, f"{version}; psql round trip {ms:.0f} ms ({level.describe()})",  # type: ignore[return-value]
+            {"connect_ms": round(ms, 1)}, {"version": number})
 
 
 def connections(t: Targets, th: Thresholds) -> Outcome:

@@ -43,7 +43,8 @@ def memory(t: Targets, th: Thresholds) -> Outcome:
     used, maxmemory = int(info["used_memory"]), int(info.get("maxmemory", "0"))
     policy = info.get("maxmemory_policy", "?")
     limit, source = (maxmemory, "maxmemory") if maxmemory else (th.redis_memory_bytes or 0, "container limit")
-    metrics: dict[str, float] = {"used_bytes": used, "max_bytes": maxmemory}
+    # max_bytes is the limit the ratio and the message use (maxmemory, else the container's), 0 if none
+    metrics: dict[str, float] = {"used_bytes": used, "max_bytes": limit}
     if not limit:
         return State.OK, f"{used / 1024**2:.1f} MiB used; no maxmemory and no limit known to compare", metrics
     ratio = used / limit

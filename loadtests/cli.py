@@ -12,10 +12,11 @@ Exit codes (gate; the other commands use 0, 1, 2 and 3 the same way):
      inside the load-test users; or a server too slow to answer the pre-flight (it is up, not down)
   2  bad input: invalid spec or flags, no baseline for the stack, a baseline recorded in the other mode
      (read-only vs read-write), or write personas aimed at a prod-tier stack without --allow-writes
-  3  target unreachable (connection refused, name unknown) or login refused, or the load generator
-     failed to run
+  3  target unreachable (connection refused, name unknown) or login refused
+  4  the load generator itself failed (an erpops problem, not the target's)
   7  INCONCLUSIVE: nothing failed, but the run could not have caught the slow-down the spec requires
      (slo.detect) on some request name: too few samples; run longer or with more users
+  70 an unexpected internal error (a traceback follows; a bug in erpops)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -37,7 +39,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from erpops.errors import CredentialsError, ErpopsError, Inconclusive, ServiceError, UsageError
+from erpops.errors import CredentialsError, ErpopsError, Inconclusive, OperationFailed, ServiceError, UsageError
 from loadtests import modes, report, stats
 
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -161,8 +163,25 @@ class Target:
                 stderr.seek(0)
                 tail = stderr.read()[-1500:].strip()
             if code != 0 or not result.exists():
-                raise ServiceError(f"the load generator exited {code}: {tail}")
+                # the target was reachable (preflight passed): this is erpops failing, not the service
+                raise OperationFailed(f"the load generator failed (exit {code}), not the target: {tail}")
             return list(json.loads(result.read_text())["runs"])
+
+
+def prepare_outputs(*paths: Path | None) -> None:
+    """Create the folders of the report files before any load runs (CI checkouts have no `out/`).
+
+    A folder that cannot be made is bad input (exit 2), found in a second, not after the runs.
+    """
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the folder of {path} ({exc.strerror}): choose another path") from None
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder: give a file name, e.g. {path / 'report'}")
 
 
 def _fail(exc: ErpopsError) -> NoReturn:
@@ -211,6 +230,7 @@ def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, lo
     try:
         target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
+        prepare_outputs(html, json_file)
         serie = target.preflight()
         err.print(f"Odoo {serie} at {target.host}: {users} users for {seconds:g} s, {target.mode}")
         run = target.run_locust(users, seconds, html=html)[0]
@@ -240,8 +260,9 @@ def record(ctx: click.Context, stack: str, host: str | None, db: str | None, log
     try:
         target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
-        serie = target.preflight()
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
+        prepare_outputs(html, target.baseline_path(baseline))
+        serie = target.preflight()
         err.print(f"recording {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
                   f"{target.mode}")
         results = target.run_locust(users, seconds, runs, html, warmup=warm)
@@ -249,7 +270,8 @@ def record(ctx: click.Context, stack: str, host: str | None, db: str | None, log
         _fail(exc)
     crashes = [e for r in results for e in r.get("exceptions") or []]
     if crashes:
-        _fail(ServiceError(f"not recorded: the load-test users crashed: {crashes[0]['msg']}"))
+        _fail(OperationFailed(f"not recorded: the load-test users crashed (a persona bug, not the target): "
+                             f"{crashes[0]['msg']}"))
     never = sorted(set().union(*(report.never_sent(r) for r in results)) - {n for r in results for n in r["requests"]}
                    - {n for r in results for n in r.get("checks") or {}}) if results else []
     if never:
@@ -313,7 +335,8 @@ def _slo_limits(target: Target) -> dict[str, Mapping[str, float]]:
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the verdict as JSON.")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Locust's HTML report of the last run.")
+              help="Write the gate's report: verdict per request, baseline vs current p50/p95/p99 with the "
+                   "bootstrap interval, error ratio, req/s, latency over time and percentile plots (one file).")
 @click.pass_context
 def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
          allow_writes: bool, preflight_timeout: str, runs: int, warmup: str, duration: str, users: int | None,
@@ -325,6 +348,7 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
         target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
+        prepare_outputs(junit, json_file, html)
         base_path = target.baseline_path(baseline)
         base = load_baseline(base_path, target.read_only)
         modes.check_baseline_mode(base, target.read_only, base_path, stack)
@@ -340,7 +364,9 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
             err.print(f"[yellow]note[/yellow]: warm-up {warm:g} s, the baseline had {base['warmup_s']:g} s")
         err.print(f"gate {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
                   f"{target.mode}")
-        results = target.run_locust(users, seconds, runs, html, warmup=warm)
+        started_at, wall0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
+        results = target.run_locust(users, seconds, runs, warmup=warm)
+        wall = time.monotonic() - wall0
     except ErpopsError as exc:
         _fail(exc)
     tol = target.slo.tolerance if tolerance is None else tolerance
@@ -355,11 +381,20 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
     verdict = stats.judge(stack, target.host, base, results, target.slo.error_ratio, target.slo.min_rps,
                           limits, tol, min_samples=min_samples, detect=det)
     report.verdict_table(verdict, out)
+    meta = {"baseline": str(base_path), "baseline_recorded_at": base.get("recorded_at"), "odoo_serie": serie,
+            "users": users, "duration_per_run_s": seconds, "warmup_s": warm, "mode": target.mode}
     if junit is not None:
-        report.write_atomic(junit, report.junit_xml(verdict))
+        report.write_atomic(junit, report.junit_xml(verdict, started_at=started_at, duration_s=wall, properties=meta))
+    if html is not None:
+        from loadtests import html_report
+
+        report.write_atomic(html, html_report.render(verdict, results, base, {**meta, "started_at": started_at}))
     if json_file is not None:
-        report.write_atomic(json_file, json.dumps({**verdict.to_dict(), "read_only": target.read_only}, indent=1,
-                                                  default=str) + "\n")
+        from erpops.jsonout import envelope
+
+        body = envelope({**verdict.to_dict(), "read_only": target.read_only}, command="erpops loadtest gate",
+                        ok=verdict.passed)
+        report.write_atomic(json_file, json.dumps(body, indent=1, default=str) + "\n")
     # sys.exit, not ctx.exit: erpops runs click with standalone_mode=False (see healthchecks/cli.py)
     codes = {stats.PASS: EXIT_PASS, stats.FAIL: EXIT_REGRESSION, stats.INCONCLUSIVE: EXIT_INCONCLUSIVE}
     sys.exit(codes[verdict.status])
@@ -401,6 +436,7 @@ def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, l
     try:
         target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
+        prepare_outputs(json_file)
         warm = parse_duration(warmup, "--warmup", zero_ok=True)
         workers = workers or target.sized.odoo.workers * target.sized.spec.odoo.web.replicas
         slo_p95 = {name: r.p95_ms for name, r in target.slo.requests.items()}
@@ -432,8 +468,11 @@ def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, l
                       f"{s['fail_ratio']:.2%}", style="bold red" if s is knee else None)
     out.print(table)
     if json_file is not None:
-        report.write_atomic(json_file, json.dumps({"stack": stack, "host": target.host, "read_only": target.read_only,
-                                                   "steps": steps, "knee": knee}, indent=1) + "\n")
+        from erpops.jsonout import envelope
+
+        body = envelope({"stack": stack, "host": target.host, "read_only": target.read_only, "steps": steps,
+                         "knee": knee}, command="erpops loadtest capacity")
+        report.write_atomic(json_file, json.dumps(body, indent=1) + "\n")
     if knee is None:
         out.print(f"p50 did not double and no p95 crossed its SLO up to {steps[-1]['users']} users "
                   f"({steps[-1]['rps']:.1f} req/s): raise --max-users; no calibration recorded")

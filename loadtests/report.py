@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import socket
 import tempfile
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -74,19 +75,47 @@ def verdict_table(v: Verdict, console: Console) -> None:
         console.print(f"[green]PASS[/green]: {v.requests} requests, {v.failures} failed, {v.rps:.1f} req/s")
 
 
-def junit_xml(v: Verdict) -> str:
-    suite = ET.Element("testsuite", name=f"erpops loadtest gate {v.stack}", tests=str(len(v.checks)),
-                       failures=str(sum(not c.ok for c in v.checks)),
-                       skipped=str(sum(not c.judged for c in v.checks)))
+def junit_xml(v: Verdict, *, started_at: str | None = None, duration_s: float | None = None,
+              properties: Mapping[str, Any] | None = None, hostname: str | None = None) -> str:
+    """The verdict as JUnit XML (a `<testsuites>` root, one suite, one test case per check), written with junitparser.
+
+    Valid against the JUnit XSD Jenkins' xUnit plugin ships (junit-10.xsd), which GitLab reads too: `errors`,
+    `time`, `timestamp`, `hostname` on the suite. A failed check is a `<failure>`; a crash inside the load-test
+    users is an `<error>` (the gate could not judge); a check not judged is `<skipped>`. The baseline, target and
+    run count go into `<properties>`.
+    """
+    from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
+
+    suite = TestSuite(f"erpops loadtest gate {v.stack}")
+    suite.hostname = hostname or socket.gethostname()
+    suite.timestamp = started_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    props = {"stack": v.stack, "host": v.host, "runs": v.runs, "tolerance": v.tolerance, "requests": v.requests,
+             "failed_requests": v.failures, "rps_median": round(v.rps, 3), **(properties or {})}
+    for name, value in props.items():
+        if value is not None:
+            suite.add_property(name, str(value))
     for c in v.checks:
-        case = ET.SubElement(suite, "testcase", classname=f"loadtest.{v.stack}.{c.kind}", name=c.name)
-        if not c.ok:
-            ET.SubElement(case, "failure", message=c.message, type=c.kind).text = json.dumps(c.detail, default=str)
+        case = TestCase(c.name, classname=f"loadtest.{v.stack}.{c.kind}", time=0)
+        if c.kind == "crash" and not c.ok:
+            result = Error(c.message, c.kind)
+            result.text = json.dumps(c.detail, default=str)
+            case.result = [result]
+        elif not c.ok:
+            result = Failure(c.message, c.kind)
+            result.text = json.dumps(c.detail, default=str)
+            case.result = [result]
         elif not c.judged or not c.conclusive:
-            ET.SubElement(case, "skipped", message=c.message)
+            case.result = [Skipped(c.message)]
         else:
-            ET.SubElement(case, "system-out").text = c.message
-    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True) + "\n"
+            case.system_out = c.message
+        suite.add_testcase(case)
+    suite.update_statistics()
+    suite.time = round(duration_s or 0.0, 3)  # the runs' wall time, warm-ups included
+    root = JUnitXml(f"erpops loadtest gate {v.stack}")
+    root.add_testsuite(suite)
+    # by hand, not root.update_statistics(): that adds `skipped` to <testsuites>, which the XSD does not allow
+    root.tests, root.failures, root.errors, root.time = suite.tests, suite.failures, suite.errors, suite.time
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + root.tostring().decode() + "\n"
 
 
 def run_table(title: str, run: Mapping[str, Any], console: Console) -> None:

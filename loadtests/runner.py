@@ -79,6 +79,8 @@ class Measured:
         self.checks: dict[str, Counter[str]] = defaultdict(Counter)
         self.total: Counter[int] = Counter()
         self.startup_errors: Counter[tuple[str, str]] = Counter()  # failures before the window: not measured
+        self.per_second: dict[int, Counter[int]] = defaultdict(Counter)  # second of the window -> latencies
+        self.failed_per_second: Counter[int] = Counter()
 
     def on_request(self, name: str, response_time: float, exception: Any = None, start_time: float | None = None,
                    **_: Any) -> None:
@@ -95,9 +97,21 @@ class Measured:
         ms = int(response_time + 0.5)
         self.by_name[name][ms] += 1
         self.total[ms] += 1
+        second = int(started - self.window[0])
+        self.per_second[second][ms] += 1
         if exception:
             self.failures[name] += 1
             self.errors[(name, str(exception))] += 1
+            self.failed_per_second[second] += 1
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """Per second of the measured window: requests, failures, p50 and p95 (the HTML report's latency plot)."""
+        out = []
+        for second, hist in sorted(self.per_second.items()):
+            dist = EmpiricalDistribution(hist)
+            out.append({"t": second, "requests": dist.n, "failures": self.failed_per_second.get(second, 0),
+                        "p50": dist.quantile(0.50), "p95": dist.quantile(0.95)})
+        return out
 
 
 def summary(hist: Counter[int], failures: int) -> dict[str, Any]:
@@ -159,6 +173,7 @@ def one_run(classes: list[type], host: str, users: int, duration: float, html: P
     total = summary(measured.total, sum(measured.failures.values()))
     if html is not None:
         from locust.html import get_html_report
+        html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(get_html_report(env, show_download_link=False))
     errors = [{"name": n, "error": e, "occurrences": c} for (n, e), c in measured.errors.most_common(20)]
     return {
@@ -174,6 +189,7 @@ def one_run(classes: list[type], host: str, users: int, duration: float, html: P
         "errors": errors,
         "startup_errors": [{"name": n, "error": e, "occurrences": c}
                            for (n, e), c in measured.startup_errors.most_common(20)],
+        "timeline": measured.timeline(),
         # crashes inside a user (a bug in a persona, not a server failure): the gate refuses to judge
         "exceptions": [{"count": e["count"], "msg": e["msg"], "traceback": e["traceback"][-2000:]}
                        for e in runner.exceptions.values()],

@@ -79,7 +79,9 @@ def _reporter(as_json: bool) -> Any:
 
 def _emit(as_json: bool, result: dict[str, Any], human: Callable[[dict[str, Any]], None]) -> None:
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        from erpops.jsonout import envelope
+
+        click.echo(json.dumps(envelope(result), indent=2, default=str))
     else:
         human(result)
 
@@ -93,11 +95,9 @@ def json_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except ErpopsError as exc:
             if kwargs.get("as_json") and not getattr(exc, "json_printed", False):
-                body: dict[str, Any] = {"ok": False, "error": str(exc), "error_type": type(exc).__name__,
-                                        "exit_code": exc.exit_code}
-                if isinstance(exc, PreflightError):
-                    body["problems"] = exc.problems
-                click.echo(json.dumps(body, indent=2))
+                from erpops.jsonout import error
+
+                click.echo(json.dumps(error(exc), indent=2))
             raise
 
     return wrapper
@@ -149,19 +149,27 @@ def _size(n: int | None) -> str:
 @click.option("--sse", type=click.Choice(["AES256", "aws:kms"]), default=None, help="S3 server-side encryption.")
 @click.option("--kms-key-id", default=None, help="KMS key for --sse aws:kms (default: the bucket's).")
 @click.option("--storage-class", default=None, help="S3 storage class, e.g. STANDARD_IA.")
+@click.option("--dry-run", is_flag=True,
+              help="Pre-flight only: check the target exists and is readable, the database exists, the filestore "
+                   "folder exists; print the plan; write nothing (exit 6 when a check fails, 3 unreachable).")
 @click.pass_context
 @json_errors
 def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
                region: str | None, as_json: bool, db: str | None, filestore: str | None, jobs: int,
                neutralized: bool, from_zip: Path | None, sse: str | None, kms_key_id: str | None,
-               storage_class: str | None) -> None:
+               storage_class: str | None, dry_run: bool) -> None:
     """Back up a database and its filestore into a new set (dump + filestore + manifest.json)."""
     from erpops.backup import engine
     from erpops.pg import Pg
 
     t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region, sse=sse,
                            kms_key_id=kms_key_id, storage_class=storage_class, concurrency=min(jobs, 4)),
-                writing=True)
+                writing=not dry_run)
+    if dry_run:
+        plan = backup_plan(t, Pg.from_env(), db, filestore, neutralized, from_zip)
+        _emit(as_json, plan, lambda r: _echo_lines([f"dry run: would {r['action']}", *(
+            f"  ok: {c}" for c in r["checks"])]))
+        return
     reporter = _reporter(as_json)
     if from_zip is not None:
         if neutralized or filestore:
@@ -186,6 +194,40 @@ def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
         ])
 
     _emit(as_json, result, human)
+
+
+def backup_plan(t: Any, pg: Any, db: str | None, filestore: str | None, neutralized: bool,
+                from_zip: Path | None) -> dict[str, Any]:
+    """What `erpops backup` would do, after checking what it needs exists; writes nothing.
+
+    The target was checked by _target (readable; a missing bucket is exit 2 there). Raises
+    PreflightError (exit 6) naming every missing piece, ServiceError (exit 3) when PostgreSQL is unreachable.
+    """
+    checks = [f"target {t.url} exists and is readable"]
+    problems: list[str] = []
+    if from_zip is not None:
+        checks.append(f"zip {from_zip} exists")
+        return {"dry_run": True, "action": f"store {from_zip} as a new set in {t.url}", "target": t.url,
+                "db": db, "from_zip": str(from_zip), "checks": checks}
+    if not db:
+        raise UsageError("--db is required (the database to back up)")
+    if pg.database_exists(db):
+        checks.append(f"database {db} exists on {pg.host}:{pg.port}")
+    else:
+        problems.append(f"database {db} does not exist on {pg.host}:{pg.port}: check --db (PGHOST/PGPORT for the "
+                        "server)")
+    if filestore and not filestore.startswith("s3://"):
+        folder = Path(filestore) / db
+        if folder.is_dir():
+            checks.append(f"filestore folder {folder} exists")
+        else:
+            problems.append(f"filestore folder {folder} does not exist: --filestore is Odoo's data_dir/filestore, "
+                            "which holds one folder per database")
+    if problems:
+        raise PreflightError(problems, f"backup of {db}")
+    copy = "a neutralized copy of " if neutralized else ""
+    return {"dry_run": True, "action": f"back up {copy}{db} into a new set in {t.url}", "target": t.url, "db": db,
+            "filestore": filestore, "neutralized": neutralized, "checks": checks}
 
 
 @click.command("verify")

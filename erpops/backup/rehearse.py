@@ -411,8 +411,9 @@ def _json_report_on_error(fn: Any) -> Any:
         except ErpopsError as exc:
             report = getattr(exc, "rehearsal_report", None)
             if kwargs.get("as_json") and report is not None and not getattr(exc, "json_printed", False):
-                click.echo(json.dumps({**report, "ok": False, "error": str(exc), "error_type": type(exc).__name__,
-                                       "exit_code": exc.exit_code}, indent=2, default=str))
+                from erpops.jsonout import error
+
+                click.echo(json.dumps({**report, **error(exc)}, indent=2, default=str))
                 exc.json_printed = True  # type: ignore[attr-defined]
             raise
 

@@ -60,6 +60,7 @@ class Outcome:
     sha1: str | None = None
     bytes: int = 0
     reason: str = ""
+    kind: str = ""  # of a failure: integrity (bytes do not match the checksum), missing, or error
 
 
 @dataclass
@@ -290,6 +291,7 @@ class Migration:
                 sha1, _ = sha1_of(self.src.store, src_key)
             if sha1 is None:
                 out.reason = f"missing at {self.src.store.url}/{src_key} and no checksum to find it elsewhere"
+                out.kind = "missing"
                 return out
             key = out.new_key = self.dst.new_key(sha1)
             out.sha1 = sha1
@@ -300,6 +302,7 @@ class Migration:
                 return out
             if size is None:
                 out.reason = f"missing at {self.src.store.url}/{src_key}"
+                out.kind = "missing"
                 return out
             resent = have is not None
             for attempt in range(2):
@@ -310,6 +313,7 @@ class Migration:
                     self.dst.store.delete(key)
                     out.reason = (f"source {self.src.store.url}/{src_key} does not match its checksum {sha1} "
                                   f"(read {reader.sha1.hexdigest()}): not moved")
+                    out.kind = "integrity"
                     out.new_key = None
                     return out
                 out.bytes += reader.size
@@ -319,10 +323,11 @@ class Migration:
                 resent = True  # what we read back is not what we sent: send it again, once
                 if attempt == 1:
                     out.reason = f"{self.dst.store.url}/{key} did not read back with sha1 {sha1} after two uploads"
+                    out.kind = "integrity"
         except ErpopsError as exc:
-            out.reason = str(exc)
+            out.reason, out.kind = str(exc), "error"
         except OSError as exc:
-            out.reason = f"{type(exc).__name__}: {exc}"
+            out.reason, out.kind = f"{type(exc).__name__}: {exc}", "error"
         return out
 
     # ---- switch --------------------------------------------------------------------------
@@ -382,7 +387,7 @@ class Migration:
                 moved, conflicts = self._switch(rows, outcomes)
                 for o in outcomes.values():
                     if o.status == "failed":
-                        report.failed.append({"store_fname": o.source, "reason": o.reason})
+                        report.failed.append({"store_fname": o.source, "reason": o.reason, "kind": o.kind})
                     else:
                         setattr(report, o.status, getattr(report, o.status) + 1)
                     report.bytes_copied += o.bytes
@@ -410,6 +415,6 @@ def raise_for(report: Report) -> None:
     first = report.failed[0]
     text = (f"{len(report.failed)} file(s) not moved; their rows still point at {report.source}, which Odoo keeps "
             f"reading. First: {first['store_fname']}: {first['reason']}")
-    if any("checksum" in f["reason"] or "sha1" in f["reason"] for f in report.failed):
+    if any(f.get("kind") == "integrity" for f in report.failed):
         raise IntegrityError(text)
     raise OperationFailed(text)

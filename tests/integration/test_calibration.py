@@ -44,6 +44,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "Pulumi.yaml").write_text((REPO / "Pulumi.yaml").read_text())
     doc = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())
     doc["config"]["erpops:spec"]["slo"] = {"think_time_seconds": THINK, "persona_weights": WEIGHTS}
+    # room for the connections of a few web replicas (dev's 1Gi carries about 112)
+    doc["config"]["erpops:spec"].setdefault("postgres", {})["memory"] = "4Gi"
     (root / "Pulumi.dev.yaml").write_text(yaml.safe_dump(doc))
     return root
 
@@ -119,11 +121,17 @@ def test_size_for_users_uses_the_calibration_and_shows_the_arithmetic(project: P
 
 def test_target_users_in_the_spec_sizes_the_deployment(project: Path, calibration: dict) -> None:
     raw = yaml.safe_load((project / "Pulumi.dev.yaml").read_text())["config"]["erpops:spec"]
-    raw.setdefault("odoo", {}).setdefault("web", {})["target_users"] = 40
+    raw.setdefault("odoo", {}).setdefault("web", {})["target_users"] = 12
     sized = spec.validate(raw, "dev", root=project)
-    expected = max(math.ceil(math.ceil(40 / calibration["users_per_worker"]) / sized.odoo.workers), 1)
-    assert sized.spec.odoo.web.replicas == expected
+    expected = max(math.ceil(math.ceil(12 / calibration["users_per_worker"]) / sized.odoo.workers), 1)
+    assert sized.spec.odoo.web.replicas == expected > 1
     assert sized.budget.web_processes == expected * (sized.odoo.workers + 1)
+    # more users than the dev PostgreSQL can give connections to: refused, naming target_users
+    raw["odoo"]["web"]["target_users"] = 400
+    with pytest.raises(SpecError) as caught:
+        spec.validate(raw, "dev", root=project)
+    assert caught.value.problems[-1][0] == "odoo.web.target_users"
+    assert "400 users need" in caught.value.problems[-1][1]
 
 
 @pytest.mark.parametrize(("change", "reason"), [

@@ -17,7 +17,15 @@ def test_demo_rehearses_backup_verify_restore_health_without_the_fixture() -> No
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    for step in ("backup", "verify", "restore", "health"):
+    for step in ("backup", "verify", "restore", "health", "rehearse"):
         assert f"  {step} " in out
-    assert "restored demo_restored (neutralized: True): {'res_partner': 200, 'mrp_production': 50}" in out
-    assert "'CRIT'" not in out and "'UNKNOWN'" not in out
+    assert "restore   demo_restored, neutralized yes: res_partner 200, mrp_production 50" in out
+    assert "rehearsal PASSED: RPO" in out and "(met), RTO" in out
+    assert "{" not in out  # a summary for people, not Python dict reprs
+    marker = "The rehearsal report: "
+    [report] = [line.split(marker)[1] for line in out.splitlines() if marker in line]
+    assert Path(report).is_file() and "RTO" in Path(report).read_text()
+    assert "Next: " in out
+    # latency-graded checks may WARN or CRIT on a loaded machine; nothing may be UNKNOWN or CRIT otherwise
+    bad = [line.split()[1] for line in out.splitlines() if line.strip().startswith(("CRIT ", "UNKNOWN "))]
+    assert set(bad) <= {"pg.connect:", "redis.ping:"}, out

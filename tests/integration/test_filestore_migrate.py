@@ -244,7 +244,7 @@ def test_a_failure_before_the_switch_leaves_odoo_reading_the_old_location(odoo: 
     code, report, stderr = cli(odoo, "--from", str(odoo.filestore), "--to", odoo.url, "--apply")
     assert code == 5, stderr
     assert [f["store_fname"] for f in report["failed"]] == [rel]
-    assert "checksum" in report["failed"][0]["reason"]
+    assert report["failed"][0]["kind"] == "integrity" and "checksum" in report["failed"][0]["reason"]
     rows = odoo.rows()
     stayed = {rid for rid, (fname, _, _) in rows.items() if fname == rel}
     assert stayed, "the rows of the damaged file must keep their old store_fname"

@@ -24,6 +24,8 @@ import yaml
 
 from loadtests.modes import READ_METHODS
 from loadtests.testing.odoo_double import DB, PASSWORD, OdooDouble
+from tests import browser
+from tests.integration.test_gate_report import CHARTS
 
 pytestmark = pytest.mark.integration
 
@@ -382,3 +384,41 @@ def test_a_read_only_run_writes_nothing_and_still_measures(project: Path, tmp_pa
     reads = {n for n in EVERY_REQUEST if n.startswith("page:") or n.split(":")[1] in READ_METHODS}
     assert reads - {"purchase.order:read", "sale.order:read", "stock.move.line:search_read"} <= set(run["requests"])
     assert run["total"]["count"] > 100 and run["total"]["failures"] == 0 and run["total"]["p95"] is not None
+
+
+def test_record_and_gate_write_their_reports_into_missing_folders(project: Path, odoo: OdooDouble) -> None:
+    """runbooks/load-test-gate.md on a fresh checkout: neither `out/` nor the baseline's folder exist yet."""
+    for folder in ("out", "fresh"):
+        assert not (project / folder).exists()
+    short = ["--warmup", "0.5s", "--duration", "3s", "--users", "30"]  # long enough for every declared step
+    recorded = loadtest(project, "record", "--stack", "dev", "--host", odoo.url, "--db", DB, "--runs", "1", *short,
+                        "--baseline", "fresh/baselines/dev.json", "--html", "fresh/reports/record.html")
+    assert recorded.returncode == 0, recorded.stderr
+    assert json.loads((project / "fresh/baselines/dev.json").read_text())["requests"]
+    assert "<html" in (project / "fresh/reports/record.html").read_text()[:2000].lower()
+
+    done = loadtest(project, "gate", "--stack", "dev", "--host", odoo.url, "--db", DB, "--runs", "1", *short,
+                    "--baseline", "fresh/baselines/dev.json", "--junit", "out/loadtest-dev.xml",
+                    "--json", "out/loadtest-dev.json", "--html", "out/loadtest-dev.html")
+    assert done.returncode in (0, 1, 7), done.stderr  # the verdict of one short run does not matter here
+    assert "Traceback" not in done.stderr
+    out = project / "out"
+    assert {p.name for p in out.iterdir()} == {"loadtest-dev.xml", "loadtest-dev.json", "loadtest-dev.html"}
+    assert json.loads((out / "loadtest-dev.json").read_text())["stack"] == "dev"
+    assert ET.parse(out / "loadtest-dev.xml").getroot().tag == "testsuites"  # noqa: S314 (our own output)
+    # the report a release manager opens: in a real browser, the verdict and the runs' latency plot have data
+    page = browser.load(out / "loadtest-dev.html", CHARTS, screenshot=REPO / "out" / "loadtest-gate-dev.png")
+    assert page.console_errors == [] and page.exceptions == []
+    assert page.value["verdict"] == {0: "PASS", 1: "FAIL", 7: "INCONCLUSIVE"}[done.returncode]
+    assert "Aggregated" in page.value["requests"]
+    assert len(page.value["lines"]) == 1 and page.value["lines"][0] >= 1  # one run, a point per second
+    assert page.value["bars"] >= 4
+
+
+def test_a_report_path_that_cannot_be_created_is_bad_input_before_any_run(project: Path, odoo: OdooDouble,
+                                                                        tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    done = loadtest(project, "run", "--stack", "dev", "--host", odoo.url, "--db", DB, "--duration", "1s",
+                    "--json", str(tmp_path / "file" / "run.json"))
+    assert done.returncode == 2, done.stderr
+    assert "cannot create the folder of" in done.stderr and "run 1/1" not in done.stderr

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -98,12 +99,17 @@ def audit_keys(vm: dict) -> list[str]:
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
 
-def test_check_mode_then_patch(vm: dict) -> None:
+def test_check_mode_then_patch(vm: dict, host: Any) -> None:
     original = checksums(vm["pg"], vm["db"])
 
     rc, out = playbook(vm["extra"], "--check")
     assert rc == 0, out
     assert "result=plan" in out
+    # the plan itself, not hidden by the no_log of the task that carries the credentials
+    said = " ".join(out.split())  # the yaml callback wraps long lines
+    assert f"{FROM_IMAGE} -> {TO_IMAGE}" in said and "modules mrp,stock" in said, out
+    assert 'touch "$WORK/maintenance"' in said, out  # the freeze command
+    assert "censored" not in out, out
     assert checksums(vm["pg"], vm["db"]) == original
     assert audit_keys(vm) == []
 
@@ -111,6 +117,7 @@ def test_check_mode_then_patch(vm: dict) -> None:
     assert rc == 0, out
     assert "result=done" in out
     assert (vm["work"] / "image").read_text().strip() == TO_IMAGE
+    assert not host.file(str(vm["work"] / "maintenance")).exists  # the maintenance flag is gone after the roll
     assert checksums(vm["pg"], vm["db"]) != original
     assert [k for k in audit_keys(vm) if "/audit/patch-" in k]
     (line,) = [json.loads(x) for x in (vm["state"] / "patch-audit.jsonl").read_text().splitlines()]

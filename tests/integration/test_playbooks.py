@@ -9,6 +9,7 @@ them over, and must never show up in the output.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -108,8 +109,10 @@ def extra_vars(pg: LocalPostgres, s3: LocalS3, source_db: str, tmp_path_factory:
     return path
 
 
-def playbook(name: str, extra_vars: Path, *args: str, inventory: str = "dev") -> Run:
+def playbook(name: str, extra_vars: Path, *args: str, inventory: str = "dev", tmpdir: Path | None = None) -> Run:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PG", "ANSIBLE_", "ERPOPS_"))}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", ANSIBLE_NOCOLOR="1",
                ANSIBLE_CONFIG=str(PLAYBOOKS / "ansible.cfg"), AWS_EC2_METADATA_DISABLED="true")
     proc = subprocess.run(
@@ -147,7 +150,7 @@ def backed_up(extra_vars: Path, s3: LocalS3) -> dict[str, Any]:
 def test_servers_listen_on_loopback(host: Any, pg: LocalPostgres, s3: LocalS3) -> None:
     assert host.socket(f"tcp://127.0.0.1:{pg.port}").is_listening
     assert host.socket(f"tcp://127.0.0.1:{s3.port}").is_listening
-    assert host.file(str(PLAYBOOKS / "inventories/dev/group_vars/all/spec.yml")).contains("erpops_backup_target")
+    assert host.file(str(PLAYBOOKS / "inventories/dev/hosts.yml")).contains("erpops_backup_target")
 
 
 def test_backup_playbook_creates_a_verified_set(backed_up: dict[str, Any]) -> None:
@@ -254,6 +257,45 @@ def test_rehearse_playbook_refuses_the_backed_up_stacks_own_server(backed_up: di
     assert "set erpops_rehearse_pg_host to the PostgreSQL server of stack staging" in run.out
 
 
+def test_rehearse_playbook_as_the_runbook_writes_it(backed_up: dict[str, Any], extra_vars: Path,
+                                                  pg: LocalPostgres, tmp_path: Path) -> None:
+    """runbooks/backup-restore.md: `rehearse.yml -i inventories/<stack>/hosts.yml -e erpops_rehearse_to=<to stack>`,
+    first with --check; no erpops_rehearse_pg_host: it comes from the receiving stack's inventory."""
+    reports = tmp_path / "reports"
+    check = playbook("rehearse.yml", extra_vars, "-e", "erpops_rehearse_to=dev", "--check",
+                     "-e", f"erpops_rehearse_report_dir={reports}")
+    assert check.rc == 0 and check.changed == 0, check.out
+    assert f"erpops rehearse (check mode): set_id={backed_up['set_id']}" in check.out
+    assert not reports.exists()  # nothing ran
+    run = playbook("rehearse.yml", extra_vars, "-e", "erpops_rehearse_to=dev",
+                   "-e", f"erpops_rehearse_report_dir={reports}")
+    assert run.rc == 0, run.out
+    assert "RPO met=True" in run.out and "RTO met=True" in run.out
+    assert not [db for db in pg.psql("SELECT datname FROM pg_database").split() if "_rehearsal_" in db]
+
+
+def test_rehearse_check_mode_to_another_stack_uses_that_stacks_server(backed_up: dict[str, Any],
+                                                                     extra_vars: Path) -> None:
+    run = playbook("rehearse.yml", extra_vars, "-e", "erpops_rehearse_to=staging", "--check")
+    assert run.rc == 0, run.out
+    # erpops_pg_host of inventories/staging/hosts.yml, generated from Pulumi.staging.yaml
+    said = " ".join(run.out.split())  # the yaml callback wraps long messages
+    assert "into a new neutralized database on odoo-db-rw.erpops-staging.svc (stack staging)" in said, run.out
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ("erpops_db=pb_no_such_db", "database pb_no_such_db does not exist"),
+    ("erpops_backup_target=s3://erpops-no-such-bucket/dev", "the bucket does not exist"),
+], ids=["missing-database", "missing-bucket"])
+def test_backup_check_mode_fails_when_the_real_run_would(backed_up: dict[str, Any], extra_vars: Path, s3: LocalS3,
+                                                         override: str, says: str) -> None:
+    before = bucket_keys(s3)
+    run = playbook("backup.yml", extra_vars, "--check", "-e", override)
+    assert run.rc != 0 and run.changed == 0, run.out
+    assert says in run.out
+    assert bucket_keys(s3) == before
+
+
 def module(name: str, args: dict[str, Any], *flags: str) -> dict[str, Any]:
     """One erpops.ops module run ad hoc on the controller; its result (the oneline callback prints JSON)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PG", "ANSIBLE_", "ERPOPS_"))}
@@ -287,3 +329,87 @@ def test_odoo_zip_export_of_a_set_then_import_round_trips(backed_up: dict[str, A
                                           "filestore": str(tmp_path / "filestore"), **pg_args})
     assert not imported["failed"] and imported["changed"], imported
     assert counts(pg, "pb_from_zip") == counts(pg, SOURCE_DB)
+
+
+FS_DB = "pb_fs_source"
+# Odoo names each filestore file by the sha1 of its content (<2 hex>/<sha1>): the backup checks it
+FS_FILES = {f"{h[:2]}/{h}": data for data in (b"invoice scan\n" * 100, b"\x89PNG product picture", b"")
+            for h in [hashlib.sha1(data).hexdigest()]}  # noqa: S324 (Odoo's naming, not security)
+FS_TARGET = f"s3://{BUCKET}/dev-filestore"  # its own prefix: the rehearsals above pick the newest set of dev
+
+
+def test_restore_playbook_with_a_filestore_restores_the_files(pg: LocalPostgres, extra_vars: Path, host: Any,
+                                                             tmp_path: Path) -> None:
+    """runbooks/backup-restore.md: `-e erpops_restore_filestore=<data_dir>/filestore` for a set with a filestore."""
+    pg.psql(f"CREATE DATABASE {FS_DB}")
+    pg.psql(ODOO_BASE_SQL, FS_DB)
+    source = tmp_path / "source-filestore"
+    for rel, data in FS_FILES.items():
+        (source / FS_DB / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / FS_DB / rel).write_bytes(data)
+    target = ("-e", f"erpops_backup_target={FS_TARGET}")
+    backup = playbook("backup.yml", extra_vars, *target, "-e", f"erpops_db={FS_DB}",
+                      "-e", f"erpops_backup_filestore={source}")
+    assert backup.rc == 0, backup.out
+    dest = tmp_path / "data_dir" / "filestore"
+    dest.mkdir(parents=True)
+    run = playbook("restore.yml", extra_vars, *target, "-e", f"erpops_restore_source_db={FS_DB}",
+                   "-e", "erpops_restore_db=pb_fs_restored", "-e", f"erpops_restore_filestore={dest}")
+    assert run.rc == 0, run.out
+    assert "mutually exclusive" not in run.out
+    assert run.value("set_id") == backup.value("set_id")
+    assert database_oid(pg, "pb_fs_restored") != ""
+    db_owner = pg.psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'pb_fs_restored'").strip()
+    assert db_owner == pg.user  # the connecting role owns it (no `owner` given)
+    owner = host.file(str(dest)).user
+    for rel, data in FS_FILES.items():
+        restored = host.file(str(dest / "pb_fs_restored" / rel))
+        assert restored.is_file and restored.content == data, rel
+        assert restored.user == owner  # the Odoo user owning the filestore root can read and write them
+        assert restored.mode & 0o600 == 0o600, oct(restored.mode)
+    assert not list((dest / "pb_fs_restored").rglob(".*part-*"))  # no partial file left behind
+
+
+def test_restore_playbook_refuses_a_filestore_with_skip_filestore(backed_up: dict[str, Any], extra_vars: Path,
+                                                                 tmp_path: Path) -> None:
+    run = playbook("restore.yml", extra_vars, "-e", "erpops_restore_db=pb_never", "-e",
+                   f"erpops_restore_filestore={tmp_path}", "-e", "erpops_restore_skip_filestore=true")
+    assert run.rc != 0, run.out
+    assert "filestore and skip_filestore=true contradict each other" in run.out
+
+
+def test_a_neutralized_backup_leaves_no_scratch_database_or_temp_file(backed_up: dict[str, Any], extra_vars: Path,
+                                                                     pg: LocalPostgres, host: Any,
+                                                                     tmp_path: Path) -> None:
+    """backup.yml -e erpops_backup_neutralized=true copies the database into a scratch one: gone afterwards."""
+    databases = set(pg.psql("SELECT datname FROM pg_database").split())
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    run = playbook("backup.yml", extra_vars, "-e", f"erpops_backup_target=s3://{BUCKET}/dev-neutralized",
+                   "-e", "erpops_backup_neutralized=true", tmpdir=scratch)
+    assert run.rc == 0, run.out
+    assert set(pg.psql("SELECT datname FROM pg_database").split()) == databases
+    leftovers = host.check_output(f"find {scratch} -mindepth 1 -not -path '*/ansible-*' -print")
+    assert leftovers == "", leftovers
+
+
+
+def test_restore_module_shows_what_it_changed_with_diff(backed_up: dict[str, Any], pg: LocalPostgres,
+                                                        s3: LocalS3) -> None:
+    """`ansible ... -m erpops.ops.erpops_restore --diff`: the default callback prints the module's diff."""
+    args = {"set_id": backed_up["set_id"], "db": "pb_diffed", "skip_filestore": True, "odoo_version": "",
+            "pg_host": pg.host, "pg_port": pg.port, "pg_user": pg.user, "target": f"s3://{BUCKET}/dev",
+            "endpoint_url": s3.endpoint_url, "region": s3.region,
+            "aws_access_key_id": s3.env()["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": AWS_SECRET}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PG", "ANSIBLE_", "ERPOPS_"))}
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", ANSIBLE_CONFIG=str(PLAYBOOKS / "ansible.cfg"),
+               ANSIBLE_NOCOLOR="1", AWS_EC2_METADATA_DISABLED="true")
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m", "erpops.ops.erpops_restore",
+         "-a", json.dumps(args), "-e", json.dumps({"ansible_python_interpreter": sys.executable}), "--diff"],
+        cwd=PLAYBOOKS, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert AWS_SECRET not in proc.stdout + proc.stderr
+    assert "-pb_diffed: absent" in proc.stdout, proc.stdout
+    assert f"+pb_diffed: restored from set {backed_up['set_id']}" in proc.stdout
+    assert "+  res_partner: 42 rows" in proc.stdout

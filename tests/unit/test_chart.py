@@ -780,3 +780,116 @@ def test_the_storage_script_makes_the_bucket_the_default_and_moves_everything(
     attachments.append({"store_fname": "cd/stuck", "stuck": True})
     with pytest.raises(SystemExit, match="1 attachments are still outside erpops_filestore"):
         exec(code, {"env": env})  # noqa: S102
+
+
+# -- extension points and use as a subchart ---------------------------------------------------------
+
+SMALL = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
+RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+EXTENDED: dict[str, Any] = {
+    "global": {"imageRegistry": "registry.example.com", "storageClass": "fast"},
+    "extraEnvVars": [{"name": "TZ", "value": "Europe/Brussels"},
+                     {"name": "SENTRY_DSN", "valueFrom": {"secretKeyRef": {"name": "sentry", "key": "dsn"}}}],
+    "extraVolumes": [{"name": "fonts", "configMap": {"name": "report-fonts"}}],
+    "extraVolumeMounts": [{"name": "fonts", "mountPath": "/usr/share/fonts/custom", "readOnly": True}],
+    "initContainers": [{"name": "wait-for-mail", "image": "busybox:1.36", "command": ["true"],
+                        "securityContext": RESTRICTED, "resources": SMALL}],
+    "sidecars": [{"name": "log-shipper", "image": "fluent/fluent-bit:3.0", "securityContext": RESTRICTED,
+                  "resources": SMALL}],
+    "podAnnotations": {"team": "erp", "web-wins": "chart-wide"},
+    "web": {"podAnnotations": {"web-wins": "web"}},
+    "topologySpreadConstraints": [{"maxSkew": 2, "topologyKey": "topology.kubernetes.io/region",
+                                   "whenUnsatisfiable": "DoNotSchedule",
+                                   "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "odoo"}}}],
+}
+
+
+def test_extension_points_reach_the_web_and_cron_pods() -> None:
+    values = deep_merge(HA_VALUES, EXTENDED)
+    objs = render_chart(values)
+    validate_k8s(objs, "1.30.0")
+    assert check_all(objs) == []
+    for name in ("odoo-web", "odoo-cron"):
+        deployment = find(objs, "Deployment", name)
+        spec = pod_spec(deployment)
+        odoo = container(deployment)
+        env = {e["name"]: e for e in odoo["env"]}
+        assert env["TZ"]["value"] == "Europe/Brussels"
+        assert env["SENTRY_DSN"]["valueFrom"]["secretKeyRef"]["name"] == "sentry"
+        assert {"name": "fonts", "configMap": {"name": "report-fonts"}} in spec["volumes"]
+        assert {"name": "fonts", "mountPath": "/usr/share/fonts/custom", "readOnly": True} in odoo["volumeMounts"]
+        assert [c["name"] for c in spec["initContainers"]][-1] == "wait-for-mail"  # after the odoo.conf renderer
+        assert [c["name"] for c in spec["containers"]] == ["odoo", "log-shipper"]
+        assert [c["topologyKey"] for c in spec["topologySpreadConstraints"]] == ["topology.kubernetes.io/region"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["team"] == "erp" and "checksum/config" in annotations
+    web = find(objs, "Deployment", "odoo-web")["spec"]["template"]["metadata"]["annotations"]
+    cron = find(objs, "Deployment", "odoo-cron")["spec"]["template"]["metadata"]["annotations"]
+    assert (web["web-wins"], cron["web-wins"]) == ("web", "chart-wide")
+
+
+def test_extra_env_reaches_the_module_job_and_lint_stays_clean() -> None:
+    values = deep_merge(HA_VALUES, EXTENDED)
+    job = next(o for o in render_chart(values) if o["kind"] == "Job")
+    assert "TZ" in {e["name"] for c in pod_spec(job)["containers"] for e in c.get("env", [])}
+    report = helm.lint(str(ODOO_CHART), values, strict=True, kube_version="v1.30.0")
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == [], report
+
+
+def test_the_chart_accepts_global_as_a_subchart_does() -> None:
+    objs = render_chart({"global": {"imageRegistry": "r.example.com"}})
+    assert find(objs, "Deployment", "odoo-web")
+
+
+def test_an_extra_env_var_without_a_name_is_refused_by_the_schema() -> None:
+    with pytest.raises(helm.HelmValuesError, match="name"):
+        render_chart({"extraEnvVars": [{"value": "x"}]})
+
+
+def test_every_problem_of_the_values_is_reported_at_once() -> None:
+    with pytest.raises(helm.HelmRenderError) as err:
+        render_chart({"redis": {"enabled": True},
+                      "odoo": {"limits": {"memorySoft": 999999999, "memoryHard": 900000000}}})
+    message = str(err.value)
+    assert "3 problem(s) in the values" in message
+    for fix in ("redis.host", "memorySoft", "needs the session_redis addon"):
+        assert fix in message, message
+
+
+def test_chart_metadata_names_an_icon_and_maintainers() -> None:
+    import yaml
+
+    chart = yaml.safe_load((ODOO_CHART / "Chart.yaml").read_text())
+    assert chart["icon"].startswith("https://") and chart["icon"].endswith(".svg")
+    assert chart["maintainers"] and all(m.get("name") for m in chart["maintainers"])
+
+
+EXPORTER = {"name": "odoo-exporter", "image": "registry.example.com/odoo-exporter:1.0", "resources": SMALL,
+            "securityContext": RESTRICTED, "ports": [{"name": "metrics", "containerPort": 9273}]}
+
+
+def test_pod_monitor_scrapes_the_exporter_sidecar() -> None:
+    import jsonschema
+
+    objs = render_chart(deep_merge(HA_VALUES, {"sidecars": [EXPORTER],
+                                               "podMonitor": {"enabled": True, "labels": {"release": "prom"}}}))
+    monitor = find(objs, "PodMonitor")
+    schema = json.loads((ODOO_CHART.parents[1] / "infra" / "schemas" / "podmonitor-used-fields.json").read_text())
+    jsonschema.validate(monitor, schema)
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    web = pod_spec(find(objs, "Deployment", "odoo-web"))
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    labels = find(objs, "Deployment", "odoo-web")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items()  # it selects the web pods ...
+    assert any(p["name"] == "metrics" for c in web["containers"] for p in c.get("ports", []))  # ... which serve it
+
+
+def test_pod_monitor_without_an_exporter_is_refused() -> None:
+    with pytest.raises(helm.HelmRenderError, match="Odoo serves no Prometheus metrics itself"):
+        render_chart({"podMonitor": {"enabled": True}})
+
+
+def test_no_pod_monitor_by_default() -> None:
+    assert not [o for o in render_chart({}) if o["kind"] == "PodMonitor"]

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from erpops import spec
 from healthchecks import cli as health_cli
-from healthchecks import output, s3
+from healthchecks import metrics, output, s3
 from healthchecks.core import Check, Level, Result, State, Targets, Thresholds, Unknown, run_checks, worst
 from healthchecks.suite import all_names
+
+REPO = Path(__file__).resolve().parents[2]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,27 +98,45 @@ def test_runner_turns_timeouts_and_crashes_into_unknown() -> None:
     assert results["fine"].state is State.OK
 
 
-_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
-
-
 def parse_prometheus(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """A strict reader of the text format: every line is HELP, TYPE or a sample; TYPE precedes samples."""
+    """Read a textfile with prometheus_client's own text parser, as node_exporter's format is read; lint it.
+
+    Returns {(sample name, labels): value}. Fails on anything the parser rejects and on the naming rules
+    below (https://prometheus.io/docs/practices/naming/), for every family in the file.
+    """
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    typed: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            continue
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind == "gauge"
-            typed.add(name)
-            continue
-        m = _SAMPLE.match(line)
-        assert m, f"not a sample line: {line!r}"
-        assert m["name"] in typed, f"{m['name']} has no TYPE line before its samples"
-        labels = frozenset(tuple(kv.split("=", 1)) for kv in m["labels"].split(","))
-        samples[(m["name"], frozenset((k, v.strip('"')) for k, v in labels))] = float(m["value"])
+    for family in text_string_to_metric_families(text):
+        lint_family(family)
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return samples
+
+
+# units that are not base units, as a name part (`_ms`, `_minutes`), or a counter's name without _total
+NOT_BASE_UNITS = {"ms", "milliseconds", "us", "minutes", "minute", "hours", "hour", "days", "percent", "pct", "kb",
+                  "kib", "mb", "mib", "gb", "gib", "kilobytes", "megabytes"}
+LABELS = {"check", "stack", "mountpoint", "version", "serie"}
+
+
+def lint_family(family: Any) -> None:
+    name = family.name
+    words = name.split("_")
+    assert name.startswith("erpops_"), name
+    assert not NOT_BASE_UNITS & set(words), f"{name}: not in base units (seconds, bytes, ratio)"
+    assert all(a != b for a, b in itertools.pairwise(words)), f"{name}: a word repeats"
+    assert family.type in ("gauge", "counter"), f"{name}: {family.type}"
+    assert len(family.documentation.split()) >= 3 and family.documentation.split()[0] != words[-1], (
+        f"{name}: HELP {family.documentation!r} says nothing")
+    for sample in family.samples:
+        assert set(sample.labels) <= LABELS, f"{name}: labels {sorted(sample.labels)} (node_exporter's: mountpoint)"
+        if family.type == "counter":
+            assert sample.name == f"{name}_total", f"{sample.name}: a counter's samples end in _total"
+        else:
+            assert not sample.name.endswith("_total"), f"{sample.name}: a gauge named like a counter"
+        if name.endswith("_ratio"):
+            assert 0 <= sample.value <= 1, f"{sample.name} = {sample.value}: a ratio is 0..1"
+        if name.endswith("_info"):
+            assert sample.value == 1 and set(sample.labels) - {"stack"}, f"{sample.name}: an _info metric"
 
 
 def test_prometheus_textfile_parses_back(tmp_path: Path) -> None:
@@ -120,16 +144,114 @@ def test_prometheus_textfile_parses_back(tmp_path: Path) -> None:
         Result("pg.connections", State.WARN, "85 of 100", {"used": 85, "ratio": 0.85}, 0.012),
         Result("host.disk", State.OK, "ok", {"free_ratio:/var/lib/postgresql": 0.5}, 0.001),
         Result("redis.ping", State.UNKNOWN, 'refused "x"', {}, 0.0),
+        Result("s3.backup_age", State.OK, "2 h old", {"age_minutes": 120.0, "rpo_minutes": 1440.0}, 0.2),
+        Result("odoo.login", State.OK, "in 250 ms", {"latency_ms": 250.0}, 0.3),
     ]
     path = tmp_path / "erpops.prom"
-    output.write_atomic(path, output.prometheus(results, "prod"))
+    output.write_atomic(path, output.prometheus(results, "prod", now=1_800_000_000.5))
     samples = parse_prometheus(path.read_text())
     prod = ("stack", "prod")
     assert samples[("erpops_check_state", frozenset({("check", "pg.connections"), prod}))] == 1
     assert samples[("erpops_check_state", frozenset({("check", "redis.ping"), prod}))] == 3
-    assert samples[("erpops_pg_connections_ratio", frozenset({prod}))] == 0.85
-    assert samples[("erpops_host_disk_free_ratio", frozenset({prod, ("detail", "/var/lib/postgresql")}))] == 0.5
+    assert samples[("erpops_pg_connections_used_ratio", frozenset({prod}))] == 0.85
+    assert samples[("erpops_host_filesystem_free_ratio",
+                    frozenset({prod, ("mountpoint", "/var/lib/postgresql")}))] == 0.5
+    assert samples[("erpops_backup_newest_age_seconds", frozenset({prod}))] == 7200  # minutes in, seconds out
+    assert samples[("erpops_odoo_login_page_latency_seconds", frozenset({prod}))] == 0.25
+    assert samples[("erpops_health_last_run_timestamp_seconds", frozenset({prod}))] == 1_800_000_000.5
     assert [p.name for p in tmp_path.iterdir()] == ["erpops.prom"]  # no temp file left behind
+
+
+def _every_catalogued_metric() -> list[Result]:
+    by_check: dict[str, dict[str, float]] = {}
+    for (check, key), m in metrics.CATALOG.items():
+        value = 0.5 if m.max == 1.0 else 42.0
+        by_check.setdefault(check, {})[f"{key}:/data" if m.label else key] = value
+    return [Result(check, State.OK, "ok", values, 0.01,
+                   {"version": "17.0+e", "serie": "17.0"} if check == "odoo.version" else
+                   {"version": "15.10"} if check == "pg.connect" else {})
+            for check, values in by_check.items()]
+
+
+def test_every_catalogued_metric_follows_the_naming_rules() -> None:
+    samples = parse_prometheus(output.prometheus(_every_catalogued_metric(), "prod"))
+    names = {name for name, _ in samples}
+    assert "erpops_redis_evicted_keys_total" in names and "erpops_pg_blocks_hit_total" in names  # counters
+    assert samples[("erpops_odoo_version_info", frozenset({("stack", "prod"), ("version", "17.0+e"),
+                                                          ("serie", "17.0")}))] == 1
+    assert samples[("erpops_pg_version_info", frozenset({("stack", "prod"), ("version", "15.10")}))] == 1
+    assert not [n for n in names if "age_age" in n or "_ms" in n or "minutes" in n]
+
+
+def test_every_metric_a_check_reports_is_in_the_catalog() -> None:
+    """A metric key written in a check's source (`"key": value` in its metrics) has a catalog entry, so it
+    is exported under a reviewed name with real HELP (a new check fails here until it gets one)."""
+    import ast
+
+    missing = []
+    for module in ("host", "odoo", "postgres", "redis", "s3", "patch"):
+        path = REPO / "healthchecks" / f"{module}.py"
+        tree = ast.parse(path.read_text())
+        checks = {call.args[1].id: call.args[0].value for call in ast.walk(tree)
+                  if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Check"
+                  and len(call.args) == 2 and isinstance(call.args[1], ast.Name)}
+        for fn in [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in checks]:
+            keys = set()
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple) and len(node.value.elts) >= 3 \
+                        and isinstance(node.value.elts[2], ast.Dict):
+                    keys |= {k.value for k in node.value.elts[2].keys if isinstance(k, ast.Constant)}
+                if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "metrics" for t in node.targets) \
+                        and isinstance(node.value, ast.Dict):
+                    keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+                if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "metrics" \
+                        and isinstance(node.value, ast.Dict):
+                    keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+                if isinstance(node, ast.Subscript) and getattr(node.value, "id", "") == "metrics":
+                    if isinstance(node.slice, ast.Constant):
+                        keys.add(node.slice.value)
+                    elif isinstance(node.slice, ast.JoinedStr) and isinstance(node.slice.values[0], ast.Constant):
+                        keys.add(str(node.slice.values[0].value).partition(":")[0])  # f"free_ratio:{path}"
+            missing += [f"{checks[fn.name]}.{k}" for k in keys if (checks[fn.name], k) not in metrics.CATALOG]
+    assert missing == [], f"add these to healthchecks/metrics.py CATALOG: {sorted(missing)}"
+
+
+def test_catalog_names_real_checks_and_thresholds() -> None:
+    known = set(all_names())
+    levels = set(Thresholds.defaults().levels)
+    for (check, key), m in metrics.CATALOG.items():
+        assert check in known, f"{check}.{key}: no such check"
+        assert m.level is None or m.level in levels, f"{check}.{key}: no threshold {m.level}"
+
+
+def test_a_metric_without_catalog_entry_still_gets_base_units_and_no_repeated_word() -> None:
+    m, _ = metrics.describe("s3.backup_age", "age_minutes_new")
+    assert m.name == "erpops_s3_backup_age_minutes_new"  # suffix not a unit: unchanged
+    m, _ = metrics.describe("pg.xid_age", "age_ms")
+    assert (m.name, m.scale) == ("erpops_pg_xid_age_seconds", 0.001)
+    lint = output.prometheus([Result("pg.xid_age", State.OK, "x", {"age_ms": 1500.0})], "dev")
+    assert parse_prometheus(lint)[("erpops_pg_xid_age_seconds", frozenset({("stack", "dev")}))] == 1.5
+
+
+def test_the_naming_lint_catches_a_stuttering_or_non_base_unit_name() -> None:
+    bad = "# HELP erpops_s3_backup_age_age_minutes age\n# TYPE erpops_s3_backup_age_age_minutes gauge\n" \
+          "erpops_s3_backup_age_age_minutes 3\n"
+    with pytest.raises(AssertionError, match="base units"):
+        parse_prometheus(bad)
+    with pytest.raises(AssertionError, match="repeats"):
+        parse_prometheus(bad.replace("_minutes", "_seconds"))
+
+
+def test_redis_memory_limit_matches_the_message() -> None:
+    from healthchecks import redis
+
+    th = Thresholds.defaults()
+    th.redis_memory_bytes = 128 * 1024 * 1024
+    with patch.object(redis, "_info", return_value={"used_memory": str(32 * 1024 * 1024), "maxmemory": "0",
+                                                    "maxmemory_policy": "noeviction"}):
+        _, message, values = redis.memory(Targets(redis_url="redis://x"), th)
+    assert "128.0 MiB (container limit)" in message
+    assert values["max_bytes"] == 128 * 1024 * 1024 and values["ratio"] == 0.25
 
 
 @pytest.mark.parametrize(("age", "expected"), [(timedelta(minutes=10), State.OK), (timedelta(hours=2), State.WARN)])
@@ -144,11 +266,23 @@ def test_incomplete_multipart_older_than_an_hour_warns(age: timedelta, expected:
 def test_nagios_line_names_the_worst_first_and_carries_perfdata() -> None:
     line = output.nagios([Result("redis.ping", State.OK, "PONG", {"latency_ms": 1.5}),
                           Result("pg.blocked_locks", State.CRIT, "1 session blocked | by 42", {"blocked_sessions": 1}),
-                          Result("s3.bucket", State.UNKNOWN, "AccessDenied", {})])
+                          Result("s3.bucket", State.UNKNOWN, "AccessDenied", {}),
+                          Result("pg.cache_hit", State.OK, "99%", {"ratio": 0.99, "blocks_hit": 1234567890}),
+                          Result("host.disk", State.OK, "ok", {"free_ratio:/data": 0.5})],
+                         Thresholds.defaults().override(redis_latency_ms=(50, 200), pg_cache_hit_ratio_min=(0.95, 0.9),
+                                                        disk_free_ratio_min=(0.2, 0.1)))
     status, perf = line.split(" | ")
     assert status == ("ERPOPS CRITICAL - pg.blocked_locks CRIT: 1 session blocked / by 42; "
                       "s3.bucket UNKNOWN: AccessDenied")
-    assert perf == "'redis.ping.latency_ms'=1.5 'pg.blocked_locks.blocked_sessions'=1"
+    items = perf.split(" ")
+    # 'label'=value[UOM];[warn];[crit];[min];[max] in base units, thresholds from the spec
+    assert "'redis.ping.latency'=0.0015s;0.05;0.2;0;" in items
+    assert "'pg.blocked_locks.blocked_sessions'=1;;;0;" in items
+    assert "'pg.cache_hit.ratio'=0.99;0.95:;0.9:;0;1" in items  # a minimum: alert below, Nagios' `x:` range
+    assert "'pg.cache_hit.blocks_hit'=1234567890c;;;0;" in items  # a counter, no exponent
+    assert "'host.disk.free_ratio[/data]'=0.5;0.2:;0.1:;0;1" in items
+    perfdata = re.compile(r"^'[^'=]+'=-?[0-9.]+(s|%|B|c)?;(-?[0-9.]+:?)?;(-?[0-9.]+:?)?;(-?[0-9.]+)?;(-?[0-9.]+)?$")
+    assert all(perfdata.match(i) for i in items), items
 
 
 def test_json_output_is_machine_readable() -> None:

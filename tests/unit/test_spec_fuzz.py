@@ -10,6 +10,7 @@ same on every run; ERPOPS_FUZZ_EXAMPLES=500 ERPOPS_FUZZ_RANDOM=1 makes a longer,
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 import tempfile
@@ -171,3 +172,26 @@ def test_render_answers_a_spec_error_or_renders(case: tuple[str, dict[str, Any]]
             assert exc.problems and all(path for path, _ in exc.problems), str(exc)
         else:
             assert rendered.manifests, "rendered nothing"
+
+
+# Values at the documented bounds: the validator lets them through, so render (the program and the chart)
+# must build them; a refusal here would be a rule the validator is missing.
+EDGES = [("postgres.storage", "64Ti"), ("odoo.web.cpu", "250m"), ("kubernetes.host", "a" * 63 + ".example.com")]
+
+
+@pytest.mark.parametrize(("path", "value"), EDGES, ids=[p for p, _ in EDGES])
+def test_a_value_at_its_bound_renders(path: str, value: str, tmp_path: Path) -> None:
+    from erpops import render
+
+    raw = copy.deepcopy(shipped("prod"))
+    node = raw
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    root = project(tmp_path, "prod", raw)
+    for linked in ("infra", "helm", "images"):
+        (root / linked).symlink_to(ROOT / linked)
+    rendered = render.render("prod", root)
+    objects = json.dumps([*rendered.manifests, *rendered.chart_objects])
+    assert f'"{value}"' in objects, f"{path} {value} is not in what would be applied"

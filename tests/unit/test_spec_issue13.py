@@ -8,6 +8,7 @@ Each case of the issue is a malformed stack file a new user would write; `erpops
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 import shutil
@@ -219,6 +220,37 @@ def test_cross_stack_rules_run_wherever_one_stack_is_loaded(
         spec.load("dev", root)
 
 
+@pytest.mark.parametrize(("command", "code"), [
+    (["patch", "--stack", "dev", "--image", "odoo:17.0-20241011", "--check"], 2),
+    (["loadtest", "gate", "--stack", "dev", "--host", "http://127.0.0.1:9"], 2),
+    (["health", "--stack", "dev"], 3),  # Nagios UNKNOWN: the health contract, with the spec's report
+], ids=["patch", "loadtest", "health"])
+def test_the_operations_commands_refuse_a_bucket_shared_with_a_sibling(
+    command: list[str], code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    raw = copy.deepcopy(raw_spec("dev"))
+    put(raw, "object_storage.filestore_bucket", raw_spec("prod")["object_storage"]["backup_bucket"])
+    root = project(tmp_path, "dev", raw)
+    got, out, err = run_cli(["--root", str(root), *command], monkeypatch, capsys)
+    assert got == code, out + err
+    assert "'acme-erpops-prod-backups' is also used by stack prod" in " ".join((out + err).split()), out + err
+
+
+def test_the_inventory_refuses_a_bucket_shared_with_a_sibling(tmp_path: Path) -> None:
+    import subprocess
+
+    raw = copy.deepcopy(raw_spec("dev"))
+    put(raw, "object_storage.filestore_bucket", raw_spec("prod")["object_storage"]["backup_bucket"])
+    root = project(tmp_path, "dev", raw)
+    proc = subprocess.run([sys.executable, str(ROOT / "playbooks" / "inventory_from_spec.py"), "--root", str(root),
+                           "--out", str(tmp_path / "inventories")], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "object_storage.filestore_bucket: 'acme-erpops-prod-backups' is also used by stack prod" in proc.stderr
+    assert not (tmp_path / "inventories").exists(), "a refused spec must write nothing"
+
+
 def test_validate_without_stack_reports_a_shared_bucket_on_both_stacks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -335,3 +367,34 @@ def test_a_missing_key_says_what_it_is_for() -> None:
         spec.validate(raw, "prod")
     assert ("mail.incoming[0].cidrs", "required: add this key to the spec (Addresses of the mail server: the "
             "egress policy opens the port to these only)") in caught.value.problems
+
+
+@pytest.mark.parametrize("expr", ["0 2 * * *", "*/15 1-3 * * 1-5", "0 2 1,15 * MON", "30 1 * JAN-MAR sun",
+                                  "0 2 1 * *", "0 */6 * * *", "0 3 * * 0,6", "5 4 31 * *"])
+def test_backup_schedule_gaps_agree_with_croniters_own_iteration(expr: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from croniter import croniter
+
+    from erpops.spec_types import HORIZON_DAYS, cron_gaps
+
+    it = croniter(expr, datetime(2026, 1, 1, tzinfo=UTC))
+    runs = [it.get_next(datetime)]
+    # dense schedules repeat weekly: 1500 runs show every gap; sparse ones are followed over the whole horizon
+    while runs[-1] - runs[0] < timedelta(days=HORIZON_DAYS - 7) and len(runs) < 1500:
+        runs.append(it.get_next(datetime))
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
+    assert cron_gaps(expr) == (min(gaps), max(gaps))
+
+
+@pytest.mark.parametrize("path", ["mail.outgoing.password_key", "image.build.registry_password_key"])
+def test_a_password_pasted_where_a_config_key_name_belongs_is_refused(path: str) -> None:
+    raw = copy.deepcopy(raw_spec("prod"))
+    put(raw, path, "S3cr3t-P@ssw0rd!")
+    if path.startswith("image."):
+        put(raw, "image.build.registry_username_key", "registryUser")
+    with pytest.raises(SpecError) as caught:
+        spec.validate(raw, "prod")
+    found = dict(caught.value.problems)
+    assert "not the name of a Pulumi config key" in found[path] and "pulumi config set --secret" in found[path]
+    assert "S3cr3t" not in str(caught.value)

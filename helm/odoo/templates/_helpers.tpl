@@ -274,46 +274,51 @@ libpq reads PGUSER/PGPASSWORD from env.
 
 {{/*
 Settings that cannot work together stop the render with the value to change
-and the fix, instead of producing pods that lose sessions or attachments.
+and the fix, instead of producing pods that lose sessions or attachments. Every
+problem is collected first and reported in one failure, as erpops' spec does.
 */}}
 {{- define "odoo.validate" -}}
+{{- $problems := list -}}
 {{- $multi := include "odoo.webMultiPod" . -}}
 {{- $replicas := ternary (printf "web.autoscaling.maxReplicas=%d" (int .Values.web.autoscaling.maxReplicas)) (printf "web.replicaCount=%d" (int .Values.web.replicaCount)) .Values.web.autoscaling.enabled -}}
 {{- $sharedSessions := or .Values.redis.enabled .Values.sessionDb.enabled (and (eq (include "odoo.filestoreKind" .) "pvc") (include "odoo.filestoreShared" .)) -}}
 {{- if and $multi (not $sharedSessions) -}}
-{{- fail (printf "%s runs several web pods, but sessions stay in each pod: users would be logged out at random. Fix: set sessionDb.enabled=true (session_db addon) or redis.enabled=true (session_redis addon), or persistence.accessModes=[ReadWriteMany] (sessions on the shared volume), or run a single web pod." $replicas) -}}
+{{- $problems = append $problems (printf "%s runs several web pods, but sessions stay in each pod: users would be logged out at random. Fix: set sessionDb.enabled=true (session_db addon) or redis.enabled=true (session_redis addon), or persistence.accessModes=[ReadWriteMany] (sessions on the shared volume), or run a single web pod." $replicas) -}}
 {{- end -}}
 {{- if and $multi (not (include "odoo.filestoreShared" .)) -}}
-{{- fail (printf "%s runs several web pods, but the filestore is a volume only one pod's node can use. Fix: set s3.enabled=true (attachment_s3 addon), or persistence.accessModes=[ReadWriteMany] on a storage class that supports it." $replicas) -}}
+{{- $problems = append $problems (printf "%s runs several web pods, but the filestore is a volume only one pod's node can use. Fix: set s3.enabled=true (attachment_s3 addon), or persistence.accessModes=[ReadWriteMany] on a storage class that supports it." $replicas) -}}
 {{- end -}}
 {{- if and .Values.cron.enabled (not (include "odoo.filestoreShared" .)) -}}
-{{- fail "cron.enabled=true runs scheduled actions in separate pods that need the web pods' filestore, but the filestore is a local volume. Fix: set s3.enabled=true or persistence.accessModes=[ReadWriteMany], or set cron.enabled=false so the web pods run cron workers." -}}
+{{- $problems = append $problems "cron.enabled=true runs scheduled actions in separate pods that need the web pods' filestore, but the filestore is a local volume. Fix: set s3.enabled=true or persistence.accessModes=[ReadWriteMany], or set cron.enabled=false so the web pods run cron workers." -}}
 {{- end -}}
 {{- if and .Values.redis.enabled (not .Values.redis.host) -}}
-{{- fail "redis.enabled=true needs redis.host (the Redis Service name)." -}}
+{{- $problems = append $problems "redis.enabled=true needs redis.host (the Redis Service name)." -}}
 {{- end -}}
 {{- if and .Values.s3.enabled (or (not .Values.s3.bucket) (not .Values.s3.existingSecret)) -}}
-{{- fail "s3.enabled=true needs s3.bucket and s3.existingSecret (a Secret with the access key id and secret access key)." -}}
+{{- $problems = append $problems "s3.enabled=true needs s3.bucket and s3.existingSecret (a Secret with the access key id and secret access key)." -}}
 {{- end -}}
 {{- if and .Values.s3.enabled (not (or .Values.s3.region .Values.s3.endpoint)) -}}
-{{- fail "s3.enabled=true needs s3.region (AWS) or s3.endpoint (any other S3-compatible store)." -}}
+{{- $problems = append $problems "s3.enabled=true needs s3.region (AWS) or s3.endpoint (any other S3-compatible store)." -}}
 {{- end -}}
 {{- if and .Values.web.autoscaling.enabled (lt (int .Values.web.autoscaling.maxReplicas) (int .Values.web.autoscaling.minReplicas)) -}}
-{{- fail (printf "web.autoscaling.maxReplicas=%d is below web.autoscaling.minReplicas=%d. Fix: raise maxReplicas." (int .Values.web.autoscaling.maxReplicas) (int .Values.web.autoscaling.minReplicas)) -}}
+{{- $problems = append $problems (printf "web.autoscaling.maxReplicas=%d is below web.autoscaling.minReplicas=%d. Fix: raise maxReplicas." (int .Values.web.autoscaling.maxReplicas) (int .Values.web.autoscaling.minReplicas)) -}}
 {{- end -}}
 {{- if and .Values.moduleJob.enabled (not .Values.moduleJob.hook) (eq (include "odoo.filestoreKind" .) "pvc") (or (not .Values.persistence.existingClaim) (include "odoo.filestoreSingleNode" .)) -}}
-{{- fail "moduleJob.hook=false runs the module Job before the chart's objects, but the filestore is a PVC the chart creates or one only one node can mount. Fix: set s3.enabled=true, persistence.enabled=false, or persistence.existingClaim to a ReadWriteMany claim (with persistence.accessModes=[ReadWriteMany])." -}}
+{{- $problems = append $problems "moduleJob.hook=false runs the module Job before the chart's objects, but the filestore is a PVC the chart creates or one only one node can mount. Fix: set s3.enabled=true, persistence.enabled=false, or persistence.existingClaim to a ReadWriteMany claim (with persistence.accessModes=[ReadWriteMany])." -}}
 {{- end -}}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}
-{{- fail "ingress.enabled=true needs ingress.host." -}}
+{{- $problems = append $problems "ingress.enabled=true needs ingress.host." -}}
 {{- end -}}
 {{- if gt (int64 .Values.odoo.limits.memorySoft) (int64 .Values.odoo.limits.memoryHard) -}}
-{{- fail (printf "odoo.limits.memorySoft=%d is above odoo.limits.memoryHard=%d: workers would be killed before they are recycled. Fix: keep memorySoft below memoryHard." (int64 .Values.odoo.limits.memorySoft) (int64 .Values.odoo.limits.memoryHard)) -}}
+{{- $problems = append $problems (printf "odoo.limits.memorySoft=%d is above odoo.limits.memoryHard=%d: workers would be killed before they are recycled. Fix: keep memorySoft below memoryHard." (int64 .Values.odoo.limits.memorySoft) (int64 .Values.odoo.limits.memoryHard)) -}}
 {{- end -}}
 {{- range $flag := list (list .Values.redis.enabled "session_redis" "redis.enabled") (list .Values.sessionDb.enabled "session_db" "sessionDb.enabled") (list .Values.s3.enabled "fs_storage" "s3.enabled") (list .Values.s3.enabled "fs_attachment" "s3.enabled") -}}
 {{- if and (index $flag 0) (not (has (index $flag 1) $.Values.image.addons)) -}}
-{{- fail (printf "%s=true needs the %s addon, but image.addons does not list it: the official image lacks it and Odoo would ignore it. Fix: use an image that carries it (images/odoo) and list it in image.addons." (index $flag 2) (index $flag 1)) -}}
+{{- $problems = append $problems (printf "%s=true needs the %s addon, but image.addons does not list it: the official image lacks it and Odoo would ignore it. Fix: use an image that carries it (images/odoo) and list it in image.addons." (index $flag 2) (index $flag 1)) -}}
 {{- end -}}
+{{- end -}}
+{{- if $problems -}}
+{{- fail (printf "%d problem(s) in the values:\n  - %s" (len $problems) (join "\n  - " $problems)) -}}
 {{- end -}}
 {{- end -}}
 
@@ -426,6 +431,9 @@ appears in the process's argv.
       name: {{ .Values.s3.existingSecret }}
       key: {{ .Values.s3.secretAccessKeyKey }}
 {{- end }}
+{{- with .Values.extraEnvVars }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* Pod-level security context: Pod Security Standards "restricted". */}}
@@ -486,6 +494,9 @@ the final odoo.conf (ConfigMap + master password) in memory.
     sizeLimit: 512Mi
 {{- end }}
 {{ include "odoo.filestoreVolume" . }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* "true" when sessions live in /var/lib/odoo/sessions on the shared claim (no other session store). */}}
@@ -504,6 +515,17 @@ the final odoo.conf (ConfigMap + master password) in memory.
 {{- if not (include "odoo.sessionsOnClaim" .) }}
 - name: sessions
   mountPath: /var/lib/odoo/sessions
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod annotations of a component: the chart-wide podAnnotations, then the component's (which win). */}}
+{{- define "odoo.podAnnotations" -}}
+{{- $merged := merge (deepCopy (index .root.Values .component "podAnnotations" | default dict)) (deepCopy .root.Values.podAnnotations) -}}
+{{- with $merged }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 

@@ -53,9 +53,15 @@ extends_documentation_fragment:
   - erpops.ops.erpops
   - erpops.ops.erpops.postgres
 attributes:
+  diff_mode:
+    support: full
+    description: The new set (none before).
   check_mode:
     support: full
-    description: Reports the planned set (changed) without dumping or writing anything.
+    description: >-
+      Runs C(erpops backup --dry-run) - the target must exist and be readable, the database must exist, a local
+      filestore folder must exist - and reports the planned set (changed) without dumping or writing anything. A
+      failed pre-flight fails the task (exit code 6; 2 for a missing bucket; 3 for an unreachable server).
 seealso:
   - module: erpops.ops.erpops_verify
   - module: erpops.ops.erpops_sets
@@ -157,15 +163,19 @@ def main() -> None:
     if module.check_mode:
         if p["from_zip"] and not os.path.isfile(p["from_zip"]):
             module.fail_json(msg=f"from_zip {p['from_zip']} does not exist", exit_code=2, error_type="UsageError")
-        target = cli.planned_target()
-        module.exit_json(changed=True, set_id=None, target=target, command=cli.argv(["backup"], args),
-                         planned={"action": "create a new backup set", "target": target, "db": p["db"],
-                                  "from_zip": p["from_zip"], "filestore": p["filestore"],
-                                  "neutralized": p["neutralized"], "stack": p["stack"]})
+        # `erpops backup --dry-run`: the target, the database and the filestore folder are checked, nothing written;
+        # a missing one fails here as the real run would, so `changed` is only reported for a backup that can run
+        plan, argv = cli.run_or_fail(["backup"], [*args, "--dry-run"])
+        module.exit_json(changed=True, set_id=None, target=plan.get("target"), command=cli.argv(["backup"], args),
+                         planned={**plan, "stack": p["stack"]})
 
     result, argv = cli.run_or_fail(["backup"], args)
-    module.exit_json(changed=True, set_id=result.get("set_id"), target=result.get("target"), backup=result,
-                     command=argv)
+    out = {"changed": True, "set_id": result.get("set_id"), "target": result.get("target"), "backup": result,
+           "command": argv}
+    if module._diff:
+        out["diff"] = {"before": "", "after": f"set {result.get('set_id')} in {result.get('target')}\n",
+                       "after_header": "new backup set"}
+    module.exit_json(**out)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,9 @@ extends_documentation_fragment:
   - erpops.ops.erpops
   - erpops.ops.erpops.postgres
 attributes:
+  diff_mode:
+    support: full
+    description: The Odoo image before and after a patch that changed the stack.
   check_mode:
     support: full
     description: Runs C(erpops patch --check) - the plan and the pre-flight findings, nothing changed.
@@ -255,8 +258,15 @@ def main() -> None:
         # exit 4: failed and rolled back (the stack changed twice); 6: refused, nothing changed
         module.fail_json(msg=exc.msg, changed=exc.details.get("exit_code") != 6, **exc.details)
     changed = result.get("result") == "done" or bool(result.get("recovered"))
-    module.exit_json(changed=changed, result=result.get("result"), run_id=result.get("run_id"),
-                     audit=result.get("audit"), recovered=result.get("recovered"), command=argv)
+    out = {"changed": changed, "result": result.get("result"), "run_id": result.get("run_id"),
+           "audit": result.get("audit"), "recovered": result.get("recovered"), "command": argv}
+    if module._diff and changed:
+        audit = result.get("audit") if isinstance(result.get("audit"), dict) else {}
+        before = result.get("from_image") or audit.get("from_image") or p.get("from_image")
+        after = result.get("to_image") or audit.get("to_image") or p["image"]
+        out["diff"] = {"before": f"image: {before}\n", "after": f"image: {after}\n",
+                       "before_header": "Odoo image", "after_header": "Odoo image"}
+    module.exit_json(**out)
 
 
 if __name__ == "__main__":

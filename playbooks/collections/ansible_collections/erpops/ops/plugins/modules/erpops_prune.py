@@ -29,6 +29,9 @@ options:
 extends_documentation_fragment:
   - erpops.ops.erpops
 attributes:
+  diff_mode:
+    support: full
+    description: The sets before and after the retention.
   check_mode:
     support: full
     description: The CLI's dry run.
@@ -103,8 +106,14 @@ def main() -> None:
     deleted = [d["set_id"] for d in result.get("delete", [])]
     changed = bool(deleted or result.get("incomplete_delete") or result.get("filestore_delete")
                    or result.get("uploads_abort"))
-    module.exit_json(changed=changed, deleted=deleted, kept=[k["set_id"] for k in result.get("keep", [])],
-                     prune=result, command=argv)
+    kept = [k["set_id"] for k in result.get("keep", [])]
+    out = {"changed": changed, "deleted": deleted, "kept": kept, "prune": result, "command": argv}
+    if module._diff:
+        # --diff: the sets before and after, one per line, as `diff -u` would show them
+        out["diff"] = {"before_header": "backup sets", "after_header": "backup sets after the retention",
+                       "before": "".join(f"{s}\n" for s in sorted(kept + deleted)),
+                       "after": "".join(f"{s}\n" for s in sorted(kept))}
+    module.exit_json(**out)
 
 
 if __name__ == "__main__":

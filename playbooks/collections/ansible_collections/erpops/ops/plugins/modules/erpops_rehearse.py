@@ -56,7 +56,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: partial
-    description: Nothing runs; the command line that would run is returned.
+    description: >-
+      Nothing is restored. The set a real run would pick (the newest verified one of the stack) is looked up and
+      returned with the plan; no verified set fails as a real run would (exit code 6).
 seealso:
   - module: erpops.ops.erpops_restore
   - module: erpops.ops.erpops_verify
@@ -77,9 +79,13 @@ EXAMPLES = r"""
 
 RETURN = r"""
 set_id:
-  description: The set rehearsed with.
-  returned: success, not in check mode
+  description: The set rehearsed with (in check mode, the set a real run would pick).
+  returned: success
   type: str
+planned:
+  description: What a real run would do.
+  returned: check mode
+  type: dict
 ok:
   description: Whether every check passed and RPO and RTO were met (null in check mode).
   returned: always
@@ -150,7 +156,26 @@ def main() -> None:
     if p["keep"]:
         args.append("--keep")
     if module.check_mode:
-        module.exit_json(changed=False, ok=None, command=cli.argv(["rehearse"], args, target=False))
+        # pre-flight what can be read without restoring: the set a real run would pick (newest verified of the stack)
+        listing_args: list[str] = []
+        for name, value in (("--stack", from_stack), ("--target", p["target"]), ("--endpoint-url", p["endpoint_url"]),
+                            ("--region", p["region"])):
+            flag(listing_args, name, value)
+        listing, _ = cli.run_or_fail(["list"], listing_args, target=False)
+        ours = [s for s in listing.get("sets", []) if "error" not in s and s.get("stack") == from_stack]
+        verified = [s for s in ours if s.get("verified") is True]
+        if not verified:
+            module.fail_json(msg=f"no verified complete backup set of stack {from_stack} in {listing.get('target')} "
+                                 f"({len(ours)} unverified): a rehearsal restores only a verified set; take one "
+                                 "with playbooks/backup.yml (it verifies the new set)", exit_code=6,
+                             error_type="PreflightError", command=cli.argv(["rehearse"], args, target=False))
+        chosen = verified[0]
+        module.exit_json(changed=False, ok=None, set_id=chosen["set_id"], command=cli.argv(["rehearse"], args,
+                                                                                          target=False),
+                         planned={"action": f"restore set {chosen['set_id']} into a new neutralized database on "
+                                            f"{p['pg_host'] or 'PGHOST'} (stack {p['to_stack']}), check, time, "
+                                            + ("keep it" if p["keep"] else "drop it"),
+                                  "set": chosen, "to_stack": p["to_stack"]})
     result, argv = cli.run_or_fail(["rehearse"], args, target=False)
     module.exit_json(changed=bool(p["keep"] and result.get("restored")), ok=bool(result.get("ok")),
                      set_id=(result.get("set") or {}).get("set_id"), rehearsal=result, command=argv)

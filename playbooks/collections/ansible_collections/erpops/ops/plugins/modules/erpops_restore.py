@@ -84,6 +84,9 @@ extends_documentation_fragment:
   - erpops.ops.erpops
   - erpops.ops.erpops.postgres
 attributes:
+  diff_mode:
+    support: full
+    description: The database before (absent or replaced) and after (the set, row counts).
   check_mode:
     support: partial
     description: The set is looked up and the plan reported; pre-flight checks need a real run (no CLI dry run).
@@ -181,10 +184,15 @@ def main() -> None:
             "jobs": {"type": "int", "default": 2},
             "work_dir": {"type": "path"},
         }),
-        mutually_exclusive=[("filestore", "skip_filestore")],
         supports_check_mode=True,
     )
     p = module.params
+    # Not Ansible's mutually_exclusive: it counts a parameter given as false (skip_filestore: false, as a playbook
+    # passes it) as present. Only filestore together with skip_filestore=true contradicts.
+    if p["filestore"] and p["skip_filestore"]:
+        module.fail_json(msg="filestore and skip_filestore=true contradict each other: give the filestore root to "
+                             "restore the files, or skip_filestore=true to restore the database only",
+                         exit_code=2, error_type="UsageError")
     cli = ErpopsCli(module)
     set_id, entry = cli.resolve_set(p["set_id"], p["source_db"])
     args = [set_id, "--to", p["db"]]
@@ -212,8 +220,16 @@ def main() -> None:
                                   "preflight": "not run: erpops restore has no dry run; it runs first on a real run"})
 
     result, argv = cli.run_or_fail(["restore"], args)
-    module.exit_json(changed=True, set_id=set_id, db=result.get("db", p["db"]), replaced=result.get("replaced"),
-                     row_counts=result.get("row_counts"), restore=result, command=argv)
+    out = {"changed": True, "set_id": set_id, "db": result.get("db", p["db"]), "replaced": result.get("replaced"),
+           "row_counts": result.get("row_counts"), "restore": result, "command": argv}
+    if module._diff:
+        db = out["db"]
+        out["diff"] = {"before_header": f"database {db}", "after_header": f"database {db}",
+                       "before": f"{db}: {'a database (replaced)' if result.get('replaced') else 'absent'}\n",
+                       "after": f"{db}: restored from set {set_id}\n"
+                                + "".join(f"  {t}: {n} rows\n" for t, n in sorted((out['row_counts'] or {}).items())
+                                          if n is not None)}
+    module.exit_json(**out)
 
 
 if __name__ == "__main__":
