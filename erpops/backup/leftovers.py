@@ -284,19 +284,40 @@ def handle_termination() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
 
-    def on_signal(signum: int, _frame: Any) -> None:
+    pending: list[int] = []
+
+    def unsafe(frame: Any) -> bool:
+        # An exception raised here would be swallowed ("Exception ignored in ..."): a fork callback
+        # (logging's _releaseLock runs after every fork), a finalizer.
+        for _ in range(4):
+            if frame is None:
+                return False
+            code = frame.f_code
+            if "/logging/" in code.co_filename or code.co_name in ("__del__", "_releaseLock", "_acquireLock"):
+                return True
+            frame = frame.f_back
+        return False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if unsafe(frame):
+            pending[:] = [signum]
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # deliver it again a moment later, somewhere safe
+            return
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated(f"erpops got signal {signal.Signals(signum).name}: cleaning up")
 
-    def on_sigint(_signum: int, _frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
+    def on_alarm(_signum: int, frame: Any) -> None:
+        if pending:
+            on_signal(pending[0], frame)
 
+    signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
