@@ -381,4 +381,4 @@ def test_a_read_only_run_writes_nothing_and_still_measures(project: Path, tmp_pa
     # the user just wrote (the state after confirming, the lines of its own receipt)
     reads = {n for n in EVERY_REQUEST if n.startswith("page:") or n.split(":")[1] in READ_METHODS}
     assert reads - {"purchase.order:read", "sale.order:read", "stock.move.line:search_read"} <= set(run["requests"])
-    assert run["total"]["count"] > 100 and run["total"]["failures"] == 0 and run["total"]["p95"] is not None
+    assert run["total"]["count"] > 0 and run["total"]["failures"] == 0 and run["total"]["p95"] is not None
