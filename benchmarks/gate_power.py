@@ -131,7 +131,8 @@ def main() -> int:
                 print(done.stdout[-3000:], done.stderr[-3000:])
                 return 1
             print(f"baseline: {args.runs} runs x {args.duration:g} s x {args.users} users in "
-                  f"{time.monotonic() - t0:.0f} s; slo.detect {args.detect:g}, tolerance 0.10; noise: log-normal sigma {args.sigma}, jitter {args.jitter_ms} ms, "
+                  f"{time.monotonic() - t0:.0f} s; slo.detect {args.detect:g}, tolerance 0.10; noise: log-normal "
+                  f"sigma {args.sigma}, jitter {args.jitter_ms} ms, "
                   f"cpu {args.cpu_ms} ms/request, {args.hog} CPU hog(s) at {args.hog_duty:.0%}, nice {os.nice(0)}, "
                   f"load average {os.getloadavg()[0]:.1f}", flush=True)
             odoo.set(per_name=START_UP_FAST)
