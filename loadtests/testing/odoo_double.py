@@ -69,8 +69,9 @@ _CALL_KW = re.compile(r"^/web/dataset/call_kw/(?P<model>[\w.]+)/(?P<method>\w+)$
 NO_LOCK = frozenset({"search_read", "web_search_read", "read", "search_count", "create"})
 # Odoo retries a transaction that hit a serialization failure (odoo.service.model.retrying):
 # MAX_TRIES_ON_CONCURRENCY_FAILURE = 5, waiting random.uniform(0, 2 ** try) seconds in between. The
-# double waits that many base service times instead of seconds (its requests take milliseconds).
+# double waits in units of RETRY_UNIT_S instead of seconds (its requests take milliseconds).
 MAX_TRIES = 5
+RETRY_UNIT_S = 0.1
 SEEDED_IDS = 1000  # records the double starts with have ids up to this; the load's come after
 # wizard model -> its buttons (what the web client calls after creating it from the action's context)
 WIZARDS = {
@@ -743,7 +744,7 @@ class OdooDouble:
                 raise RpcFault("psycopg2.errors.SerializationFailure",
                                "could not serialize access due to concurrent update")
             self.retries[name] += 1
-            time.sleep(self._rng.uniform(0, 2 ** tries) * max(self.base_ms, 1.0) / 1000.0)
+            time.sleep(self._rng.uniform(0, 2 ** tries) * RETRY_UNIT_S)
             tries += 1
         try:
             yield

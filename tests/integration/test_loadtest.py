@@ -165,7 +165,8 @@ def _post(port: int, path: str, params: dict[str, Any], cookie: str = "") -> tup
 def test_two_writers_of_one_record_are_retried_as_odoo_does() -> None:
     """A second transaction on a record being written waits and retries (Odoo: up to 5 tries)."""
     with OdooDouble(base_ms=1, jitter_ms=0) as odoo:
-        odoo.set(per_name={"mrp.production:write": 400})  # the first writer holds MO 1 for 0.4 s
+        # the first writer holds MO 1 for 0.15 s; the retries wait up to 0.2 + 0.4 + 0.8 + 1.6 s
+        odoo.set(per_name={"mrp.production:write": 150})
         _, cookie = _post(odoo.port, "/web/session/authenticate", {"db": DB, "login": "admin", "password": PASSWORD})
         write = "/web/dataset/call_kw/mrp.production/write"
         answers: list[dict[str, Any]] = []
@@ -180,7 +181,7 @@ def test_two_writers_of_one_record_are_retried_as_odoo_does() -> None:
         answers.append(_post(odoo.port, write, {"model": "mrp.production", "method": "write",
                                                 "args": [[1], {"qty_producing": 2.0}], "kwargs": {}}, cookie)[0])
         first.join(60)
-    assert [a.get("result") for a in answers] == [True, True], answers
+    assert [a.get("result") for a in answers] == [True, True], answers  # the retried write waited, then won
     assert odoo.retries["mrp.production:write"] >= 1
     assert odoo.snapshot()["mrp.production"][1]["qty_producing"] == 2.0  # the retried write came last
 
