@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from erpops import __version__, spec
-from erpops.errors import ErpopsError, SpecError
+from erpops.errors import ErpopsError, SpecError, UsageError
 
 # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give tables room instead.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -63,8 +63,6 @@ def spec_validate(ctx: click.Context, stack: str | None) -> None:
         except SpecError as exc:
             where = f"{name}: " if stack is None else ""
             problems += [(f"{where}{path}", msg) for path, msg in exc.problems]
-    if stack is None:
-        problems += spec.cross_stack_problems(sized)
     if problems:
         raise SpecError(problems, None if stack is None else str(spec.stack_file(root, stack)))
     for s in sized:
@@ -89,13 +87,53 @@ def _size_report(s: spec.Sized) -> dict[str, Any]:
     }
 
 
+def _capacity_plan(root: Path, stack: str, users: int, as_json: bool) -> None:
+    from erpops import capacity
+
+    sized = spec.load(stack, root)
+    doc, path = capacity.stack_calibration(sized, root)
+    plan = capacity.plan(sized, users, doc, path)
+    if as_json:
+        click.echo(json.dumps({"stack": stack, "users": users, "source": plan.source, "replicas": plan.replicas,
+                               "workers_per_pod": plan.workers_per_pod, "hpa_min": plan.hpa_min,
+                               "hpa_max": plan.hpa_max, "pod_memory_mib": plan.pod_memory_mib,
+                               "client_connections": plan.budget.client_connections,
+                               "default_pool_size": plan.budget.pool_size,
+                               "max_connections": plan.budget.max_connections,
+                               "pooler_instances": plan.budget.pooler_instances, "notes": plan.notes,
+                               "settings": [{"name": x.name, "value": x.value, "formula": x.formula,
+                                             "source": x.source} for x in plan.settings]}, indent=2))
+        return
+    table = Table(title=f"{stack}: {users} concurrent users, from the {plan.source}", title_justify="left")
+    for col, kw in (("setting", {"style": "bold"}), ("value", {"justify": "right"}), ("formula", {}),
+                    ("source", {"style": "dim"})):
+        table.add_column(col, **kw)
+    for row in plan.settings:
+        table.add_row(row.name, row.conf, row.formula, row.source)
+    out.print(table)
+    for note in plan.notes:
+        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
+    b = plan.budget
+    out.print(f"{stack}: {plan.replicas} replicas x {plan.workers_per_pod} workers (HPA {plan.hpa_min}-"
+              f"{plan.hpa_max}), {plan.pod_memory_mib}Mi per pod, {b.pool_size} pool x {b.pooler_instances} "
+              f"poolers, max_connections {b.max_connections}; set odoo.web.target_users: {users} to deploy it")
+
+
 @cli.command("size")
 @click.option("--stack", "-s", default=None, help="Stack to size (default: every stack file).")
+@click.option("--users", "-u", type=click.IntRange(1), default=None,
+              help="Size for this many concurrent users: replicas, HPA bounds, pod memory, connections "
+                   "(from the stack's calibration, else the Odoo docs' rules).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.pass_context
-def size(ctx: click.Context, stack: str | None, as_json: bool) -> None:
+def size(ctx: click.Context, stack: str | None, users: int | None, as_json: bool) -> None:
     """Print every Odoo and PostgreSQL setting of a stack with the formula that produced it."""
     root = _root(ctx)
+    if users is not None:
+        if not stack:
+            raise UsageError("--users needs --stack: the pod shape and persona mix are the stack's")
+        _capacity_plan(root, stack, users, as_json)
+        return
     reports = [_size_report(spec.load(name, root)) for name in _stacks(root, stack)]
     if as_json:
         click.echo(json.dumps(reports if stack is None else reports[0], indent=2))
@@ -136,8 +174,10 @@ def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path) -> None:
 def _register_tool_commands() -> None:
     """Commands whose code lives beside erpops (healthchecks/, erpops/backup/), one adapter each."""
     from erpops.backup.commands import COMMANDS as backup_commands
+    from erpops.backup.drill import drill_cmd
     from erpops.backup.interop import COMMANDS as interop_commands
     from erpops.demo import demo
+    from erpops.filestore.cli import filestore
     from erpops.patch import patch
     from healthchecks.cli import health
     from loadtests.cli import loadtest
@@ -148,17 +188,25 @@ def _register_tool_commands() -> None:
     cli.add_command(loadtest)
     cli.add_command(demo)
     cli.add_command(patch)
+    cli.add_command(drill_cmd)
+    cli.add_command(filestore)
 
 
 _register_tool_commands()
 
 
 def main() -> None:
+    from erpops.backup.leftovers import Terminated, handle_termination
+
+    handle_termination()  # SIGTERM unwinds through every cleanup, as Ctrl-C does
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("aborted")
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted: what this run had started was cleaned up")
         sys.exit(130)
+    except Terminated as exc:
+        err.print(f"{exc}: done, what this run had started was cleaned up")
+        sys.exit(143)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)

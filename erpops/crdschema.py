@@ -34,6 +34,8 @@ USED_FIELDS_SCHEMA = PROJECT_ROOT / "infra" / "schemas" / "cnpg-used-fields.json
 # Prometheus Operator's PodMonitor: no CRD is at hand, so the project's own strict schema of what it renders
 PROMETHEUS_GROUP = "monitoring.coreos.com"
 POD_MONITOR_SCHEMA = PROJECT_ROOT / "infra" / "schemas" / "podmonitor-used-fields.json"
+PROMETHEUS_SCHEMAS = {"PodMonitor": POD_MONITOR_SCHEMA,
+                      "PrometheusRule": PROJECT_ROOT / "infra" / "schemas" / "prometheusrule-used-fields.json"}
 
 # Keys of an OpenAPI v3 schema that mean the same in JSON Schema and are kept
 _KEEP = ("type", "enum", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
@@ -166,9 +168,10 @@ def validate(obj: dict[str, Any], source: str = "auto") -> list[str]:
     import jsonschema
 
     if is_prometheus(obj):
-        if obj.get("kind") != "PodMonitor":
-            return [f"kind {obj.get('kind')!r} of {PROMETHEUS_GROUP} has no schema here (known: PodMonitor)"]
-        schema = json.loads(POD_MONITOR_SCHEMA.read_text())
+        if obj.get("kind") not in PROMETHEUS_SCHEMAS:
+            return [f"kind {obj.get('kind')!r} of {PROMETHEUS_GROUP} has no schema here "
+                    f"(known: {', '.join(PROMETHEUS_SCHEMAS)})"]
+        schema = json.loads(PROMETHEUS_SCHEMAS[obj["kind"]].read_text())
         errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(e.absolute_path))
         return [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors]
     if not is_cnpg(obj):

@@ -62,6 +62,7 @@ from erpops.errors import ErpopsError, OperationFailed, PreflightError, SpecErro
 from erpops.patch_drivers import CommandDriver, Driver, KubernetesDriver, PatchContext, run_shell
 
 STATE_FORMAT = 1
+SMOKE_TIMEOUT = 900.0  # seconds, when the driver names no timeout
 ACTIVE = ("running", "rolling_back")
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64}|:[A-Za-z0-9_.-]{1,128})$")
 MODULE_RE = re.compile(r"^[a-z0-9_]+$")
@@ -185,6 +186,64 @@ def recovery_action(state: dict[str, Any] | None) -> str | None:
         return "rollback"
     started = {s["name"] for s in state.get("steps", [])}
     return "unfreeze" if "freeze" in started else "abandon"
+
+
+def resolve_command(state: dict[str, Any]) -> str:
+    """The command that finishes (rolls back, unfreezes or finalizes) an interrupted run."""
+    return shlex.join(["erpops", "patch", "--stack", str(state.get("stack")), "--image", str(state.get("to_image")),
+                       "--abort"])
+
+
+def _lock_is_free(lock_path: Path) -> bool:
+    """True when no process holds the stack's patch lock (the kernel drops it when its holder dies)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return True
+
+
+def stuck_runs(state_dir: Path, stack: str | None = None) -> list[dict[str, Any]]:
+    """Unfinished patch runs whose process is gone (state running/rolling_back, lock free).
+
+    Each: stack, run_id, status, last step, what recovery does, and the command that resolves it.
+    The freeze (maintenance mode, cron stopped) stays until that command (or a new patch run) runs.
+    """
+    stuck = []
+    for path in sorted(state_dir.glob(f"patch-{stack or '*'}.json")):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(state, dict) or state.get("status") not in ACTIVE:
+            continue
+        name = path.stem[len("patch-"):]
+        if not _lock_is_free(path.with_name(f"patch-{name}.lock")):
+            continue  # a live run holds it: in progress, not stuck
+        steps = state.get("steps") or []
+        last = steps[-1] if steps else {}
+        frozen = any(s.get("name") == "freeze" for s in steps) and recovery_action(state) != "finalize"
+        stuck.append({
+            "stack": state.get("stack", name), "run_id": state.get("run_id"), "status": state.get("status"),
+            "started_at": state.get("started_at"), "to_image": state.get("to_image"),
+            "last_step": f"{last.get('name')}: {last.get('status')}" if last else None,
+            "frozen": frozen, "would": recovery_action(state), "state_file": str(path),
+            "resolve": resolve_command(state),
+        })
+    return stuck
+
+
+def stuck_message(run: dict[str, Any]) -> str:
+    frozen = "; Odoo is still in maintenance with cron stopped" if run["frozen"] else ""
+    return (f"patch run {run['run_id']} of stack {run['stack']} is stuck: its process died with the state "
+            f"'{run['status']}' (last step {run['last_step']}){frozen}. Resolve with `{run['resolve']}` "
+            f"(it will {run['would']}), or start the patch again, which does that first")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -382,12 +441,17 @@ class Patch:
             self.log("WARNING: no load-test smoke in the gate (--no-smoke, or no odoo URL): health checks only")
             return "skipped"
         ctx = self._ctx(state)
-        env = {**os.environ, **ctx.pg_env, "ERPOPS_PATCH_STACK": ctx.stack, "ERPOPS_PATCH_RUN_ID": ctx.run_id,
+        # The driver file's env: and its per-command timeout apply to the smoke as to every step.
+        driver_env = getattr(self.o.driver, "env", None)
+        env = {**os.environ, **ctx.pg_env, **(driver_env if isinstance(driver_env, dict) else {}),
+               "ERPOPS_PATCH_STACK": ctx.stack, "ERPOPS_PATCH_RUN_ID": ctx.run_id,
                "ERPOPS_PATCH_IMAGE": ctx.to_image, "ERPOPS_PATCH_TO_IMAGE": ctx.to_image,
                "ERPOPS_PATCH_FROM_IMAGE": ctx.from_image or "", "ERPOPS_PATCH_MODULES": ctx.modules_arg,
-               "ERPOPS_DB": ctx.db, "ERPOPS_PATCH_STEP": "smoke"}
-        self.log(f"  $ {command}")
-        proc = run_shell(command, env, None, ctx.on_child, "load-test smoke")
+               "ERPOPS_DB": ctx.db, "ERPOPS_PATCH_STEP": "smoke", "ERPOPS_PATCH_ROLLBACK": "0"}
+        timeout = float(getattr(self.o.driver, "timeout", None) or getattr(self.o.driver, "timeout_seconds", None)
+                        or SMOKE_TIMEOUT)
+        self.log(f"  $ {command} (timeout {timeout:g} s)")
+        proc = run_shell(command, env, timeout, ctx.on_child, "load-test smoke")
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip()[-1500:]
             raise OperationFailed(f"load-test smoke failed (exit {proc.returncode}): {tail or 'no output'}")
@@ -651,7 +715,7 @@ class Patch:
         return report
 
     def _recover(self, prior: dict[str, Any], action: str) -> dict[str, Any]:
-        self.log(f"WARNING: found unfinished patch run {prior['run_id']} ({prior['status']}, last steps "
+        self.log(f"WARNING: patch run {prior['run_id']} was stuck (its process died; {prior['status']}, last steps "
                  f"{', '.join(s['name'] + ':' + s['status'] for s in prior.get('steps', [])) or 'none'}): "
                  f"{action}")
         prior["recovered_by"] = os.getpid()
@@ -706,7 +770,8 @@ class Patch:
                   "on_failure": "after the backup: freeze, restore the pre-patch set (--replace), roll back to "
                                 f"{self.o.from_image}, health checks",
                   "interrupted_run": {"run_id": prior["run_id"], "would": recovery_action(prior)}
-                  if recovery_action(prior) else None}
+                  if recovery_action(prior) else None,
+                  "stuck": stuck_runs(self.store.dir, self.o.stack)}
         return result
 
 
@@ -743,6 +808,8 @@ def _human(result: dict[str, Any]) -> None:
         if result.get("interrupted_run"):
             r = result["interrupted_run"]
             click.echo(f"  WARNING: unfinished run {r['run_id']}: a real run first does `{r['would']}`")
+        for run in result.get("stuck") or []:
+            click.echo(f"  STUCK: {stuck_message(run)}")
         for p in result["problems"]:
             click.echo(f"  REFUSED: {p}")
         return

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from erpops.errors import ServiceError
 
+_TLS_VARS = ("PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL")
 _BINDIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
 
 
@@ -56,7 +57,8 @@ class Pg:
 
     def env(self) -> dict[str, str]:
         """The environment for a child client process: libpq variables, no inherited PG* leftovers."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        # TLS settings pass through (PGSSLMODE=require in the drill's pod); every other PG* leftover is dropped
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG") or k in _TLS_VARS}
         env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=self.user, PGCONNECT_TIMEOUT="10")
         if self.password:
             env["PGPASSWORD"] = self.password
@@ -64,9 +66,12 @@ class Pg:
 
     def psql(self, sql: str, db: str = "postgres", *, timeout: float = 120.0) -> str:
         """Run SQL with ON_ERROR_STOP=1; unaligned, tuples only. A failure raises with psql's stderr."""
+        from erpops.backup.leftovers import preexec
+
         proc = subprocess.run(
             [client_bin("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", db, "-f", "-"],
             input=sql, capture_output=True, text=True, env=self.env(), timeout=timeout, check=False,
+            preexec_fn=preexec(),
         )
         if proc.returncode != 0:
             raise ServiceError(f"psql on {self.host}:{self.port}/{db} failed: {proc.stderr.strip()}")

@@ -147,7 +147,9 @@ def mock_config(raw: Any, sized: spec.Sized, secrets: _Secrets) -> tuple[dict[st
     names += [k for k in (sp.secrets.backup_s3_access_key_id, sp.secrets.backup_s3_secret_access_key,
                           sp.mail.outgoing.password_key if sp.mail.outgoing else None,
                           sp.secrets.redis_password if sp.redis.enabled and sp.redis.mode == "managed" else None,
-                          sp.image.build.registry_username_key, sp.image.build.registry_password_key) if k]
+                          sp.image.build.registry_username_key, sp.image.build.registry_password_key,
+                          *((sp.drill.s3_access_key_id_key, sp.drill.s3_secret_access_key_key)
+                            if sp.drill.enabled and sp.object_storage.mode == "s3-compatible" else ())) if k]
     for name in names:
         key = f"{PROJECT}:{name}"
         config[key] = secrets.make(f"pulumi-config/{key}")
@@ -262,7 +264,7 @@ def render(stack: str, root: Path | None = None) -> Rendered:
     root = root or spec.find_root()
     path = spec.stack_file(root, stack)
     raw = spec.read_raw(path)
-    sized = spec.validate(raw, stack, str(path))  # the program validates too; this gives the CLI exit 2
+    sized = spec.validate(raw, stack, str(path), root=root)  # the program runs the same validator: exit 2
     secrets = _Secrets()
     config, secret_keys = mock_config(raw, sized, secrets)
     import pulumi

@@ -62,6 +62,9 @@ def _thresholds(stack: str | None, root: Path | None) -> tuple[Thresholds, objec
 @click.option("--check", "-c", "only", multiple=True, help="Run only checks whose name starts with this (repeatable).")
 @click.option("--timeout", type=float, default=None,
               help="Per-check timeout in seconds (default: health.timeout_seconds).")
+@click.option("--patch-state-dir", envvar="ERPOPS_PATCH_STATE_DIR", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="erpops patch's state dir, for patch.stuck (default: <project root>/.erpops when it exists).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--nagios", "as_nagios", is_flag=True, help="Print one Nagios plugin line (status | perfdata).")
 @click.option("--prometheus", "prom_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -71,7 +74,7 @@ def health(ctx: click.Context, stack: str | None, odoo_url: str | None, odoo_db:
            odoo_login: str | None, pg_host: str | None, pg_port: int, pg_user: str, pg_db: str | None,
            redis_url: str | None, s3_endpoint: str | None, s3_bucket: str | None, s3_prefix: str | None,
            data_paths: tuple[str, ...], no_host: bool, only: tuple[str, ...], timeout: float | None,
-           as_json: bool, as_nagios: bool, prom_file: Path | None) -> None:
+           patch_state_dir: Path | None, as_json: bool, as_nagios: bool, prom_file: Path | None) -> None:
     """Check Odoo, PostgreSQL, Redis, S3 backups and this host; exit 0/1/2/3 like a Nagios plugin."""
     err = Console(stderr=True)
     root = (ctx.obj or {}).get("root") if isinstance(ctx.obj, dict) else None
@@ -106,6 +109,7 @@ def health(ctx: click.Context, stack: str | None, odoo_url: str | None, odoo_db:
         s3_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         or (sized.spec.object_storage.region if sized is not None else None),  # type: ignore[attr-defined]
         data_paths=list(data_paths), host=not no_host,
+        patch_state_dir=str(patch_state_dir or _default_patch_dir(root) or "") or None,
     )
     checks = [c for c in checks_for(targets) if not only or any(c.name.startswith(o) for o in only)]
     if not checks:
@@ -124,6 +128,18 @@ def health(ctx: click.Context, stack: str | None, odoo_url: str | None, odoo_db:
     if prom_file is not None:
         output.write_atomic(prom_file, output.prometheus(results, stack))
     _exit(worst(r.state for r in results))
+
+
+def _default_patch_dir(root: Path | None) -> Path | None:
+    """<project root>/.erpops (erpops patch's default state dir) when it exists."""
+    from erpops import spec
+
+    try:
+        base = root or spec.find_root()
+    except ErpopsError:
+        return None
+    candidate = Path(base) / ".erpops"
+    return candidate if candidate.is_dir() else None
 
 
 def main() -> None:

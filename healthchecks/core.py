@@ -126,6 +126,7 @@ class Targets:
     s3_region: str | None = None
     data_paths: list[str] = field(default_factory=list)
     host: bool = True
+    patch_state_dir: str | None = None  # erpops patch's state dir: enables patch.stuck
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
@@ -114,15 +115,49 @@ def health(t: Targets, th: Thresholds) -> Outcome:
     return State.OK, f"/web/health pass, database reachable (Odoo {serie})", metrics
 
 
+# Odoo's login template (web.login, 16.0-18.0) renders its form with this class.
+LOGIN_FORM = "oe_login_form"
+DB_SELECTOR = "/web/database/selector"
+MAX_REDIRECTS = 5
+
+
 def login_latency(t: Targets, th: Thresholds) -> Outcome:
+    """The login page renders, and how fast.
+
+    Odoo's `ensure_db` answers /web/login with a 303 to the database selector when it serves
+    several databases and no dbfilter picks one, and with a 302 to the same URL (setting the
+    session's database) when `?db=` names one. So: with --odoo-db, GET /web/login?db=<db> in one
+    session, following redirects, and require the login form; without it, follow the redirect and
+    accept the database selector as a healthy answer (saying so).
+    """
+    path = "/web/login" + (f"?{urlencode({'db': t.odoo_db})}" if t.odoo_db else "")
     t0 = time.monotonic()
-    resp = _get(t, th, "/web/login")
+    with requests.Session() as session:
+        session.max_redirects = MAX_REDIRECTS
+        try:
+            resp = session.get(_url(t, path), timeout=th.timeout, allow_redirects=True)
+        except requests.TooManyRedirects:
+            return State.CRIT, f"{path} redirects more than {MAX_REDIRECTS} times (a redirect loop?)", {}
+        except requests.RequestException as exc:
+            raise Unknown(f"GET {path}: {_reason(exc)}") from exc
     ms = (time.monotonic() - t0) * 1000
-    metrics = {"latency_ms": round(ms, 1), "http_status": resp.status_code}
+    hops = " -> ".join(f"{r.status_code} {urlsplit(r.headers.get('Location', '')).path or '?'}" for r in resp.history)
+    via = f" (via {hops})" if hops else ""
+    landed = urlsplit(resp.url).path
+    metrics = {"latency_ms": round(ms, 1), "http_status": resp.status_code, "redirects": len(resp.history)}
     if resp.status_code != 200:
-        return State.CRIT, f"/web/login answered HTTP {resp.status_code} in {ms:.0f} ms", metrics
+        return State.CRIT, f"{path} answered HTTP {resp.status_code}{via} in {ms:.0f} ms", metrics
     level = th["odoo_latency_ms"]
-    return level.grade(ms), f"/web/login in {ms:.0f} ms ({level.describe()})", metrics
+    if LOGIN_FORM in resp.text:
+        return level.grade(ms), f"{path} renders the login page{via} in {ms:.0f} ms ({level.describe()})", metrics
+    if landed == DB_SELECTOR:
+        if t.odoo_db:
+            return State.CRIT, (f"{path} lands on the database selector{via}: Odoo does not serve database "
+                                f"{t.odoo_db!r} (missing, or rejected by dbfilter)"), metrics
+        return level.grade(ms), (f"/web/login leads to the database selector{via}, which renders in {ms:.0f} ms "
+                                 f"({level.describe()}): Odoo serves several databases and no dbfilter picks one; "
+                                 "give --odoo-db to check a database's login page"), metrics
+    return State.CRIT, f"{path} answered HTTP 200{via} at {landed} without Odoo's login form", metrics
 
 
 def call_kw(t: Targets, th: Thresholds) -> Outcome:

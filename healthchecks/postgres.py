@@ -248,6 +248,26 @@ def mail_queue(t: Targets, th: Thresholds) -> Outcome:
             {"exception": row["exception"], "outgoing": row["outgoing"]})
 
 
+def erpops_leftovers(t: Targets, th: Thresholds) -> Outcome:
+    """Side databases, sandbox roles and temp dirs that a killed erpops run left (erpops.backup.leftovers)."""
+    from erpops.backup import leftovers
+
+    try:
+        found = leftovers.find(_pg(t))
+    except ErpopsError as exc:
+        raise Unknown(str(exc).splitlines()[0][:300]) from exc
+    dead = [x for x in found if x.state == "dead"]
+    other = [x for x in found if x.state != "dead"]
+    metrics = {"dead": float(len(dead)), "in_use": float(len(other))}
+    if dead:
+        shown = "; ".join(x.describe() for x in dead[:3]) + (f" and {len(dead) - 3} more" if len(dead) > 3 else "")
+        return (State.WARN, f"{len(dead)} leftover(s) of dead erpops runs: {shown}. Any erpops backup, restore "
+                f"or import against this server removes them (runbooks/alerts/pg.erpops_leftovers.md)", metrics)
+    if other:
+        return State.OK, f"no leftovers; {len(other)} object(s) of erpops runs in progress (or on other hosts)", metrics
+    return State.OK, "no leftovers of erpops runs", metrics
+
+
 CHECKS = [
     Check("pg.connect", connect),
     Check("pg.connections", connections),
@@ -259,6 +279,7 @@ CHECKS = [
     Check("pg.xid_age", xid_age),
     Check("pg.database_size", database_size),
     Check("pg.dead_tuples", dead_tuples),
+    Check("pg.erpops_leftovers", erpops_leftovers),
 ]
 ODOO_DB_CHECKS = [
     Check("odoo.cron_overdue", cron_overdue),

@@ -63,27 +63,49 @@ def bucket(t: Targets, th: Thresholds) -> Outcome:
     return State.OK, f"bucket {t.s3_bucket} reachable", {}
 
 
-def _created_at(client: Any, t: Targets, key: str, last_modified: datetime) -> tuple[datetime, str]:
+def _get_json(client: Any, t: Targets, key: str) -> Any:
+    """The object's JSON, or None when it is not valid JSON (the caller says what that means)."""
     body = _call(f"get_object {key}", client.get_object, Bucket=t.s3_bucket, Key=key)["Body"].read()
     try:
-        doc = json.loads(body)
-        erpops = doc.get("erpops", {}) if isinstance(doc, dict) else {}
-        stamp = erpops.get("created_at") if isinstance(erpops, dict) else None
-        stamp = stamp or (doc.get("erpops.created_at") if isinstance(doc, dict) else None)
-        if stamp:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _created_at(doc: Any, last_modified: datetime) -> tuple[datetime, str] | None:
+    """(erpops.created_at, or LastModified for a manifest without it), None when the manifest is not JSON."""
+    if not isinstance(doc, dict):
+        return None
+    erpops = doc.get("erpops", {})
+    stamp = erpops.get("created_at") if isinstance(erpops, dict) else None
+    stamp = stamp or doc.get("erpops.created_at")
+    if stamp:
+        try:
             when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
             return (when if when.tzinfo else when.replace(tzinfo=UTC)), "created_at"
-    except (ValueError, TypeError):
-        pass
+        except ValueError:
+            return None
     return last_modified, "LastModified (manifest has no erpops.created_at)"
 
 
+# At most this many manifests are read (newest first) looking for one that is complete and not known bad.
+_MAX_MANIFESTS_READ = 20
+
+
 def backup_age(t: Targets, th: Thresholds) -> Outcome:
+    """Age of the newest set that is complete (readable manifest) and not known bad (verify.json ok false).
+
+    In-progress markers whose backup is dead (no heartbeat within MARKER_TTL, or a pid gone on
+    this host) count as failed backups, not as running ones.
+    """
+    from erpops.backup.lease import owner_state
+
     client = _client(t, th)
     base = f"{_prefix(t)}sets/"
     manifests: list[tuple[datetime, str]] = []
     sets: set[str] = set()
-    running: set[str] = set()  # the engine keeps sets/<id>/in-progress.json while it writes
+    markers: dict[str, tuple[str, datetime]] = {}  # the engine keeps sets/<id>/in-progress.json while it writes
+    verified: set[str] = set()
     token: dict[str, str] = {}
     while True:
         page = _call(f"list_objects_v2 s3://{t.s3_bucket}/{base}", client.list_objects_v2,
@@ -94,31 +116,57 @@ def backup_age(t: Targets, th: Thresholds) -> Outcome:
             if set_id:
                 sets.add(set_id)
             if set_id and rel.endswith("/in-progress.json"):
-                running.add(set_id)
+                markers[set_id] = (obj["Key"], obj["LastModified"])
+            if set_id and rel.endswith("/verify.json"):
+                verified.add(set_id)
             if _MANIFEST.fullmatch(rel):
                 manifests.append((obj["LastModified"], obj["Key"]))
         if not page.get("IsTruncated"):
             break
         token = {"ContinuationToken": page["NextContinuationToken"]}
     complete = {key.rsplit("/", 2)[-2] for _, key in manifests}
+    now = datetime.now(UTC)
+    running = {s for s, (key, modified) in markers.items() if s not in complete
+               and owner_state(_get_json(client, t, key), now=now, modified=modified) == "live"}
     incomplete = len(sets - complete - running)
     metrics: dict[str, float] = {"complete_sets": len(manifests), "incomplete_sets": incomplete,
                                  "running_sets": len(running)}
     note = f"; {len(running)} backup(s) running" if running else ""
-    note += f"; {incomplete} incomplete set(s) (failed backups)" if incomplete > 0 else ""
+    note += f"; {incomplete} incomplete set(s) (failed or dead backups)" if incomplete > 0 else ""
     if not manifests:
         return State.CRIT, f"no complete backup set under s3://{t.s3_bucket}/{base}{note}", metrics
-    # A manifest can be rewritten (e.g. verified later): read the few newest, trust created_at.
-    newest = sorted(manifests, reverse=True)[:3]
-    stamps = [(*_created_at(client, t, key, modified), key) for modified, key in newest]
-    created, source, key = max(stamps)
-    age_min = (datetime.now(UTC) - created).total_seconds() / 60
+    # A manifest can be rewritten (e.g. verified later): order by created_at, read newest first.
+    skipped: list[str] = []
+    candidates: list[tuple[datetime, str, str]] = []
+    for modified, key in sorted(manifests, reverse=True)[:_MAX_MANIFESTS_READ]:
+        set_id = key.rsplit("/", 2)[-2]
+        stamp = _created_at(_get_json(client, t, key), modified)
+        if stamp is None:
+            skipped.append(f"{set_id} (manifest unreadable)")
+            continue
+        candidates.append((stamp[0], set_id, stamp[1]))
+    found = None
+    for created, set_id, source in sorted(candidates, reverse=True):
+        if set_id in verified:
+            report = _get_json(client, t, f"{base}{set_id}/verify.json")
+            if isinstance(report, dict) and report.get("ok") is False:
+                skipped.append(f"{set_id} (failed verification)")
+                continue
+        found = (created, set_id, source)
+        break
+    if skipped:
+        note += f"; not counted: {', '.join(skipped[:5])}"
+        metrics["bad_sets"] = len(skipped)
+    if found is None:
+        return (State.CRIT, f"no usable backup set under s3://{t.s3_bucket}/{base}: the newest "
+                f"{len(candidates) + len(skipped)} are unreadable or failed verification{note}", metrics)
+    created, set_id, source = found
+    age_min = (now - created).total_seconds() / 60
     level = th["backup_age_minutes"]
     metrics["age_minutes"] = round(age_min, 1)
     metrics["rpo_minutes"] = th.rpo_minutes
-    set_id = key.rsplit("/", 2)[-2]
     return (level.grade(age_min),
-            f"newest complete set {set_id} is {_human(age_min)} old ({source}); RPO {th.rpo_minutes:g} min "
+            f"newest usable set {set_id} is {_human(age_min)} old ({source}); RPO {th.rpo_minutes:g} min "
             f"({level.describe()} min){note}", metrics)
 
 

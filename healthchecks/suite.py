@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from healthchecks import host, odoo, postgres, redis, s3
+from healthchecks import host, odoo, patch, postgres, redis, s3
 from healthchecks.core import Check, Targets
 
 
@@ -23,9 +23,11 @@ def checks_for(targets: Targets) -> list[Check]:
         checks += s3.CHECKS
     if targets.host:
         checks += host.CHECKS
+    if targets.patch_state_dir:
+        checks += patch.CHECKS
     return checks
 
 
 def all_names() -> list[str]:
     return [c.name for c in (*odoo.CHECKS, odoo.CALL_KW, *postgres.CHECKS, *postgres.ODOO_DB_CHECKS,
-                             *redis.CHECKS, *s3.CHECKS, *host.CHECKS)]
+                             *redis.CHECKS, *s3.CHECKS, *host.CHECKS, *patch.CHECKS)]

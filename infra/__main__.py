@@ -12,13 +12,17 @@ from erpops import spec as erpops_spec
 from erpops.errors import SpecError
 from erpops.helm_values import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, odoo_values, refs_for
 from infra import derive
-from infra.components import Environment, ObjectStorage, Odoo, OdooImage, Postgres, Redis
+from infra.components import Drill, Environment, ObjectStorage, Odoo, OdooImage, Postgres, Redis
 
+# the stack files beside Pulumi.yaml (not resolved: a project may link infra/ in), for the cross-stack rules
+PROJECT_ROOT = Path(__file__).absolute().parents[1]
 config = pulumi.Config("erpops")
 stack = pulumi.get_stack()
 try:
-    sized = erpops_spec.validate(config.require_object("spec"), stack, f"Pulumi.{stack}.yaml")
-    derive.check_program_constraints(sized)
+    raw_spec = config.require_object("spec")
+    # the one validator every entry point runs, cross-stack rules included: `erpops spec validate` refuses
+    # exactly what this refuses
+    sized = erpops_spec.validate(raw_spec, stack, f"Pulumi.{stack}.yaml", root=PROJECT_ROOT)
 except SpecError as exc:
     # Before any resource is registered: a bad spec changes nothing
     raise pulumi.RunError(str(exc)) from None
@@ -34,6 +38,9 @@ if spec.object_storage.mode == "s3-compatible":
         backup_keys = (config.require_secret(spec.secrets.backup_s3_access_key_id),
                        config.require_secret(spec.secrets.backup_s3_secret_access_key))
     s3_keys = {"odoo": odoo_keys, "backup": backup_keys}
+    if spec.drill.enabled:  # the drill's own key, read-only on the backup bucket (spec drill.s3_*_key)
+        s3_keys["drill"] = (config.require_secret(spec.drill.s3_access_key_id_key or ""),
+                            config.require_secret(spec.drill.s3_secret_access_key_key or ""))
 smtp_password = (config.require_secret(spec.mail.outgoing.password_key)
                  if spec.mail.outgoing and spec.mail.outgoing.password_key else None)
 redis_rotation = config.get("redisPasswordRotation") or "initial"
@@ -59,6 +66,10 @@ odoo = Odoo("odoo", refs, values, env.provider, admin_password,
              *([redis.secret, redis.service] if redis else []),
              *([image] if image else [])],
             smtp_password=smtp_password, redis_password=managed_redis_password)
+
+drill = (Drill("drill", sized, refs, raw_spec, env.provider,
+               [env.namespace, postgres.cluster, *([storage.drill_secret] if storage.drill_secret else [])])
+         if spec.drill.enabled else None)
 
 ops = {
     "stack": stack,
@@ -91,5 +102,7 @@ ops = {
     "image": values["image"]["repository"] + (f"@{values['image']['digest']}" if values["image"]["digest"]
                                               else f":{values['image']['tag']}"),
     "filestore": {"mode": spec.filestore.mode, "sessions": spec.filestore.session_store},
+    "drill": ({"cronjob": derive.DRILL_NAME, "schedule": spec.drill.schedule, "db_role": derive.DRILL_DB_ROLE,
+               "reports": f"s3://{spec.object_storage.backup_bucket}/{stack}/drills/"} if drill else None),
 }
 pulumi.export("ops", ops)

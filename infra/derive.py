@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from erpops.helm_values import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, Refs
-from erpops.spec import Retention, Sized
+from erpops.spec import CNPG_NAMESPACE, PG_MINOR, Retention, Sized
 from erpops.units import format_mib_quantity, mib, parse_cpu, parse_memory
 
 # --------------------------------------------------------------------------------------------
@@ -21,8 +21,8 @@ from erpops.units import format_mib_quantity, mib, parse_cpu, parse_memory
 
 # CloudNativePG's PostgreSQL images: ghcr.io/cloudnative-pg/postgresql:<major>.<minor>
 PG_IMAGE_REPOSITORY = "ghcr.io/cloudnative-pg/postgresql"
-# The minor releases of PostgreSQL's May 2026 update (18.4 et al.); spec cnpg.image overrides.
-PG_MINOR = {15: "15.18", 16: "16.14", 17: "17.10"}
+# PG_MINOR (erpops/spec.py, the spec refuses a major without one): the minor releases of PostgreSQL's
+# May 2026 update (18.4 et al.); spec cnpg.image overrides.
 # Official Redis image, 7.2 line, Alpine; 7.2.11 carries the October 2025 Lua CVE fixes (CVE-2025-49844)
 REDIS_IMAGE = "redis:7.2.11-alpine"
 REDIS_UID, REDIS_GID = 999, 1000  # the `redis` user and group of the official Alpine image
@@ -34,7 +34,6 @@ CNPG_OPERATOR_VERSION = "1.30.0"  # appVersion of chart 0.29.0 (cloudnative-pg/c
 CNPG_CHART = {"chart": "cloudnative-pg", "version": "0.29.0", "repo": "https://cloudnative-pg.github.io/charts"}
 # Exporter ports: CloudNativePG's instance manager (metrics) and PgBouncer's (metrics) in the Pooler pods
 CNPG_METRICS_PORT, PGBOUNCER_METRICS_PORT = 9187, 9127
-CNPG_NAMESPACE = "cnpg-system"
 
 # --------------------------------------------------------------------------------------------
 # Fixed sizes of the small workloads the spec does not size
@@ -189,6 +188,8 @@ def pod_groups(sized: Sized, odoo_values: dict[str, Any]) -> list[PodGroup]:
         groups.append(_group("odoo-modules-job", 1, odoo_values["moduleJob"]["resources"]))
     if spec.redis.enabled and spec.redis.mode == "in-cluster":
         groups.append(_group("redis", 1, redis_resources(sized)))
+    if spec.drill.enabled:  # concurrencyPolicy Forbid: one drill pod at a time
+        groups.append(_group("drill", 1, drill_resources(sized)))
     return groups
 
 
@@ -528,6 +529,8 @@ def cluster_spec(sized: Sized, refs: Refs) -> dict[str, Any]:
             "retentionPolicy": cnpg_retention_policy(spec.backup.retention),
         },
     }
+    if spec.drill.enabled:
+        out["managed"] = {"roles": [drill_role(refs)]}
     if pg.instances > 1:
         out["affinity"] = {
             "enablePodAntiAffinity": True,
@@ -651,25 +654,183 @@ def redis_statefulset_spec(sized: Sized, refs: Refs, rotation: str) -> dict[str,
     return spec
 
 
-def check_program_constraints(sized: Sized) -> None:
-    """What the spec model allows but this program cannot build safely; raised as one SpecError."""
-    from erpops.errors import SpecError
+# --------------------------------------------------------------------------------------------
+# The restore drill (spec drill): a CronJob running `erpops drill` in the stack's namespace
+# --------------------------------------------------------------------------------------------
 
-    problems: list[tuple[str, str]] = []
-    ingress_ns = sized.spec.kubernetes.ingress_namespace
-    if ingress_ns.startswith("erpops-") or ingress_ns in ("", CNPG_NAMESPACE):
-        problems.append(("kubernetes.ingress_namespace",
-                         f"{ingress_ns!r} is not an ingress controller namespace: a NetworkPolicy admitting it "
-                         "would open this environment to another one; set it to the namespace of your ingress "
-                         "controller, e.g. ingress-nginx"))
-    monitoring_ns = sized.spec.monitoring.namespace
-    if monitoring_ns and (monitoring_ns.startswith("erpops-") or monitoring_ns in (CNPG_NAMESPACE, "kube-system")):
-        problems.append(("monitoring.namespace",
-                         f"{monitoring_ns!r} is not a monitoring namespace: a policy admitting it would open this "
-                         "environment to another workload; name Prometheus' namespace, e.g. monitoring"))
-    if sized.spec.postgres.major_version not in PG_MINOR and not sized.spec.cnpg.image:
-        problems.append(("postgres.major_version",
-                         f"{sized.spec.postgres.major_version} has no pinned image: use one of "
-                         f"{', '.join(map(str, PG_MINOR))}"))
-    if problems:
-        raise SpecError(problems)
+DRILL_NAME = "erpops-drill"
+DRILL_DB_ROLE = "erpops_drill"
+DRILL_DB_SECRET = "erpops-drill-db"  # noqa: S105 (a Secret's name)
+DRILL_S3_SECRET = "erpops-drill-s3"  # noqa: S105 (a Secret's name)
+DRILL_SPEC_CONFIGMAP = "erpops-drill-spec"
+DRILL_UID = 10001  # the erpops user of images/erpops
+DRILL_PG_JOBS = 2
+# pg_restore -j 2, psql and the health check at once, plus one spare
+DRILL_CONNECTION_LIMIT = DRILL_PG_JOBS + 3
+DRILL_JOB_TTL_SECONDS = 7 * 24 * 3600
+
+
+def drill_labels() -> dict[str, str]:
+    return {"app.kubernetes.io/name": DRILL_NAME, "app.kubernetes.io/component": "restore-drill"}
+
+
+def drill_resources(sized: Sized) -> dict[str, Any]:
+    r = sized.spec.drill.resources
+    q = {"cpu": r.cpu, "memory": r.memory}
+    return {"requests": dict(q), "limits": dict(q)}
+
+
+def drill_role(refs: Refs) -> dict[str, Any]:
+    """CloudNativePG managed role of the drill: logs in, creates (and so owns and may drop) its scratch
+    databases, nothing else. Not a superuser, not a member of the Odoo owner: it cannot touch the live
+    database's objects, and DROP DATABASE of the live one is refused by PostgreSQL itself (not the owner)."""
+    return {
+        "name": DRILL_DB_ROLE, "ensure": "present", "login": True, "createdb": True, "superuser": False,
+        "createrole": False, "replication": False, "bypassrls": False, "inherit": False,
+        "connectionLimit": DRILL_CONNECTION_LIMIT, "passwordSecret": {"name": DRILL_DB_SECRET},
+        "comment": "erpops restore drill: scratch databases only",
+    }
+
+
+def drill_s3_policy(bucket_arn: str, stack: str) -> dict[str, Any]:
+    """Read-only on the stack's backup sets; write only its own reports under <stack>/drills/."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ListTheBackups", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+             "Resource": [bucket_arn], "Condition": {"StringLike": {"s3:prefix": [f"{stack}/*", stack]}}},
+            {"Sid": "ReadTheBackups", "Effect": "Allow", "Action": ["s3:GetObject"],
+             "Resource": [f"{bucket_arn}/{stack}/*"]},
+            {"Sid": "WriteDrillReports", "Effect": "Allow", "Action": ["s3:PutObject"],
+             "Resource": [f"{bucket_arn}/{stack}/drills/*"]},
+        ],
+    }
+
+
+def drill_pushgateway(sized: Sized) -> tuple[str, int]:
+    parts = urlsplit(sized.spec.drill.pushgateway or "")
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def drill_cronjob_spec(sized: Sized, refs: Refs) -> dict[str, Any]:
+    d, storage = sized.spec.drill, sized.spec.object_storage
+    secret = {"name": DRILL_S3_SECRET}
+    env: list[dict[str, Any]] = [
+        {"name": "PGHOST", "value": refs.pg_rw_service},
+        {"name": "PGPORT", "value": str(POSTGRES_PORT)},
+        {"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": DRILL_DB_SECRET, "key": "username"}}},
+        {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": DRILL_DB_SECRET, "key": "password"}}},
+        # CloudNativePG serves TLS: never fall back to a clear-text connection
+        {"name": "PGSSLMODE", "value": "require"},
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {**secret, "key": refs.s3_access_key_id_key}}},
+        {"name": "AWS_SECRET_ACCESS_KEY",
+         "valueFrom": {"secretKeyRef": {**secret, "key": refs.s3_secret_access_key_key}}},
+        {"name": "AWS_DEFAULT_REGION", "value": storage.region},
+        {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+        {"name": "TMPDIR", "value": "/scratch"},
+        {"name": "HOME", "value": "/scratch"},
+    ]
+    if storage.mode == "s3-compatible" and storage.endpoint:
+        env.append({"name": "ERPOPS_S3_ENDPOINT_URL", "value": storage.endpoint})
+    pod = {
+        "metadata": {"labels": {**stack_labels(refs), **drill_labels()}},
+        "spec": {
+            "serviceAccountName": DRILL_NAME,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "restartPolicy": "Never",
+            "securityContext": restricted_pod_security(DRILL_UID, DRILL_UID),
+            # SIGTERM at the deadline: the drill drops its scratch database on the way out
+            "terminationGracePeriodSeconds": 120,
+            "containers": [{
+                "name": "drill",
+                "image": d.image,
+                "imagePullPolicy": "IfNotPresent",
+                "args": ["--root", "/etc/erpops", "drill", "--stack", refs.stack, "--work-dir", "/scratch",
+                         "--report-dir", "/scratch/reports", "--jobs", str(DRILL_PG_JOBS)],
+                "env": env,
+                "resources": drill_resources(sized),
+                "securityContext": restricted_container_security(),
+                "volumeMounts": [
+                    {"name": "scratch", "mountPath": "/scratch"},
+                    {"name": "spec", "mountPath": "/etc/erpops", "readOnly": True},
+                ],
+            }],
+            "volumes": [
+                {"name": "scratch", "emptyDir": {"sizeLimit": d.scratch_size}},
+                {"name": "spec", "configMap": {"name": DRILL_SPEC_CONFIGMAP}},
+            ],
+        },
+    }
+    return {
+        "schedule": d.schedule,
+        "timeZone": "Etc/UTC",
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": 3600,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {
+            "metadata": {"labels": {**stack_labels(refs), **drill_labels()}},
+            "spec": {
+                # a failed drill is a verdict, not a glitch to retry into the next one
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": d.deadline_minutes * 60,
+                "ttlSecondsAfterFinished": DRILL_JOB_TTL_SECONDS,
+                "template": pod,
+            },
+        },
+    }
+
+
+def drill_network_policies(sized: Sized, refs: Refs) -> list[tuple[str, dict[str, Any]]]:
+    """The drill reaches PostgreSQL (directly: CREATE DATABASE and pg_restore -j, not through the pooler),
+    the backup bucket and the Pushgateway; PostgreSQL admits it. Nothing reaches the drill."""
+    host, port = drill_pushgateway(sized)
+    monitoring = sized.spec.monitoring.namespace
+    in_cluster = bool(monitoring) and host.endswith((f".{monitoring}", f".{monitoring}.svc",
+                                                     f".{monitoring}.svc.cluster.local"))
+    push_peer = _ns(monitoring) if monitoring and in_cluster else {"ipBlock": {"cidr": "0.0.0.0/0",
+                                                                              "except": [LINK_LOCAL]}}
+    drill = drill_labels()
+    return [
+        ("drill-egress", {
+            "podSelector": {"matchLabels": drill},
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": [
+                {"to": [{"podSelector": {"matchLabels": postgres_labels(refs)}}], "ports": _ports(POSTGRES_PORT)},
+                {"to": [s3_peer(sized)], "ports": _ports(s3_port(sized))},
+                {"to": [push_peer], "ports": _ports(port)},
+            ],
+        }),
+        ("postgres-from-drill", {
+            "podSelector": {"matchLabels": postgres_labels(refs)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": drill}}], "ports": _ports(POSTGRES_PORT)}],
+        }),
+    ]
+
+
+def drill_alert_rules(sized: Sized, refs: Refs) -> dict[str, Any]:
+    """PrometheusRule spec: drill failed, no successful drill within drill.no_success_hours, RTO above
+    backup.rto_minutes. The Pushgateway's series carry the push's grouping labels (job, stack)."""
+    d, stack = sized.spec.drill, refs.stack
+    sel = f'job="erpops_drill",stack="{stack}"'
+    hours = d.no_success_hours
+    rto = sized.spec.backup.rto_minutes
+
+    def rule(alert: str, expr: str, duration: str, severity: str, summary: str, runbook: str) -> dict[str, Any]:
+        return {"alert": alert, "expr": expr, "for": duration, "labels": {"severity": severity, "stack": stack},
+                "annotations": {"summary": summary, "runbook": f"runbooks/alerts/{runbook}.md"}}
+
+    return {"groups": [{"name": "erpops-drill", "rules": [
+        rule("ErpopsDrillFailed", f"max(erpops_drill_success{{{sel}}}) == 0", "0m", "critical",
+             f"The last restore drill of {stack} failed: its newest backup did not restore cleanly", "drill.failed"),
+        rule("ErpopsDrillNoRecentSuccess",
+             f"time() - max(erpops_drill_last_success_timestamp_seconds{{{sel}}}) > {hours * 3600}", "15m",
+             "critical", f"No restore drill of {stack} passed in {hours} h", "drill.no_success"),
+        rule("ErpopsDrillNeverSucceeded", f"absent(erpops_drill_last_success_timestamp_seconds{{{sel}}})",
+             f"{hours}h", "warning", f"No restore drill of {stack} has ever passed", "drill.no_success"),
+        rule("ErpopsDrillRtoAboveObjective", f'max(erpops_drill_rto_seconds{{{sel},step="total"}}) > {rto * 60}',
+             "0m", "warning", f"The last restore drill of {stack} took longer than the RTO of {rto} min",
+             "drill.rto"),
+    ]}]}

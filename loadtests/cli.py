@@ -372,27 +372,51 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
 @click.option("--factor", type=click.FloatRange(1.1, 10), default=2.0, show_default=True,
               help="Multiply the users by this at each step.")
 @click.option("--duration", "-d", default="20s", show_default=True, help="Run time of each step.")
+@click.option("--warmup", default="2s", show_default=True, help="Run this long before measuring each step.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Odoo workers serving --host (default: the stack's workers per pod x odoo.web.replicas).")
+@click.option("--worker-rss-mib", type=click.FloatRange(1), default=None,
+              help="A worker's resident memory under load, when its processes are not on this machine.")
+@click.option("--worker-vms-mib", type=click.FloatRange(1), default=None,
+              help="A worker's virtual memory under load (what limit_memory_soft compares), likewise.")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to record (default: loadtests/baselines/<stack>.calibration.json).")
+@click.option("--no-record", is_flag=True, help="Only print the ramp; record no calibration.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.pass_context
 def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
              allow_writes: bool, preflight_timeout: str, start_users: int, max_users: int, factor: float,
-             duration: str, json_file: Path | None) -> None:
-    """Ramp users until p50 doubles over its value at the first step; report users and req/s there."""
+             duration: str, warmup: str, workers: int | None, worker_rss_mib: float | None,
+             worker_vms_mib: float | None, calibration: Path | None, no_record: bool, json_file: Path | None) -> None:
+    """Ramp users until a p95 crosses its SLO or p50 doubles; record users and req/s per worker there.
+
+    The calibration (loadtests/baselines/<stack>.calibration.json) feeds `erpops size --users N` and
+    odoo.web.target_users. See runbooks/calibrate-sizing.md.
+    """
     from rich.table import Table
+
+    from erpops import capacity as cap
+    from loadtests.calibrate import MemorySampler
 
     try:
         target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
         seconds = parse_duration(duration)
+        warm = parse_duration(warmup, "--warmup", zero_ok=True)
+        workers = workers or target.sized.odoo.workers * target.sized.spec.odoo.web.replicas
+        slo_p95 = {name: r.p95_ms for name, r in target.slo.requests.items()}
         serie = target.preflight()
-        err.print(f"capacity {stack}: Odoo {serie} at {target.host}, {seconds:g} s per step, {target.mode}")
+        err.print(f"capacity {stack}: Odoo {serie} at {target.host}, {workers} workers, {seconds:g} s per step, "
+                  f"{target.mode}")
         steps: list[dict[str, Any]] = []
         users, knee = start_users, None
+        sampler = MemorySampler(target.host)
         while True:
-            run = target.run_locust(users, seconds)[0]
-            p50 = run["total"]["p50"] or 0.0
-            steps.append({"users": users, "rps": run["rps"], "p50": p50, "p95": run["total"]["p95"],
-                          "fail_ratio": run["fail_ratio"]})
-            if steps[0]["p50"] and p50 >= 2 * steps[0]["p50"]:
+            with sampler:
+                run = target.run_locust(users, seconds, warmup=warm)[0]
+            steps.append({"users": users, "rps": run["rps"], "p50": run["total"]["p50"] or 0.0,
+                          "p95": run["total"]["p95"], "fail_ratio": run["fail_ratio"],
+                          "p95_by_name": {n: e["p95"] for n, e in run["requests"].items() if n in slo_p95}})
+            if len(steps) > 1 and cap.broken(steps[-1], steps[0]["p50"], slo_p95):
                 knee = steps[-1]
                 break
             if users >= max_users:
@@ -407,16 +431,37 @@ def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, l
         table.add_row(str(s["users"]), f"{s['rps']:.1f}", f"{s['p50']:.0f}", f"{s['p95'] or 0:.0f}",
                       f"{s['fail_ratio']:.2%}", style="bold red" if s is knee else None)
     out.print(table)
-    if knee:
-        out.print(f"p50 doubled ({steps[0]['p50']:.0f} -> {knee['p50']:.0f} ms) at [bold]{knee['users']} users, "
-                  f"{knee['rps']:.1f} req/s[/bold]")
-        if len(steps) > 1:
-            below = steps[-2]
-            out.print(f"last step below: {below['users']} users, {below['rps']:.1f} req/s, p50 {below['p50']:.0f} ms "
-                      "(the knee lies between; use a smaller --factor for a finer answer)")
-    else:
-        out.print(f"p50 did not double up to {steps[-1]['users']} users ({steps[-1]['rps']:.1f} req/s): raise "
-                  "--max-users")
     if json_file is not None:
         report.write_atomic(json_file, json.dumps({"stack": stack, "host": target.host, "read_only": target.read_only,
                                                    "steps": steps, "knee": knee}, indent=1) + "\n")
+    if knee is None:
+        out.print(f"p50 did not double and no p95 crossed its SLO up to {steps[-1]['users']} users "
+                  f"({steps[-1]['rps']:.1f} req/s): raise --max-users; no calibration recorded")
+        return
+    out.print(f"latency broke at [bold]{knee['users']} users, {knee['rps']:.1f} req/s[/bold] (the step below: "
+              f"{steps[-2]['users']} users); a smaller --factor gives a finer answer")
+    if no_record:
+        return
+    if worker_rss_mib is not None:
+        memory = {"rss_mib": worker_rss_mib, "vms_mib": worker_vms_mib, "source": "given (--worker-rss-mib)"}
+    elif sampler.rss_mib is not None:
+        memory = {"rss_mib": round(sampler.rss_mib, 1), "vms_mib": round(sampler.vms_mib or 0, 1),
+                  "source": f"measured: max over {sampler.processes} process(es) serving {target.host}"}
+    else:
+        memory = {"rss_mib": None, "vms_mib": None,
+                  "source": "not measured (--host is not on this machine; pass --worker-rss-mib): the docs' mix "
+                            "is used for memory"}
+    try:
+        doc = cap.calibration(stack=stack, host=target.host, odoo_serie=serie, read_only=target.read_only,
+                              personas=dict(target.slo.persona_weights),
+                              think_time_seconds=tuple(target.slo.think_time_seconds), workers=workers,
+                              steps=steps, slo_p95=slo_p95, memory=memory)
+    except ErpopsError as exc:
+        _fail(exc)
+    path = calibration or cap.calibration_path(target.root, stack)
+    report.write_atomic(path, json.dumps(doc, indent=1) + "\n")
+    for line in doc["arithmetic"]:
+        out.print(f"  {line}")
+    out.print(f"[green]calibration written[/green] {path}: {doc['users_per_worker']:.2f} users and "
+              f"{doc['rps_per_worker']:.2f} req/s per worker ({doc['criterion']}); worker memory "
+              f"{memory['rss_mib'] or '-'} MiB resident, {memory['vms_mib'] or '-'} MiB virtual ({memory['source']})")

@@ -233,18 +233,29 @@ def verify_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
 @click.option("--yes", "-y", is_flag=True, help="Do not ask to confirm --replace (automation).")
 @click.option("--neutralize/--no-neutralize", default=None,
               help="Neutralize the restored copy (default: on for Odoo databases, unless the --stack tier is prod).")
+@click.option("--addons-path", "addons_path", multiple=True, metavar="DIRS",
+              help="Odoo's addons directories (comma-separated, as Odoo's): run the installed modules' own "
+                   "data/neutralize.sql from there, as odoo-bin neutralize does (default: erpops' rules).")
+@click.option("--allow-unneutralized", "allow_unneutralized", multiple=True, metavar="MODULE",
+              help="Accept this installed module's neutralize file as not covered (repeatable); "
+                   "otherwise such a module fails the neutralized restore.")
 @click.option("--odoo-version", default=None, help="Odoo version of the target image, e.g. 17.0: majors must match.")
 @click.option("--owner", default=None, help="Role to own the database and its objects (default: the connecting user).")
 @click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(1, 64), help="pg_restore jobs.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the dump is decompressed for pg_restore -j (default: $TMPDIR; too small: -j 1 stream).")
+@click.option("--untrusted", is_flag=True,
+              help="The dump comes from a source you do not trust: screen it and run it as a fresh role without "
+                   "rights (always done for plain SQL dumps from Odoo zips).")
 @click.pass_context
 @json_errors
 def restore_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
                 region: str | None, as_json: bool, set_id: str, db: str, filestore: Path | None,
-                skip_filestore: bool, replace: bool, yes: bool, neutralize: bool | None, odoo_version: str | None,
-                owner: str | None, jobs: int, work_dir: Path | None) -> None:
+                skip_filestore: bool, replace: bool, yes: bool, neutralize: bool | None,
+                addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...], odoo_version: str | None,
+                owner: str | None, jobs: int, work_dir: Path | None, untrusted: bool) -> None:
     """Restore a set into a NEW database (or --replace one), after pre-flight checks and a verify."""
+    from erpops.backup.neutralize import parse_addons_path
     from erpops.backup.restore import restore
     from erpops.pg import Pg
 
@@ -264,7 +275,8 @@ def restore_cmd(ctx: click.Context, target: str | None, stack: str | None, endpo
 
     result = restore(t, set_id, pg=Pg.from_env(), db=db, filestore_root=filestore, skip_filestore=skip_filestore,
                      replace=replace, confirm=confirm, neutralize=neutralize, jobs=jobs, odoo_version=odoo_version,
-                     owner=owner, work_dir=work_dir, reporter=_reporter(as_json))
+                     addons_path=parse_addons_path(addons_path) or None, allow_unneutralized=allow_unneutralized,
+                     owner=owner, work_dir=work_dir, reporter=_reporter(as_json), untrusted=untrusted)
 
     def human(r: dict[str, Any]) -> None:
         fs = r["filestore"]
@@ -272,6 +284,9 @@ def restore_cmd(ctx: click.Context, target: str | None, stack: str | None, endpo
                  f"{r['duration_seconds']:.1f} s",
                  f"  filestore: {fs['count']} files in {fs['dir']}" if fs["dir"] else "  filestore: not restored",
                  f"  neutralized: {'yes' if r['neutralized'] else 'NO'}"]
+        nr = r.get("neutralize_report") or {}
+        if nr.get("uncovered_allowed"):
+            lines.append(f"  NOT neutralized, accepted: {', '.join(nr['uncovered_allowed'])} (--allow-unneutralized)")
         lines += [f"  note: {n}" for n in r["leftovers"]]
         _echo_lines(lines)
 

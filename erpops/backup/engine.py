@@ -42,7 +42,9 @@ from typing import Any
 import zstandard
 
 from erpops import __version__
+from erpops.backup import lease, leftovers
 from erpops.backup import manifest as mf
+from erpops.backup.leftovers import preexec
 from erpops.backup.progress import Reporter
 from erpops.backup.storage import (
     CHUNK,
@@ -96,7 +98,7 @@ class SnapshotSession:
         self.db = db
         self._err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by close()
         self.proc = subprocess.Popen(
-            [client_bin("psql"), "-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db],
+            [client_bin("psql"), "-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db], preexec_fn=preexec(),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True, env=pg.env(),
         )
         # A server-side idle-in-transaction timeout must not end the transaction pg_dump imports.
@@ -192,12 +194,14 @@ def side_name(db: str, tag: str, rand: str) -> str:
     return db[: 63 - len(suffix)] + suffix
 
 
-def create_database(pg: Pg, db: str, owner: str | None = None) -> None:
+def create_database(pg: Pg, db: str, owner: str | None = None, *, kind: str | None = "side") -> None:
     """An empty database the way Odoo's _create_empty_database makes one: template0, UTF8, collation C,
     and (Odoo 17.0 on PostgreSQL 15+) CREATE on schema public granted to PUBLIC, which a restore
     with --no-privileges would otherwise lose."""
     owner_sql = f" OWNER {quote_ident(owner)}" if owner else ""
-    pg.psql(f"CREATE DATABASE {quote_ident(db)} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C'{owner_sql}")
+    # The leftover marker is set in the same session: a SIGKILL right after leaves a marked database.
+    mark = "\n" + leftovers.mark_sql("DATABASE", quote_ident(db), kind) if kind else ""
+    pg.psql(f"CREATE DATABASE {quote_ident(db)} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C'{owner_sql};{mark}")
     pg.psql("GRANT CREATE ON SCHEMA public TO PUBLIC", db)
 
 
@@ -224,7 +228,8 @@ class PgDump:
         argv = [client_bin("pg_dump"), "-w", "-Fc", "-Z0", "-d", db]
         if snapshot:
             argv.append(f"--snapshot={snapshot}")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._err, env=pg.env())
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._err, env=pg.env(),
+                                     preexec_fn=preexec())
         assert self.proc.stdout is not None
         self.stdout = self.proc.stdout
 
@@ -281,6 +286,9 @@ def scan_sets(target: Target) -> SetListing:
 def load_manifest(target: Target, set_id: str) -> mf.Manifest:
     """The parsed manifest of a complete set; UsageError naming how to find sets otherwise."""
     key = mf.set_key(set_id, mf.MANIFEST)
+    if len(set_id) > 200:
+        raise UsageError(f"{set_id[:40]}... ({len(set_id)} characters) is not a backup set id: set ids look like "
+                         f"prod-mfg-20261129T181500Z-3fa2b1; list them with `erpops list --target {target.url}`")
     if "/" in set_id or not set_id or target.head(key) is None:
         if set_id and "/" not in set_id and any(True for _ in target.list_keys(f"{mf.SETS}/{set_id}/")):
             raise UsageError(f"set {set_id} in {target.url} is incomplete (no manifest.json): its backup failed "
@@ -366,7 +374,12 @@ def _run_parallel(items: list[Any], fn: Callable[[Any], Any], workers: int) -> l
         return []
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="erpops-fs") as pool:
         futures: list[Future[Any]] = [pool.submit(fn, item) for item in items]
-        wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            # Ctrl-C or SIGTERM: drop the queued transfers, let only the running ones (<= workers) end
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception() is not None), None)
         if failed is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -421,6 +434,20 @@ def copy_filestore(source: Target, target: Target, reporter: Reporter, workers: 
 
     with task:
         results = _run_parallel(entries, one, workers)
+        # Skipped objects are re-checked before the manifest can reference them: a GC that stalled past
+        # its lease may have deleted some since the listing above (erpops.backup.lease). Gone ones are
+        # uploaded again.
+        skipped = {mf.filestore_key(r[0].sha1): obj for r, obj in zip(results, entries, strict=True) if not r[1]}
+        if skipped:
+            now_stored = {o.key: o.size for o in target.list_objects(f"{mf.FILESTORE}/")}
+            gone = [obj for key, obj in skipped.items() if now_stored.get(key) != obj.size]
+            if gone:
+                reporter.note(f"filestore: {len(gone)} object(s) skipped as already stored were deleted meanwhile "
+                              "(by a prune); uploading them again", reuploaded=len(gone))
+                for key in (mf.filestore_key(o.key.split("/")[1]) for o in gone):
+                    existing.pop(key, None)
+                again = {r[0].sha1: r for r in _run_parallel(gone, one, workers)}
+                results = [again.get(r[0].sha1, r) for r in results]
     files = sorted((r[0] for r in results), key=lambda f: f.path)
     uploaded = sum(1 for r in results if r[1])
     return FilestoreCopy(files, uploaded, len(results) - uploaded, [o.key for o in ignored])
@@ -500,11 +527,21 @@ class _SetWriter:
     def __init__(self, target: Target, set_id: str) -> None:
         self.target = target
         self.set_id = set_id
+        self._heartbeat: Any = None
 
     def start(self, info: dict[str, Any]) -> None:
-        self.target.put_bytes(mf.set_key(self.set_id, mf.IN_PROGRESS), json.dumps(info).encode())
+        """Write the in-progress marker (pid, host, heartbeat) and keep it fresh until finish/discard."""
+        from erpops.backup.lease import Heartbeat
+
+        self._heartbeat = Heartbeat(self.target, mf.set_key(self.set_id, mf.IN_PROGRESS), info).start()
+
+    def stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
 
     def finish(self, manifest: mf.Manifest) -> None:
+        self.stop_heartbeat()
         body = json.dumps(manifest.to_dict(), indent=1, sort_keys=False).encode()
         self.target.put_bytes(mf.set_key(self.set_id, mf.MANIFEST), body)  # last: the set is now complete
         with contextlib.suppress(ErpopsError):
@@ -512,6 +549,7 @@ class _SetWriter:
 
     def discard(self) -> str:
         """Remove the set's objects; a sentence saying what was cleaned, for the error message."""
+        self.stop_heartbeat()
         try:
             keys = list(self.target.list_keys(f"{mf.SETS}/{self.set_id}/"))
             self.target.delete_many(keys)
@@ -567,6 +605,7 @@ def backup(
         if isinstance(fs_source, FileTarget) and not fs_source.root.is_dir():
             raise UsageError(f"no filestore for {db} in {filestore} (no directory {fs_source.root}); "
                              "leave --filestore out to back up the database alone")
+    leftovers.sweep(pg, note=reporter.note)
     writer = _SetWriter(target, set_id)
     writer.start({"started_at": mf.utc_iso(created), "host": socket.gethostname(), "pid": os.getpid(), "db": db})
     scratch = None
@@ -589,6 +628,7 @@ def backup(
                 dump.close()
         copied = FilestoreCopy([], 0, 0, [])
         if fs_source is not None:
+            lease.wait_for_gc(target, note=reporter.note)  # after the marker, before deciding what to skip
             copied = copy_filestore(fs_source, target, reporter, workers)
         manifest = mf.Manifest(
             odoo=mf.odoo_keys(db, facts.modules, facts.server_version_num),
@@ -631,11 +671,12 @@ def copy_database(pg: Pg, source: str, dest: str) -> None:
     """pg_dump | pg_restore into a new database dest (dropped again if anything fails)."""
     create_database(pg, dest)
     dump = PgDump(pg, source)
-    err = tempfile.NamedTemporaryFile(prefix="erpops-pg_restore-", delete=False)  # noqa: SIM115
+    err = tempfile.NamedTemporaryFile(prefix="erpops-pg_restore-", delete=False, dir=leftovers.run_dir())  # noqa: SIM115
     try:
         proc = subprocess.run(
             [client_bin("pg_restore"), "-w", "--no-owner", "--no-privileges", "--exit-on-error", "-d", dest],
             stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=err, env=pg.env(), check=False,
+            preexec_fn=preexec(),
         )
         dump.finish()
         if proc.returncode != 0:
@@ -650,12 +691,13 @@ def copy_database(pg: Pg, source: str, dest: str) -> None:
         Path(err.name).unlink(missing_ok=True)
 
 
-def _neutralize(pg: Pg, db: str) -> dict[str, Any]:
+def _neutralize(pg: Pg, db: str, **options: Any) -> dict[str, Any]:
+    """options: addons_path, allow_unneutralized (see erpops.backup.neutralize.neutralize)."""
     try:
         from erpops.backup.neutralize import neutralize
     except ImportError as exc:
         raise ServiceError(f"erpops.backup.neutralize is not available ({exc}): cannot neutralize {db}") from exc
-    return neutralize(pg, db)
+    return neutralize(pg, db, **options)
 
 
 def import_odoo_zip(
@@ -690,6 +732,7 @@ def import_odoo_zip(
         try:
             with zf.open("dump.sql") as sql:
                 artifact = _store_dump(target, mf.set_key(set_id, mf.DUMP_SQL), sql, "plain", reporter, None)
+            lease.wait_for_gc(target, note=reporter.note)
             copied = copy_filestore(_ZipFilestore(zf, zip_path), target, reporter, workers)
             manifest = mf.Manifest(
                 odoo={**{k: v for k, v in odoo.items() if k != "erpops"}, "db_name": db},
@@ -792,18 +835,6 @@ def _h(n: float) -> str:
     return f"{n}"
 
 
-def _lines(reader: Reader) -> Iterator[bytes]:
-    """The lines of a byte stream, each with its newline (the last one may lack it)."""
-    pending = b""
-    while data := reader.read(CHUNK):
-        lines = (pending + data).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            yield line + b"\n"
-    if pending:
-        yield pending
-
-
 def _check_stream(target: Target, a: mf.Artifact, stored: HashingReader, raw: HashingReader) -> None:
     if (stored.size, stored.sha256) != (a.size, a.sha256):
         raise IntegrityError(f"{target.child(a.key)} changed: {stored.size} bytes, sha256 {stored.sha256}; the "
@@ -821,54 +852,53 @@ def restore_dump_into(
     plan: DumpPlan,
     reporter: Reporter,
     owner: str | None = None,
-) -> None:
+    on_created: Callable[[str], None] | None = None,
+    *,
+    untrusted: bool = False,
+) -> dict[str, Any] | None:
     """Create db and restore the set's dump into it; the caller drops db if this raises.
 
     Every byte read is hashed on the way: a dump that changed since it was verified fails here.
+    A plain SQL dump (from an Odoo zip), or any dump when untrusted=True, is screened and run as a
+    sandbox role (erpops.backup.untrusted); the screen's report is returned then, else None.
     """
     a = manifest.dump
+    if a.format == "plain" or untrusted:
+        return _restore_untrusted(target, a, pg, db, reporter, owner, on_created)
     create_database(pg, db, owner)
+    if on_created is not None:
+        on_created(db)
     env = pg.env()
     if owner:
         env["PGOPTIONS"] = f"-c role={owner}"
-    err = tempfile.NamedTemporaryFile(prefix="erpops-restore-", suffix=".log", delete=False)  # noqa: SIM115
+    err = tempfile.NamedTemporaryFile(prefix="erpops-restore-", suffix=".log", delete=False,  # noqa: SIM115
+                                      dir=leftovers.run_dir())
     # With a temp file the bar covers the decompression; pg_restore -j N runs after it.
     task = reporter.task("decompress" if plan.work_dir is not None else "restore", total=a.size)
     try:
         with task, target.get_stream(a.key) as body:
             stored = HashingReader(body, on_bytes=task.advance)
             raw = HashingReader(zstandard.ZstdDecompressor().stream_reader(stored, read_size=CHUNK, closefd=False))
-            if a.format == "plain":
-                argv = [client_bin("psql"), "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                        "-d", db, "-f", "-"]
-                tool = "psql"
-            else:
-                argv = [client_bin("pg_restore"), "-w", "--no-owner", "--no-privileges", "--exit-on-error", "-d", db]
-                if owner:
-                    argv.append(f"--role={owner}")
-                tool = "pg_restore"
+            argv = [client_bin("pg_restore"), "-w", "--no-owner", "--no-privileges", "--exit-on-error", "-d", db]
+            if owner:
+                argv.append(f"--role={owner}")
+            tool = "pg_restore"
             if plan.work_dir is not None:
-                with tempfile.NamedTemporaryFile(prefix="erpops-dump-", suffix=".pgdump", dir=plan.work_dir) as tmp:
+                with tempfile.NamedTemporaryFile(prefix="erpops-dump-", suffix=".pgdump",
+                                                 dir=leftovers.run_dir(plan.work_dir)) as tmp:
                     while data := raw.read(CHUNK):
                         tmp.write(data)
                     tmp.flush()
                     _check_stream(target, a, stored, raw)
                     rc = subprocess.run([*argv, "-j", str(plan.jobs), tmp.name], stdout=subprocess.DEVNULL,
-                                        stderr=err, env=env, check=False).returncode
+                                        stderr=err, env=env, check=False, preexec_fn=preexec()).returncode
             else:
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env)
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                        preexec_fn=preexec())
                 assert proc.stdin is not None
                 try:
-                    if a.format == "plain":
-                        # A plain dump may come from an Odoo zip of unknown origin: run it under our
-                        # own psql \restrict key so it cannot run meta-commands such as \! (a shell).
-                        from erpops.backup.odoozip import restricted_lines
-
-                        for line in restricted_lines(_lines(raw), secrets.token_hex(16)):  # type: ignore[arg-type]
-                            proc.stdin.write(line)
-                    else:
-                        while data := raw.read(CHUNK):
-                            proc.stdin.write(data)
+                    while data := raw.read(CHUNK):
+                        proc.stdin.write(data)
                     proc.stdin.close()
                 except BrokenPipeError:
                     pass  # the tool stopped reading: its exit code and log say why
@@ -886,6 +916,63 @@ def restore_dump_into(
     finally:
         err.close()
         Path(err.name).unlink(missing_ok=True)
+
+
+def _restore_untrusted(
+    target: Target, a: mf.Artifact, pg: Pg, db: str, reporter: Reporter, owner: str | None,
+    on_created: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Screen the dump and run it as a fresh sandbox role (custom format: rendered by pg_restore -f - first)."""
+    from erpops.backup import untrusted as ut
+
+    source = target.child(a.key)
+    err = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with reporter.task("restore (screened, as a sandbox role)", total=a.size) as task, \
+                target.get_stream(a.key) as body:
+            stored = HashingReader(body, on_bytes=task.advance)
+            raw = HashingReader(zstandard.ZstdDecompressor().stream_reader(stored, read_size=CHUNK, closefd=False))
+            feeder = None
+            if a.format == "plain":
+                sql: Any = raw
+            else:
+                proc, feeder = ut.custom_to_sql(raw, work_err=err)
+                sql = proc.stdout
+
+            def checked() -> Iterator[bytes]:
+                yield from ut.bounded_lines(sql, source)
+                # End of the SQL, before psql may commit: pg_restore's verdict and the stored bytes' sums.
+                if proc is not None and feeder is not None:
+                    rc = proc.wait()
+                    feeder.join()
+                    failure = getattr(feeder, "failure", [])
+                    if failure:
+                        raise failure[0]
+                    if rc != 0:
+                        err.seek(0)
+                        raise BackupError(f"pg_restore -f - of {source} failed ({_exit_text(rc)}): "
+                                          + err.read().decode("utf-8", "replace").strip()[-2000:])
+                _check_stream(target, a, stored, raw)
+
+            def create(admin: Pg, name: str, role: str) -> None:
+                create_database(admin, name, role)
+                if on_created is not None:
+                    on_created(name)
+
+            result = ut.execute_untrusted_sql(pg, db, checked(), create_database=create, owner=owner,
+                                              source=source)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"{source} does not decompress ({exc}): the bytes are damaged") from exc
+    finally:
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        err.close()
+    return result.to_dict()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -981,6 +1068,7 @@ def verify(
         if problems:
             report["deep_skipped"] = "artifacts are damaged: nothing to restore"
         else:
+            leftovers.sweep(pg, [work_dir], note=reporter.note)
             scratch = side_name(manifest.db_name or "set", "verify", secrets.token_hex(3))
             plan = plan_dump_restore(manifest, jobs, work_dir)
             reporter.note(f"deep verify: restoring into scratch database {scratch} ({plan.note})")

@@ -100,7 +100,11 @@ def export_set_zip(
 
     with contextlib.ExitStack() as stack:
         dump_task = stack.enter_context(reporter.task("export dump", total=a.size))
-        body = stack.enter_context(target.get_stream(a.key))
+        try:
+            body = stack.enter_context(target.get_stream(a.key))
+        except UsageError as exc:  # as verify says it: a set whose dump is gone is damaged (exit 5)
+            raise IntegrityError(f"{target.child(a.key)} is missing: the set is damaged; no zip was written. "
+                                 f"`erpops verify {set_id}` lists every damaged object") from exc
         stored = HashingReader(body, on_bytes=dump_task.advance)
         raw: Any = stored
         if a.compression == "zstd":
@@ -110,8 +114,10 @@ def export_set_zip(
         errors = stack.enter_context(tempfile.TemporaryFile())
         if a.format == "custom":
             # pg_restore turns the custom format into plain SQL; it wants a file it can read in its own order.
+            from erpops.backup.leftovers import preexec, run_dir
+
             tmp = stack.enter_context(tempfile.NamedTemporaryFile(prefix="erpops-export-", suffix=".pgdump",
-                                                                  dir=work_dir))
+                                                                  dir=run_dir(work_dir)))
             try:
                 while data := raw.read(CHUNK):
                     tmp.write(data)
@@ -121,7 +127,7 @@ def export_set_zip(
             tmp.flush()
             engine._check_stream(target, a, stored, raw)
             proc = subprocess.Popen([client_bin("pg_restore"), "--no-owner", "-f", "-", tmp.name],
-                                    stdout=subprocess.PIPE, stderr=errors)
+                                    stdout=subprocess.PIPE, stderr=errors, preexec_fn=preexec())
             stack.callback(_reap, proc)
             assert proc.stdout is not None
             dump_reader = proc.stdout
@@ -181,27 +187,44 @@ def import_group() -> None:
               show_default=True, help="Odoo's filestore root (data_dir/filestore); files go to <root>/<db>/.")
 @click.option("--copy", is_flag=True,
               help="Give the database a new identity (uuid, secret), as Odoo's 'This database is a copy'.")
+@click.option("--neutralize", is_flag=True,
+              help="Neutralize the copy, as Odoo's restore 'Neutralize' box: it comes out neutralized or not at all.")
+@click.option("--addons-path", "addons_path", multiple=True, metavar="DIRS",
+              help="With --neutralize: Odoo's addons directories, to run the modules' own neutralize.sql.")
+@click.option("--allow-unneutralized", "allow_unneutralized", multiple=True, metavar="MODULE",
+              help="With --neutralize: accept this module's neutralize file as not covered (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @json_errors
-def import_odoo_zip_cmd(file: Path, db: str, filestore: Path, copy: bool, as_json: bool) -> None:
+def import_odoo_zip_cmd(file: Path, db: str, filestore: Path, copy: bool, neutralize: bool,
+                        addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...], as_json: bool) -> None:
     """Restore an Odoo database-manager zip (dump.sql, manifest.json, filestore/) as a NEW database.
 
-    It does not neutralize: run `erpops restore --neutralize` on a set, or neutralize the copy
-    before starting Odoo on it. To keep the zip as a backup set instead: `erpops backup --from-zip FILE`.
+    Without --neutralize the copy can still send mail and run crons once Odoo starts on it.
+    To keep the zip as a backup set instead: `erpops backup --from-zip FILE`.
     """
     import time
 
     from erpops.backup import manifest as mf
+    from erpops.backup.neutralize import neutralize_or_drop, odoo_addons_files, parse_addons_path
     from erpops.backup.odoozip import import_odoo_zip
     from erpops.pg import Pg
 
     mf.check_db_name(db)
+    paths = parse_addons_path(addons_path)
+    if (paths or allow_unneutralized) and not neutralize:
+        raise UsageError("--addons-path and --allow-unneutralized need --neutralize")
+    if paths:
+        odoo_addons_files(paths, ())  # refused before anything is imported
     started = time.monotonic()
-    manifest = import_odoo_zip(file, Pg.from_env(), db, filestore, copy=copy)
+    pg = Pg.from_env()
+    manifest = import_odoo_zip(file, pg, db, filestore, copy=copy)
     fs_dir = filestore / db
+    report = neutralize_or_drop(pg, db, fs_dir, addons_path=paths or None,
+                                allow_unneutralized=allow_unneutralized) if neutralize else None
     count = sum(1 for p in fs_dir.glob("*/*") if p.is_file()) if fs_dir.is_dir() else 0
     result = {"ok": True, "db": db, "file": str(file), "filestore": {"dir": str(fs_dir), "count": count},
-              "copy": copy, "odoo_version": manifest.get("version"), "source_db": manifest.get("db_name"),
+              "copy": copy, "neutralized": neutralize, "neutralize_report": report,
+              "odoo_version": manifest.get("version"), "source_db": manifest.get("db_name"),
               "modules": len(manifest.get("modules") or {}), "pg_version": manifest.get("pg_version"),
               "duration_seconds": round(time.monotonic() - started, 3)}
 
@@ -209,7 +232,11 @@ def import_odoo_zip_cmd(file: Path, db: str, filestore: Path, copy: bool, as_jso
         _echo_lines([f"imported {r['file']} as database {r['db']} (Odoo {r['odoo_version']}, {r['modules']} modules) "
                      f"in {r['duration_seconds']:.1f} s",
                      f"  filestore: {r['filestore']['count']} files in {r['filestore']['dir']}",
-                     f"  identity: {'new (a copy)' if r['copy'] else 'kept (same uuid and secret as the source)'}",
+                     "  identity: " + ("new (a copy)" if r["copy"] or r["neutralized"]
+                                       else "kept (same uuid and secret as the source)"),
+                     "  neutralized: yes" + (f" (accepted as not covered: {', '.join(report['uncovered_allowed'])})"
+                                             if report and report["uncovered_allowed"] else "")
+                     if r["neutralized"] else
                      "  not neutralized: it can still send mail and run crons once Odoo starts on it"])
 
     _emit(as_json, result, human)

@@ -1,15 +1,31 @@
 """Neutralize an Odoo 16.0-18.0 database the way `odoo-bin neutralize` does, then prove it.
 
 Odoo's neutralization (odoo/modules/neutralize.py, `neutralize_database`) reads the installed
-modules (state installed / to upgrade / to remove) and runs each one's `data/neutralize.sql`.
-erpops runs the same statements, written once in RULES below with the odoo/odoo file each comes
-from. A rule runs when its module is installed *and* every table and column it names exists, so
-one table serves 16.0, 17.0 and 18.0 (their schemas differ) and a database without, say,
-`fetchmail_server` never errors. Where erpops differs from Odoo, it is on purpose:
+modules (state installed / to upgrade / to remove) and runs each one's `data/neutralize.sql`,
+found in the addons path. erpops does it two ways:
+
+- with Odoo's addons at hand (`addons_path`, the CLI's `--addons-path`): it runs the installed
+  modules' own files from there, as Odoo does (a module is looked up in the first directory that
+  holds it; a file with a psql meta-command line is refused), and its own rules only for the
+  installed modules that are not in that path;
+- without them: its own rules, RULES below, one or more per module of Odoo 16.0, 17.0 and 18.0 CE
+  that ships such a file (the list, a recorded fact: erpops/backup/neutralize_modules.py; the
+  coverage test tests/unit/test_neutralize_coverage.py fails when a listed module has no rule).
+  Each rule names the odoo/odoo file and versions it stands for; the SQL is erpops' own. A rule
+  runs where every table and column it names exists, so one rule serves 16.0-18.0 (their schemas
+  differ) and a database without, say, `fetchmail_server` never errors.
+
+An installed module known to ship a neutralize file (neutralize_modules.KNOWN, Enterprise
+included) for which neither its own file nor an erpops rule applies is "not covered": neutralize
+refuses (NeutralizationUncovered) before changing anything, unless `allow_unneutralized` names it.
+
+Where erpops' rules differ from Odoo's files, it is on purpose:
 
 - each statement only touches rows that are still live (`WHERE active`, ...): the result is the
   same, the report counts real changes, and a second run changes nothing (Odoo's own base file
   would insert a second dummy mail server);
+- IAP tokens too long for '+disabled' (pre-17.0 ones, over 33 characters in a varchar(43)) get
+  Odoo 17's dummy value instead of failing the whole run;
 - the database identity is rotated as Odoo does for a copy (`ir.config_parameter.init(force=True)`
   in odoo/service/db.py): a new `database.uuid` (so the copy stops reporting as production to
   Odoo's publisher warranty and IAP) and a new `database.secret` (so signed links, tokens and
@@ -19,21 +35,26 @@ one table serves 16.0, 17.0 and 18.0 (their schemas differ) and a database witho
 
 Everything runs in ONE transaction (`psql --single-transaction`, ON_ERROR_STOP): a failing
 statement leaves the database as it was. Then a separate query, `live_items`, looks for anything
-that can still act on the outside world; while anything does, `neutralize` raises
-OperationFailed listing it, so success is never reported for a database that can still send mail,
-fetch mail, run crons or take payments.
+that can still act on the outside world: mail, fetchmail, crons, payment states, carriers,
+webhooks, IAP, EDI proxies, and every credential a rule written as data clears (OAuth providers,
+captcha keys, payment provider and terminal credentials, localisation e-invoicing, cloud storage,
+calendar tokens, ...), whichever way the run was made. While anything is live, `neutralize`
+raises OperationFailed listing it (table, row, column; never a value).
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from erpops.backup.neutralize_modules import KNOWN as KNOWN_NEUTRALIZE
 from erpops.errors import OperationFailed, ServiceError, UsageError
-from erpops.pg import Pg, client_bin, quote_literal
+from erpops.pg import Pg, client_bin, quote_ident, quote_literal
 
 # The dummy outgoing server Odoo 17.0+ inserts so that a `--smtp` server given on the command line
 # cannot be used as a fallback. Its host is the reserved `.invalid` name: it can never deliver.
@@ -43,6 +64,10 @@ WEBHOOK_SINK = "neutralization - disable webhook"
 # Crons that Odoo's base/data/neutralize.sql leaves active: (module, xml id name).
 ESSENTIAL_CRONS: tuple[tuple[str, str], ...] = (("base", "autovacuum_job"),)
 INSTALLED_STATES = ("installed", "to upgrade", "to remove")
+# iap_account.account_token is a varchar(43) from 17.0 on: a token of more than 33 characters (an
+# older, pre-17.0 form) has no room for '+disabled'; Odoo 17.0+ writes this dummy value instead.
+IAP_TOKEN_FITS = 33
+IAP_DUMMY_TOKEN = "dummy_value+disabled"  # noqa: S105 - the placeholder that replaces a token
 IDENTITY_KEYS = ("database.uuid", "database.secret")
 
 _SINK = f"name = {quote_literal(MAIL_SINK_NAME)} AND smtp_host = {quote_literal(MAIL_SINK_HOST)}"
@@ -65,6 +90,15 @@ class Rule:
     tables exist). source: that file, and the versions the statement was read from.
     table: the table it changes (the key of the report's `changed`).
     needs: further "table" or "table.column" names that must exist (the table itself always must).
+
+    Two kinds of rule are written from data rather than SQL, and prove themselves: after the run,
+    a row that still holds a value they would change is a live item (see `live_sql`).
+    sets: (column, neutral SQL value) pairs: `UPDATE table SET column = value` on the rows that
+    match `where` and still differ. Columns that do not exist are left out (one rule serves
+    16.0-18.0, whose columns differ); the rule runs where at least one exists, and also where its
+    module is not installed, since a column left behind still holds a live credential.
+    keys: ir_config_parameter keys to blank ('' as Odoo does) or, with delete, to delete.
+    file: sql is a whole neutralize.sql of Odoo's addons (table names that file).
     """
 
     module: str | None
@@ -72,14 +106,91 @@ class Rule:
     table: str
     sql: str
     needs: tuple[str, ...] = ()
+    sets: tuple[tuple[str, str], ...] = ()
+    where: str = ""
+    keys: tuple[str, ...] = ()
+    delete: bool = False
+    file: bool = False  # the module's own neutralize.sql, read from Odoo's addons
 
     def requirements(self) -> tuple[str, ...]:
         return (self.table, *self.needs)
 
     @property
+    def from_data(self) -> bool:
+        return bool(self.sets or self.keys)
+
+    def columns(self, schema: Schema) -> list[tuple[str, str]]:
+        return [(c, v) for c, v in self.sets if schema.has(f"{self.table}.{c}")]
+
+    def applies(self, schema: Schema) -> bool:
+        if not all(schema.has(n) for n in self.requirements()):
+            return False
+        return not self.sets or bool(self.columns(schema))
+
+    def _still_live(self, schema: Schema) -> str:
+        if self.keys:
+            names = ", ".join(quote_literal(k) for k in self.keys)
+            return f"key IN ({names}) AND coalesce(value, '') <> ''"
+        live = " OR ".join(_differs(c, v) for c, v in self.columns(schema))
+        return f"({self.where}) AND ({live})" if self.where else f"({live})"
+
+    def render(self, schema: Schema) -> str:
+        if self.keys:
+            verb = "DELETE FROM ir_config_parameter" if self.delete else "UPDATE ir_config_parameter SET value = ''"
+            return f"{verb} WHERE {self._still_live(schema)}"
+        if self.sets:
+            assignments = ", ".join(f"{c} = {v}" for c, v in self.columns(schema))
+            return f"UPDATE {self.table} SET {assignments} WHERE {self._still_live(schema)}"
+        return self.sql
+
+    def live_sql(self, schema: Schema) -> str | None:
+        """A query returning one line per row this rule would still change (no values: they may be secret)."""
+        who = self.module or "erpops"
+        if self.keys:
+            return (f"SELECT format('ir_config_parameter %s is set (%s)', key, {quote_literal(who)}) "
+                    f"FROM ir_config_parameter WHERE {self._still_live(schema)}")
+        if self.sets:
+            which = ", ".join(f"CASE WHEN {_differs(c, v)} THEN {quote_literal(c)} END"
+                              for c, v in self.columns(schema))
+            return (f"SELECT format('{self.table} #%s still holds %s ({who})', id, concat_ws(', ', {which})) "
+                    f"FROM {self.table} WHERE {self._still_live(schema)}")
+        return None
+
+    @property
     def counts_before(self) -> bool:
         # TRUNCATE reports no row count: the rows are counted just before, in the same transaction.
-        return self.sql.lstrip().upper().startswith("TRUNCATE")
+        return not self.file and self.sql.lstrip().upper().startswith("TRUNCATE")
+
+
+def _differs(column: str, value: str) -> str:
+    """SQL: `column` still differs from its neutral `value` (NULL and '' both count as cleared)."""
+    if value == "NULL":
+        return f"({column} IS NOT NULL AND {column}::text <> '')"
+    if value == "false":
+        return f"{column} IS TRUE"
+    if value == "true":
+        return f"{column} IS NOT TRUE"
+    return f"{column} IS DISTINCT FROM {value}"
+
+
+def _clear(module: str, versions: str, what: str, table: str, sets: dict[str, str | bool | None],
+           where: str = "") -> Rule:
+    """A rule that sets columns to neutral values: None is NULL, a str a literal, a bool a boolean."""
+
+    def sql_value(v: str | bool | None) -> str:
+        if v is None:
+            return "NULL"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return quote_literal(v)
+
+    return Rule(module, f"{ODOO.format(module)} {versions}: {what}", table, "",
+                sets=tuple((c, sql_value(v)) for c, v in sets.items()), where=where)
+
+
+def _params(module: str, versions: str, what: str, keys: tuple[str, ...], delete: bool = False) -> Rule:
+    return Rule(module, f"{ODOO.format(module)} {versions}: {what}", "ir_config_parameter", "", keys=keys,
+                delete=delete)
 
 
 RULES: tuple[Rule, ...] = (
@@ -92,7 +203,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "base",
-        ODOO_BASE + " 17.0-18.0: insert a dummy mail server so no command-line server is a fallback",
+        ODOO_BASE + " 16.0-18.0: insert a dummy mail server so no command-line server is a fallback",
         "ir_mail_server",
         "INSERT INTO ir_mail_server (name, smtp_port, smtp_host, smtp_encryption, active, smtp_authentication) "
         f"SELECT {quote_literal(MAIL_SINK_NAME)}, 1025, {quote_literal(MAIL_SINK_HOST)}, 'none', true, 'login' "
@@ -131,13 +242,13 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "mail",
-        ODOO.format("mail") + " 17.0-18.0: deactivate fetchmail servers",
+        ODOO.format("mail") + " 16.0-18.0: deactivate fetchmail servers",
         "fetchmail_server",
         "UPDATE fetchmail_server SET active = false WHERE active",
     ),
     Rule(
         "fetchmail",
-        ODOO.format("fetchmail") + " 16.0 (merged into mail in 17.0): deactivate fetchmail servers",
+        ODOO.format("fetchmail") + " before 16.0 (merged into mail in 16.0), kept for upgraded databases",
         "fetchmail_server",
         "UPDATE fetchmail_server SET active = false WHERE active",
     ),
@@ -145,8 +256,9 @@ RULES: tuple[Rule, ...] = (
         "mail",
         ODOO.format("mail") + " 17.0-18.0: reset web push, delete VAPID keys",
         "ir_config_parameter",
-        "DELETE FROM ir_config_parameter WHERE key IN "
-        "('mail.web_push_vapid_private_key', 'mail.web_push_vapid_public_key', 'mail.sfu_server_key')",
+        "",
+        keys=("mail.web_push_vapid_private_key", "mail.web_push_vapid_public_key", "mail.sfu_server_key"),
+        delete=True,
     ),
     Rule(
         "mail",
@@ -170,10 +282,18 @@ RULES: tuple[Rule, ...] = (
     # -- iap ------------------------------------------------------------------------------------------
     Rule(
         "iap",
-        ODOO.format("iap") + " 16.0-18.0: disable IAP account tokens",
+        ODOO.format("iap") + " 16.0-18.0: disable IAP account tokens that fit the column with '+disabled'",
         "iap_account",
         r"UPDATE iap_account SET account_token = REGEXP_REPLACE(account_token, '(\+.*)?$', '+disabled') "
-        "WHERE account_token NOT LIKE '%+disabled'",
+        f"WHERE account_token NOT LIKE '%+disabled' AND length(account_token) <= {IAP_TOKEN_FITS}",
+        needs=("iap_account.account_token",),
+    ),
+    Rule(
+        "iap",
+        ODOO.format("iap") + " 17.0-18.0: replace longer (pre-17.0) IAP tokens by a dummy value",
+        "iap_account",
+        f"UPDATE iap_account SET account_token = {quote_literal(IAP_DUMMY_TOKEN)} "
+        f"WHERE account_token NOT LIKE '%+disabled' AND length(account_token) > {IAP_TOKEN_FITS}",
         needs=("iap_account.account_token",),
     ),
     # -- payment ----------------------------------------------------------------------------------------
@@ -184,19 +304,7 @@ RULES: tuple[Rule, ...] = (
         "UPDATE payment_provider SET state = 'disabled' WHERE state NOT IN ('test', 'disabled')",
         needs=("payment_provider.state",),
     ),
-    Rule(
-        "payment_stripe",
-        ODOO.format("payment_stripe") + " 16.0-18.0: drop Stripe keys",
-        "payment_provider",
-        "UPDATE payment_provider SET stripe_secret_key = NULL, stripe_publishable_key = NULL, "
-        "stripe_webhook_secret = NULL WHERE stripe_secret_key IS NOT NULL OR stripe_publishable_key IS NOT NULL "
-        "OR stripe_webhook_secret IS NOT NULL",
-        needs=(
-            "payment_provider.stripe_secret_key",
-            "payment_provider.stripe_publishable_key",
-            "payment_provider.stripe_webhook_secret",
-        ),
-    ),
+    # payment_<provider>: the credential columns, by the module list below (_OWN_RULES).
     # -- delivery -----------------------------------------------------------------------------------------
     Rule(
         "delivery",
@@ -243,71 +351,21 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "website",
-        ODOO.format("website") + " (later than 17.0; applied to all): robots.txt disallows all",
+        ODOO.format("website") + " 16.0-18.0: robots.txt disallows all",
         "website",
         r"UPDATE website SET robots_txt = E'User-agent: *\nDisallow: /' "
         r"WHERE robots_txt IS DISTINCT FROM E'User-agent: *\nDisallow: /'",
         needs=("website.robots_txt",),
     ),
-    # -- calendar sync tokens -----------------------------------------------------------------------------
-    Rule(
-        "google_calendar",
-        ODOO.format("google_calendar") + " 17.0-18.0: drop Google calendar tokens",
-        "res_users_settings",
-        "UPDATE res_users_settings SET google_calendar_rtoken = NULL, google_calendar_token = NULL, "
-        "google_synchronization_stopped = true WHERE google_calendar_rtoken IS NOT NULL "
-        "OR google_calendar_token IS NOT NULL OR google_synchronization_stopped IS NOT TRUE",
-        needs=(
-            "res_users_settings.google_calendar_rtoken",
-            "res_users_settings.google_calendar_token",
-            "res_users_settings.google_synchronization_stopped",
-        ),
-    ),
-    Rule(
-        "google_calendar",
-        ODOO.format("google_calendar") + " 16.0: drop Google calendar tokens",
-        "google_calendar_credentials",
-        "UPDATE google_calendar_credentials SET calendar_rtoken = NULL, calendar_token = NULL, "
-        "synchronization_stopped = true WHERE calendar_rtoken IS NOT NULL OR calendar_token IS NOT NULL "
-        "OR synchronization_stopped IS NOT TRUE",
-        needs=("google_calendar_credentials.calendar_rtoken", "google_calendar_credentials.synchronization_stopped"),
-    ),
-    Rule(
-        "microsoft_calendar",
-        ODOO.format("microsoft_calendar") + " 16.0-18.0: drop Microsoft tokens",
-        "res_users",
-        "UPDATE res_users SET microsoft_calendar_token = NULL, microsoft_calendar_rtoken = NULL "
-        "WHERE microsoft_calendar_token IS NOT NULL OR microsoft_calendar_rtoken IS NOT NULL",
-        needs=("res_users.microsoft_calendar_token", "res_users.microsoft_calendar_rtoken"),
-    ),
-    Rule(
-        "microsoft_calendar",
-        ODOO.format("microsoft_calendar") + " 17.0-18.0: stop Microsoft sync",
-        "res_users_settings",
-        "UPDATE res_users_settings SET microsoft_calendar_sync_token = NULL, "
-        "microsoft_synchronization_stopped = true, microsoft_last_sync_date = NULL "
-        "WHERE microsoft_calendar_sync_token IS NOT NULL "
-        "OR microsoft_synchronization_stopped IS NOT TRUE OR microsoft_last_sync_date IS NOT NULL",
-        needs=(
-            "res_users_settings.microsoft_calendar_sync_token",
-            "res_users_settings.microsoft_synchronization_stopped",
-            "res_users_settings.microsoft_last_sync_date",
-        ),
-    ),
-    Rule(
-        "microsoft_calendar",
-        ODOO.format("microsoft_calendar") + " 16.0: stop Microsoft sync",
-        "microsoft_calendar_credentials",
-        "UPDATE microsoft_calendar_credentials SET calendar_sync_token = NULL, synchronization_stopped = true, "
-        "last_sync_date = NULL WHERE calendar_sync_token IS NOT NULL OR synchronization_stopped IS NOT TRUE "
-        "OR last_sync_date IS NOT NULL",
-        needs=(
-            "microsoft_calendar_credentials.calendar_sync_token",
-            "microsoft_calendar_credentials.synchronization_stopped",
-            "microsoft_calendar_credentials.last_sync_date",
-        ),
-    ),
     # -- e-invoicing proxies ----------------------------------------------------------------------------------
+    Rule(
+        "account_edi_proxy_client",
+        ODOO.format("account_edi_proxy_client") + " 16.0: every EDI connection in demo mode",
+        "ir_config_parameter",
+        "INSERT INTO ir_config_parameter (key, value) VALUES ('account_edi_proxy_client.demo', 'True') "
+        "ON CONFLICT (key) DO UPDATE SET value = 'True' WHERE lower(ir_config_parameter.value) NOT IN ('true', '1')",
+        needs=("account_edi_proxy_client_user",),
+    ),
     Rule(
         "account_edi_proxy_client",
         ODOO.format("account_edi_proxy_client") + " 17.0-18.0: EDI users to test/demo",
@@ -338,6 +396,133 @@ RULES: tuple[Rule, ...] = (
         "UPDATE account_edi_proxy_client_user SET active = false WHERE proxy_type = 'l10n_gr_edi' AND active",
         needs=("account_edi_proxy_client_user.active", "account_edi_proxy_client_user.proxy_type"),
     ),
+    # -- rules written as data (module, versions, what; the table; column -> neutral value) ------------------
+    # Each also proves itself after the run (Rule.live_sql). The neutral values are the ones Odoo
+    # leaves (NULL, '', a test mode, or the dummy value Odoo writes where a column must stay set).
+    _clear("auth_oauth", "16.0-18.0", "disable OAuth providers", "auth_oauth_provider", {"enabled": False}),
+    _params("google_recaptcha", "17.0-18.0", "blank the reCAPTCHA keys",
+            ("recaptcha_public_key", "recaptcha_private_key")),
+    _params("website_cf_turnstile", "17.0-18.0", "blank the Cloudflare Turnstile keys",
+            ("cf.turnstile_site_key", "cf.turnstile_secret_key")),
+    _params("website_event_jitsi", "16.0-18.0", "forget the Jitsi server", ("website_jitsi.jitsi_server_domain",),
+            delete=True),
+    _clear("website_sale_autocomplete", "16.0-18.0", "Google Places key to a dummy", "website",
+           {"google_places_api_key": "dummy"}),
+    _params("cloud_storage", "18.0", "forget the cloud storage provider", ("cloud_storage_provider",), delete=True),
+    _params("cloud_storage_azure", "18.0", "forget the Azure storage account", (
+        "cloud_storage_azure_account_name", "cloud_storage_azure_container_name", "cloud_storage_azure_tenant_id",
+        "cloud_storage_azure_client_id", "cloud_storage_azure_client_secret"), delete=True),
+    _params("cloud_storage_google", "18.0", "forget the Google storage account",
+            ("cloud_storage_google_bucket_name", "cloud_storage_google_account_info"), delete=True),
+    _clear("certificate", "18.0", "certificate passwords to a dummy", "certificate_certificate",
+           {"pkcs12_password": "dummy"}),
+    _clear("certificate", "18.0", "key passwords to a dummy", "certificate_key", {"password": "dummy"}),
+    _clear("delivery_mondialrelay", "16.0-18.0", "Mondial Relay to its test brand", "delivery_carrier",
+           {"mondialrelay_brand": "BDTEST  "}),
+    _clear("sale_gelato", "18.0", "drop the Gelato keys", "res_company",
+           {"gelato_api_key": None, "gelato_webhook_secret": None}),
+    # calendar synchronisation tokens (the table moved between versions: both are covered)
+    _clear("google_calendar", "16.0-17.0", "drop Google calendar tokens", "google_calendar_credentials",
+           {"calendar_rtoken": None, "calendar_token": None, "synchronization_stopped": True}),
+    _clear("google_calendar", "18.0", "drop Google calendar tokens", "res_users_settings",
+           {"google_calendar_rtoken": None, "google_calendar_token": None, "google_synchronization_stopped": True}),
+    _clear("microsoft_calendar", "16.0-18.0", "drop Microsoft tokens", "res_users",
+           {"microsoft_calendar_token": None, "microsoft_calendar_rtoken": None,
+            "microsoft_synchronization_stopped": True}),
+    _clear("microsoft_calendar", "17.0", "stop Microsoft sync", "microsoft_calendar_credentials",
+           {"calendar_sync_token": None, "synchronization_stopped": True, "last_sync_date": None}),
+    _clear("microsoft_calendar", "18.0", "stop Microsoft sync", "res_users_settings",
+           {"microsoft_calendar_sync_token": None, "microsoft_synchronization_stopped": True,
+            "microsoft_last_sync_date": None}),
+    # payment providers: every credential column of every provider module
+    *(
+        _clear(module, versions, "drop the provider's credentials", "payment_provider", dict.fromkeys(columns))
+        for module, versions, columns in (
+            ("payment_adyen", "16.0-18.0", ("adyen_merchant_account", "adyen_api_key", "adyen_hmac_key")),
+            ("payment_alipay", "16.0-17.0",
+             ("alipay_merchant_partner_id", "alipay_md5_signature_key", "alipay_seller_email")),
+            ("payment_aps", "16.0-18.0",
+             ("aps_merchant_identifier", "aps_access_code", "aps_sha_request", "aps_sha_response")),
+            ("payment_asiapay", "16.0-18.0",
+             ("asiapay_merchant_id", "asiapay_secure_hash_secret", "asiapay_secure_hash_function")),
+            ("payment_authorize", "16.0-18.0",
+             ("authorize_login", "authorize_transaction_key", "authorize_signature_key", "authorize_client_key")),
+            ("payment_buckaroo", "16.0-18.0", ("buckaroo_website_key", "buckaroo_secret_key")),
+            ("payment_flutterwave", "16.0-18.0",
+             ("flutterwave_public_key", "flutterwave_secret_key", "flutterwave_webhook_secret")),
+            ("payment_mercado_pago", "16.0-18.0", ("mercado_pago_access_token",)),
+            ("payment_mollie", "16.0-18.0", ("mollie_api_key",)),
+            ("payment_nuvei", "18.0", ("nuvei_merchant_identifier", "nuvei_site_identifier", "nuvei_secret_key")),
+            ("payment_ogone", "16.0-17.0",
+             ("ogone_pspid", "ogone_userid", "ogone_password", "ogone_shakey_in", "ogone_shakey_out")),
+            ("payment_paypal", "16.0-18.0", ("paypal_email_account", "paypal_seller_account", "paypal_pdt_token",
+                                             "paypal_client_id", "paypal_client_secret")),
+            ("payment_payulatam", "16.0-17.0", ("payulatam_merchant_id", "payulatam_account_id", "payulatam_api_key")),
+            ("payment_payumoney", "16.0-17.0", ("payumoney_merchant_key", "payumoney_merchant_salt")),
+            ("payment_razorpay", "16.0-18.0", ("razorpay_key_id", "razorpay_key_secret", "razorpay_webhook_secret")),
+            ("payment_razorpay_oauth", "17.0-18.0", ("razorpay_public_token", "razorpay_refresh_token",
+                                                      "razorpay_access_token", "razorpay_access_token_expiry",
+                                                      "razorpay_account_id")),
+            ("payment_sips", "16.0-17.0", ("sips_merchant_id", "sips_secret")),
+            ("payment_stripe", "16.0-18.0", ("stripe_secret_key", "stripe_publishable_key", "stripe_webhook_secret")),
+            ("payment_worldline", "18.0", ("worldline_pspid", "worldline_api_key", "worldline_api_secret",
+                                           "worldline_webhook_key", "worldline_webhook_secret")),
+        )
+    ),
+    _clear("payment_xendit", "17.0-18.0", "Xendit keys to dummies", "payment_provider",
+           {"xendit_secret_key": "dummysecret", "xendit_webhook_token": "dummytoken"}),
+    # point of sale payment terminals
+    _clear("pos_adyen", "16.0-18.0", "Adyen terminals to test mode", "pos_payment_method", {"adyen_test_mode": True}),
+    _clear("pos_mercado_pago", "17.0-18.0", "Mercado Pago terminal tokens to dummies", "pos_payment_method",
+           {"mp_bearer_token": "dummy_value", "mp_webhook_secret_key": "dummy_value"},
+           where="mp_bearer_token IS NOT NULL"),
+    _clear("pos_paytm", "17.0-18.0", "Paytm terminals to test mode, dummy key", "pos_payment_method",
+           {"paytm_test_mode": True, "paytm_merchant_key": "dummykey00012345"}),
+    _clear("pos_pine_labs", "18.0", "Pine Labs terminals to test mode, dummy credentials", "pos_payment_method",
+           {"pine_labs_test_mode": True, "pine_labs_merchant": "dummymerchant",
+            "pine_labs_security_token": "dummy123456"}),
+    _clear("pos_razorpay", "17.0-18.0", "Razorpay terminals to test mode, dummy key", "pos_payment_method",
+           {"razorpay_test_mode": True, "razorpay_api_key": "dummykey00012345"}),
+    _clear("pos_viva_wallet", "17.0-18.0", "Viva Wallet terminals to test mode", "pos_payment_method",
+           {"viva_wallet_test_mode": True}),
+    # localisations: e-invoicing and tax authority connections of the companies
+    _clear("l10n_eg_edi_eta", "16.0-18.0", "ETA out of production", "res_company",
+           {"l10n_eg_production_env": False, "l10n_eg_client_secret": "dummy"}),
+    _clear("l10n_es_edi_sii", "16.0-18.0", "SII to its test environment", "res_company",
+           {"l10n_es_edi_test_env": True, "l10n_es_sii_test_env": True}),
+    _clear("l10n_es_edi_tbai", "18.0", "TicketBAI to its test environment", "res_company",
+           {"l10n_es_tbai_test_env": True}),
+    _clear("l10n_hu_edi", "17.0-18.0", "NAV out of production, credentials blank", "res_company",
+           {"l10n_hu_edi_server_mode": "test", "l10n_hu_edi_username": "", "l10n_hu_edi_password": "",
+            "l10n_hu_edi_signature_key": "", "l10n_hu_edi_replacement_key": ""},
+           where="l10n_hu_edi_server_mode = 'production'"),
+    _clear("l10n_in", "18.0", "Indian e-invoicing out of production", "res_company",
+           {"l10n_in_edi_production_env": False}),
+    _clear("l10n_in_edi", "16.0-18.0", "Indian e-invoicing out of production, credentials dropped", "res_company",
+           {"l10n_in_edi_production_env": False, "l10n_in_edi_username": None, "l10n_in_edi_password": None,
+            "l10n_in_edi_token": None, "l10n_in_edi_token_validity": None}),
+    _clear("l10n_in_edi_ewaybill", "16.0-18.0", "drop the e-way bill credentials", "res_company",
+           {"l10n_in_edi_ewaybill_username": None, "l10n_in_edi_ewaybill_password": None,
+            "l10n_in_edi_ewaybill_auth_validity": None}),
+    _clear("l10n_jo_edi", "17.0-18.0", "JoFotara credentials to dummies", "res_company",
+           {"l10n_jo_edi_secret_key": "dummy_secret", "l10n_jo_edi_client_identifier": "dummy_id"}),
+    _clear("l10n_ke_edi_tremol", "16.0-18.0", "forget the Tremol control unit", "res_company",
+           {"l10n_ke_cu_proxy_address": ""}),
+    _clear("l10n_my_edi", "17.0-18.0", "MyInvois to pre-production", "res_company", {"l10n_my_edi_mode": "test"}),
+    _clear("l10n_ro_efactura", "17.0", "e-Factura to test, tokens dropped", "res_company",
+           {"l10n_ro_edi_test_env": True, "l10n_ro_edi_client_id": None, "l10n_ro_edi_client_secret": None,
+            "l10n_ro_edi_access_token": None, "l10n_ro_edi_refresh_token": None}),
+    _clear("l10n_ro_edi", "18.0", "e-Factura to test, tokens dropped", "res_company",
+           {"l10n_ro_edi_test_env": True, "l10n_ro_edi_client_id": None, "l10n_ro_edi_client_secret": None,
+            "l10n_ro_edi_access_token": None, "l10n_ro_edi_refresh_token": None}),
+    _clear("l10n_rs_edi", "17.0-18.0", "eFaktura to demo, dummy key", "res_company",
+           {"l10n_rs_edi_api_key": "dummy_key", "l10n_rs_edi_demo_env": True}),
+    _clear("l10n_sa_edi", "16.0-18.0", "ZATCA to sandbox", "res_company", {"l10n_sa_api_mode": "sandbox"}),
+    _clear("l10n_tr_nilvera", "17.0-18.0", "Nilvera to sandbox, key dropped", "res_company",
+           {"l10n_tr_nilvera_api_key": None, "l10n_tr_nilvera_environment": "sandbox",
+            "l10n_tr_nilvera_purchase_journal_id": None}),
+    _clear("l10n_vn_edi_viettel", "17.0-18.0", "blank the Viettel credentials", "res_company",
+           {"l10n_vn_edi_username": "", "l10n_vn_edi_password": ""}),
     # -- enterprise modules (guarded like the rest: they run only where the module is installed) ------------
     Rule(
         "account_online_synchronization",
@@ -516,6 +701,16 @@ def _live_checks(schema: Schema) -> list[LiveCheck]:
             + ") FROM account_edi_proxy_client_user WHERE edi_mode = 'prod'"
             + (" AND active" if schema.has("account_edi_proxy_client_user.active") else ""),
         ),
+        *(
+            [LiveCheck(
+                ("account_edi_proxy_client_user",),
+                "SELECT 'ir_config_parameter account_edi_proxy_client.demo is not true (16.0 EDI proxy live)' "
+                "WHERE NOT EXISTS (SELECT 1 FROM ir_config_parameter WHERE key = 'account_edi_proxy_client.demo' "
+                "AND lower(value) IN ('true', '1'))",
+            )]
+            # 16.0 has no per-user mode: one flag puts every EDI connection in demo mode
+            if not schema.has("account_edi_proxy_client_user.edi_mode") else []
+        ),
         LiveCheck(
             ("ir_config_parameter",),
             "SELECT 'ir_config_parameter database.enterprise_code is set' WHERE EXISTS (SELECT 1 "
@@ -589,16 +784,25 @@ def live_items(pg: Pg, db: str) -> list[str]:
     Active mail servers (but Odoo's dummy `invalid` one), active fetchmail servers, active crons but
     the ones Odoo keeps (base.autovacuum_job), enabled payment providers, carriers in production
     mode, live webhooks, live IAP tokens, e-invoicing proxies in production, an enterprise code,
-    and a missing `database.is_neutralized`. Checks whose tables are absent are skipped.
+    a missing `database.is_neutralized`, and whatever a rule written as data would still change
+    (OAuth providers, captcha keys, payment provider and terminal credentials, localisation
+    e-invoicing credentials and modes, cloud storage, calendar tokens, ...). Checks whose tables
+    are absent are skipped. No value is shown: only the table, the row and the column.
     """
     return _live_items(pg, db, _probe(pg, db))
 
 
 def _live_items(pg: Pg, db: str, schema: Schema) -> list[str]:
-    checks = [c for c in _live_checks(schema) if all(schema.has(n) for n in c.needs)]
-    if not checks:
+    queries = [c.sql for c in _live_checks(schema) if all(schema.has(n) for n in c.needs)]
+    # Every rule written as data proves itself too: each credential column of every payment
+    # provider, OAuth provider, terminal, localisation, captcha key ... whose table exists.
+    for rule in RULES:
+        query = rule.live_sql(schema) if rule.from_data and rule.applies(schema) else None
+        if query and query not in queries:
+            queries.append(query)
+    if not queries:
         return []
-    sql = "\nUNION ALL\n".join(f"({c.sql})" for c in checks)
+    sql = "\nUNION ALL\n".join(f"({q})" for q in queries)
     out = pg.psql(f"SELECT line FROM ({sql}) AS live(line) ORDER BY 1", db)
     return [line for line in out.splitlines() if line.strip()]
 
@@ -626,13 +830,71 @@ def identity_sql(values: dict[str, str]) -> str:
     )
 
 
-def applicable_rules(installed: set[str], schema: Schema) -> list[Rule]:
-    """The rules that run on a database with these installed modules and this schema, in order."""
+def applicable_rules(installed: set[str], schema: Schema, skip: Iterable[str] = ()) -> list[Rule]:
+    """The rules that run on a database with these installed modules and this schema, in order.
+
+    A rule runs where every table and column it needs exists and its module is installed; a rule
+    written as data also where its module is not (what it clears is still there). Modules in
+    `skip` are left to their own neutralize.sql (Odoo's addons given).
+    """
+    skipped = set(skip)
     return [
         rule
         for rule in RULES
-        if (rule.module is None or rule.module in installed) and all(schema.has(n) for n in rule.requirements())
+        if rule.applies(schema)
+        and (rule.module is None or rule.module in installed or rule.from_data)
+        and rule.module not in skipped
     ]
+
+
+def uncovered_modules(installed: set[str], schema: Schema, covered: Iterable[str] = ()) -> list[str]:
+    """Installed modules known to ship a data/neutralize.sql for which no erpops rule applies here.
+
+    `covered`: modules whose own file runs (found in the addons path). A listed module is also
+    uncovered when its tables or columns are not the ones erpops knows (another Odoo version).
+    """
+    done = set(covered)
+    return sorted(
+        m for m in installed & KNOWN_NEUTRALIZE
+        if m not in done and not any(r.module == m and r.applies(schema) for r in RULES)
+    )
+
+
+def parse_addons_path(values: Iterable[str]) -> list[Path]:
+    """--addons-path values, each one directory or a comma-separated list as Odoo's own option."""
+    return [Path(part.strip()) for value in values for part in value.split(",") if part.strip()]
+
+
+def odoo_addons_files(addons_path: Sequence[Path | str], modules: Iterable[str]) -> tuple[list[Rule], set[str]]:
+    """Odoo's own neutralize files of `modules`, found as Odoo finds a module: in the first addons
+    directory holding it. Returns one Rule per file (in module order) and the modules found at all
+    (with or without a file: a module without one has nothing to neutralize in that version).
+    """
+    paths = [Path(p) for p in addons_path]
+    for path in paths:
+        if not path.is_dir():
+            raise UsageError(f"--addons-path: {path} is not a directory; give Odoo's addons directories "
+                             "(e.g. /usr/lib/python3/dist-packages/odoo/addons,/mnt/extra-addons)")
+    if not any((p / "base" / "__manifest__.py").is_file() for p in paths):
+        raise UsageError(f"--addons-path: no base module in {', '.join(map(str, paths))}; include Odoo's "
+                         "odoo/addons directory (where base lives) and its addons directory")
+    rules: list[Rule] = []
+    found: set[str] = set()
+    for module in sorted(modules):
+        home = next((p / module for p in paths if (p / module / "__manifest__.py").is_file()), None)
+        if home is None:
+            continue
+        found.add(module)
+        sql_file = home / "data" / "neutralize.sql"
+        if not sql_file.is_file():
+            continue
+        text = sql_file.read_text(encoding="utf-8").strip()
+        if any(line.lstrip().startswith("\\") for line in text.splitlines()):
+            raise UsageError(f"{sql_file}: a line starts with a backslash (a psql meta-command); "
+                             "erpops runs neutralize files as plain SQL only")
+        if text:
+            rules.append(Rule(module, str(sql_file), f"{module}/data/neutralize.sql", text, file=True))
+    return rules, found
 
 
 def _installed_modules(pg: Pg, db: str) -> set[str]:
@@ -645,7 +907,7 @@ _TAG = re.compile(r"^(?:UPDATE|DELETE) (\d+)$|^INSERT \d+ (\d+)$")
 _ERROR_LINE = re.compile(r"<stdin>:(\d+): ERROR")
 
 
-def _script(rules: list[Rule], identity: dict[str, str]) -> tuple[str, list[int]]:
+def _script(rules: list[Rule], identity: dict[str, str], schema: Schema) -> tuple[str, list[int]]:
     """The psql script: a marker line echoed before each rule, so each rule's row count can be read.
 
     Returns the script and the line on which each rule starts (to name the rule a failure came from).
@@ -654,10 +916,11 @@ def _script(rules: list[Rule], identity: dict[str, str]) -> tuple[str, list[int]
     starts: list[int] = []
     for i, rule in enumerate(rules):
         lines.append(f"\\echo @@{i}")
-        starts.append(len(lines) + 1)
+        starts.append(sum(entry.count("\n") + 1 for entry in lines) + 1)  # a file spans several lines
         if rule.counts_before:
             lines.append(f"SELECT count(*) FROM {rule.table};")
-        lines.append(rule.sql.strip().rstrip(";") + ";")
+        # A file's last statement may lack its ';' (Odoo joins them with cursor.execute).
+        lines.append(rule.render(schema).strip().rstrip(";") + ";" if not rule.file else rule.sql + "\n;")
     lines.append("\\echo @@identity")
     lines.append(identity_sql(identity))
     return "\n".join(lines) + "\n", starts
@@ -679,10 +942,10 @@ def _row_counts(out: str, rules: list[Rule]) -> list[int]:
         if rule.counts_before:
             rows = next((int(x) for x in lines if x.isdigit()), 0)
         else:
-            for line in lines:
+            for line in lines:  # a file may hold several statements: their rows add up
                 match = _TAG.match(line)
                 if match:
-                    rows = int(match.group(1) or match.group(2))
+                    rows += int(match.group(1) or match.group(2))
         counts.append(rows)
     return counts
 
@@ -725,20 +988,57 @@ class NeutralizationIncomplete(OperationFailed):
         )
 
 
-def neutralize(pg: Pg, db: str) -> dict:
+class NeutralizationUncovered(OperationFailed):
+    """Installed modules ship a neutralize file that neither erpops' rules nor Odoo's addons cover."""
+
+    def __init__(self, db: str, modules: list[str]) -> None:
+        self.db = db
+        self.modules = modules
+        names = ", ".join(modules)
+        super().__init__(
+            f"neutralize {db}: installed module(s) {names}: each ships "
+            "a data/neutralize.sql that erpops has no rule for (nothing was changed). Give Odoo's addons "
+            "(--addons-path, Enterprise included) so their own files run, or accept each by name: "
+            + " ".join(f"--allow-unneutralized {m}" for m in modules)
+        )
+
+
+def neutralize(
+    pg: Pg,
+    db: str,
+    *,
+    addons_path: Sequence[Path | str] | None = None,
+    allow_unneutralized: Iterable[str] = (),
+) -> dict:
     """Neutralize `db` like Odoo 16.0-18.0 does, rotate its identity, and prove nothing live remains.
 
-    Returns {db, modules_applied, statements, changed: {table: rows}, remaining: [], uuid_changed,
-    secret_changed, is_neutralized, uuid, kept_crons}. Raises UsageError when db is missing or not
-    Odoo, OperationFailed when a statement fails (rolled back, nothing changed) or when, after the
-    commit, anything live remains (listed in the message and in `exc.remaining`).
+    addons_path: Odoo's addons directories; then each installed module's own data/neutralize.sql
+    runs, read from there as `odoo-bin neutralize` does, and erpops' rules only for the modules not
+    found there. Without it, erpops' rules run.
+    allow_unneutralized: modules accepted as not covered (else NeutralizationUncovered, before
+    anything changes).
+
+    Returns {db, mode, modules_applied, odoo_files, not_in_addons_path, statements,
+    changed: {table: rows}, remaining: [], uncovered_allowed, uuid_changed, secret_changed,
+    is_neutralized, uuid, kept_crons}. Raises UsageError when db is missing or not Odoo,
+    NeutralizationUncovered, OperationFailed when a statement fails (rolled back, nothing changed)
+    or when, after the commit, anything live remains (listed in the message and in `exc.remaining`).
     """
     schema = _probe(pg, db)
     installed = _installed_modules(pg, db)
-    rules = applicable_rules(installed, schema)
+    file_rules: list[Rule] = []
+    found: set[str] = set()
+    if addons_path:
+        file_rules, found = odoo_addons_files(addons_path, installed)
+    uncovered = uncovered_modules(installed, schema, found)
+    allowed = set(allow_unneutralized)
+    refused = [m for m in uncovered if m not in allowed]
+    if refused:
+        raise NeutralizationUncovered(db, refused)
+    rules = file_rules + applicable_rules(installed, schema, skip=found)
     before = read_identity(pg, db)
     identity = new_identity()
-    script, starts = _script(rules, identity)
+    script, starts = _script(rules, identity, schema)
     out = _run_in_one_transaction(pg, db, script, starts, rules)
     counts = _row_counts(out, rules)
 
@@ -761,10 +1061,15 @@ def neutralize(pg: Pg, db: str) -> dict:
         remaining.append("ir_config_parameter database.secret was not replaced")
     report = {
         "db": db,
-        "modules_applied": sorted({rule.module for rule in rules if rule.module}),
+        "mode": "odoo-addons" if addons_path else "erpops-rules",
+        "modules_applied": sorted({rule.module for rule in rules if rule.module and rule.module in installed}),
+        "odoo_files": [rule.source for rule in file_rules],
+        # With --addons-path: installed modules not found there (erpops' rules stood in where it has one).
+        "not_in_addons_path": sorted(installed - found) if addons_path else [],
         "statements": statements,
         "changed": changed,
         "remaining": remaining,
+        "uncovered_allowed": [m for m in uncovered if m in allowed],
         "uuid_changed": uuid_changed,
         "secret_changed": secret_changed,
         "is_neutralized": not any("is_neutralized" in item for item in remaining),
@@ -774,3 +1079,26 @@ def neutralize(pg: Pg, db: str) -> dict:
     if remaining:
         raise NeutralizationIncomplete(db, remaining, report)
     return report
+
+
+def neutralize_or_drop(
+    pg: Pg,
+    db: str,
+    filestore_dir: Path | None,
+    *,
+    addons_path: Sequence[Path | str] | None = None,
+    allow_unneutralized: Iterable[str] = (),
+) -> dict:
+    """Neutralize a database just created from an import; on any failure drop it (and its filestore).
+
+    As Odoo's restore with neutralize: the copy either comes out neutralized or not at all.
+    """
+
+    try:
+        return neutralize(pg, db, addons_path=addons_path, allow_unneutralized=allow_unneutralized)
+    except BaseException as exc:
+        pg.psql(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
+        if filestore_dir is not None:
+            shutil.rmtree(filestore_dir, ignore_errors=True)
+        exc.add_note(f"the imported database {db} and its filestore were removed")
+        raise

@@ -40,8 +40,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from erpops.backup import leftovers, untrusted
 from erpops.backup.neutralize import identity_sql, new_identity
-from erpops.errors import ErpopsError, IntegrityError, OperationFailed, ServiceError, UsageError
+from erpops.errors import ErpopsError, IntegrityError, OperationFailed, PreflightError, ServiceError, UsageError
 from erpops.pg import Pg, client_bin, quote_ident
 
 DUMP_NAME = "dump.sql"
@@ -126,7 +127,8 @@ def _check_layout(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], list
 
 
 def import_odoo_zip(
-    zip_path: Path | str, pg: Pg, db: str, filestore_root: Path | str, *, copy: bool = False
+    zip_path: Path | str, pg: Pg, db: str, filestore_root: Path | str, *, copy: bool = False,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     """Restore an Odoo backup zip as database `db` with its filestore in `filestore_root/db`.
 
@@ -150,24 +152,63 @@ def import_odoo_zip(
                 "if it belongs to no database"
             )
         _check_psql_can_restrict()
-        filestore_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{db}.import-", dir=filestore_root))
-        created = False
+        leftovers.sweep(pg)
+        dump_info = zf.getinfo(DUMP_NAME)
+        _check_import_room(pg, zip_path, dump_info, files, filestore_root)
+        # Screen the whole dump before anything is created: a refusal names the line, changes nothing.
+        with zf.open(DUMP_NAME) as dump:
+            untrusted.Screen(f"{zip_path.name}!{DUMP_NAME}").check(untrusted.bounded_lines(dump, DUMP_NAME))
+        try:
+            filestore_root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{db}.import-", dir=filestore_root))
+        except OSError as exc:
+            raise OperationFailed(f"cannot write the filestore under {filestore_root} ({exc}); nothing was "
+                                  "imported") from exc
+        imported = False
         try:
             _extract_filestore(zf, files, staging, zip_path)
-            _create_empty_database(pg, db)
-            created = True
             with zf.open(DUMP_NAME) as dump:
-                _restore_sql(pg, db, dump)
+                untrusted.execute_untrusted_sql(
+                    pg, db, untrusted.bounded_lines(dump, DUMP_NAME), create_database=_create_empty_database,
+                    owner=owner, source=f"{zip_path.name}!{DUMP_NAME}")
+            imported = True
             if copy:
                 _regenerate_identity(pg, db)
+            pg.psql(leftovers.unmark_sql("DATABASE", quote_ident(db)))
             staging.rename(target)
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            if created:
+            if imported:
                 _drop_database(pg, db, exc)
+            if isinstance(exc, OSError):  # a full disk, a read-only filestore: say so, no traceback
+                raise OperationFailed(f"import of {zip_path} into {db!r} failed: {exc}; the partial filestore "
+                                      f"was removed{' and the database dropped' if imported else ''}") from exc
             raise
     return manifest
+
+
+def _check_import_room(pg: Pg, zip_path: Path, dump_info: zipfile.ZipInfo, files: list[zipfile.ZipInfo],
+                       filestore_root: Path) -> None:
+    """PreflightError (nothing changed) when the filestore or the database cannot fit, as restore checks."""
+    from erpops.backup.engine import _h
+    from erpops.backup.restore import DISK_MARGIN, PLAIN_DUMP_GROWTH, _data_directory, _existing_parent
+
+    problems = []
+    fs_bytes = sum(i.file_size for i in files)
+    where = _existing_parent(filestore_root)
+    free = shutil.disk_usage(where).free
+    if free < fs_bytes + DISK_MARGIN:
+        problems.append(f"not enough free disk for the filestore: {_h(fs_bytes + DISK_MARGIN)} needed, {_h(free)} "
+                        f"free on {where}: free space or pass another --filestore")
+    data_dir = _data_directory(pg)
+    if data_dir is not None:
+        need = dump_info.file_size * PLAIN_DUMP_GROWTH + DISK_MARGIN
+        free = shutil.disk_usage(data_dir).free
+        if free < need:
+            problems.append(f"not enough free disk for the database: about {_h(need)} needed for a "
+                            f"{_h(dump_info.file_size)} dump.sql, {_h(free)} free in {data_dir}")
+    if problems:
+        raise PreflightError(problems, f"import of {zip_path}")
 
 
 def _extract_filestore(zf: zipfile.ZipFile, files: list[zipfile.ZipInfo], dest: Path, zip_path: Path) -> None:
@@ -187,10 +228,15 @@ def _extract_filestore(zf: zipfile.ZipFile, files: list[zipfile.ZipInfo], dest: 
             )
 
 
-def _create_empty_database(pg: Pg, db: str) -> None:
+def _create_empty_database(pg: Pg, db: str, owner: str | None = None) -> None:
     """As odoo/service/db.py `_create_empty_database` with db_template = template0 (Odoo's default)."""
+    from erpops.backup.leftovers import mark_sql
+
+    owner_sql = f" OWNER {quote_ident(owner)}" if owner else ""
+    mark = mark_sql("DATABASE", quote_ident(db), "import")  # cleared once the import is complete
     try:
-        pg.psql(f"CREATE DATABASE {quote_ident(db)} ENCODING 'unicode' LC_COLLATE 'C' TEMPLATE template0")
+        pg.psql(f"CREATE DATABASE {quote_ident(db)} ENCODING 'unicode' LC_COLLATE 'C' TEMPLATE template0{owner_sql};\n"
+                + mark)
     except ServiceError as exc:
         raise OperationFailed(f"cannot create database {db!r}: {exc}") from exc
     # Odoo 17.0 restores the pre-15 behaviour so the Odoo role can create tables in public.

@@ -177,8 +177,17 @@ def rehearse(
     jobs: int = 2,
     work_dir: Path | None = None,
     reporter: Any = None,
+    select: Any = None,
+    allow_prod: bool = False,
+    on_created: Any = None,
+    write: bool = True,
 ) -> dict[str, Any]:
     """Run one rehearsal and write its reports; returns the report (see the module docstring).
+
+    `erpops drill` (erpops.backup.drill) runs the same engine inside the stack itself: `select(target,
+    stack)` picks the set instead of select_set, `allow_prod` lifts the prod-tier refusal (the drill has its
+    own guard), `on_created(db)` is called as soon as the scratch database exists (to mark it), and
+    `write=False` leaves the report files to the caller.
 
     Raises PreflightError before anything is done (--to a prod tier, no verified set, database
     exists), the restore's own error after writing a report with status "error", and never for
@@ -191,7 +200,7 @@ def rehearse(
 
     reporter = reporter or Reporter()
     to_tier = to_sized.spec.tier
-    if to_tier == "prod":
+    if to_tier == "prod" and not allow_prod:
         raise PreflightError([f"stack {to_stack} is a prod tier: rehearsals never land in production; rehearse "
                               "into a staging or dev stack (--to staging)"], f"rehearsal {from_stack} -> {to_stack}")
     backup_spec = from_sized.spec.backup
@@ -199,7 +208,7 @@ def rehearse(
     t0 = time.monotonic()
     steps: dict[str, float] = dict.fromkeys(STEPS, 0.0)
 
-    chosen, newer = select_set(target, from_stack)
+    chosen, newer = (select or select_set)(target, from_stack)
     set_id = chosen["set_id"]
     manifest = engine.load_manifest(target, set_id)
     steps["select"] = round(time.monotonic() - t0, 3)
@@ -251,7 +260,7 @@ def rehearse(
     try:
         r0 = time.monotonic()
         result = restore(target, set_id, pg=pg, db=name, filestore_root=fs_root, neutralize=True, jobs=jobs,
-                         work_dir=work_dir, reporter=reporter)
+                         work_dir=work_dir, reporter=reporter, on_created=on_created)
         restored = report["restored"] = True
         wall = time.monotonic() - r0
         timings = result["timings"]
@@ -305,7 +314,7 @@ def rehearse(
             report["failures"] = failures
             report["status"] = "failed" if failures else "passed"
             report["ok"] = not failures
-        report["report"] = write_reports(report, report_dir, from_stack, to_stack, started_at)
+        report["report"] = write_reports(report, report_dir, from_stack, to_stack, started_at) if write else None
     return report
 
 

@@ -25,8 +25,8 @@ a partial swap, and says so in the error (BackupError, exit 4).
 
 pg_restore -j N needs a seekable file: with jobs > 1 the dump is decompressed to a temp file in
 `work_dir` when there is room for it, otherwise it streams into `pg_restore -j 1` (the report
-says which). Plain SQL dumps (sets imported from Odoo zips) go through `psql -v ON_ERROR_STOP=1
---single-transaction` under a psql `\\restrict` fence.
+says which). Plain SQL dumps (sets imported from Odoo zips), and any dump with untrusted=True, are
+screened and run by a fresh role without rights (erpops.backup.untrusted), one psql transaction.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from erpops.backup import engine
+from erpops.backup import leftovers as markers
 from erpops.backup import manifest as mf
 from erpops.backup.progress import Reporter
 from erpops.backup.storage import Target
@@ -139,6 +140,8 @@ def restore(
     replace: bool = False,
     confirm: Callable[[str], bool] | None = None,
     neutralize: bool | None = False,
+    addons_path: list[Path] | None = None,
+    allow_unneutralized: tuple[str, ...] = (),
     jobs: int = 2,
     workers: int = engine.DEFAULT_WORKERS,
     odoo_version: str | None = None,
@@ -146,15 +149,24 @@ def restore(
     work_dir: Path | None = None,
     reporter: Reporter | None = None,
     disk_usage: Callable[[Path], Any] = shutil.disk_usage,
+    untrusted: bool = False,
+    on_created: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Restore set_id as database db; returns the restore report. See the module docstring.
 
+    untrusted=True screens the dump and runs it as a sandbox role (erpops.backup.untrusted), as is
+    always done for plain SQL dumps.
+    on_created(temp_db) is called as soon as the database being built exists (before the dump goes in).
+
     neutralize=None neutralizes Odoo databases and leaves any other database as it is.
+    addons_path / allow_unneutralized: as erpops.backup.neutralize.neutralize (Odoo's own files;
+    modules accepted as not covered). A module not covered fails the restore, rolled back.
     """
     reporter = reporter or Reporter()
     started = time.monotonic()
     mf.check_db_name(db)
     manifest = engine.load_manifest(target, set_id)
+    markers.sweep(pg, [work_dir], note=reporter.note)  # what a killed run left on this server
     server_version_num = pg.server_version_num()
     exists = pg.database_exists(db)
     problems, notes = preflight(
@@ -162,6 +174,10 @@ def restore(
         odoo_version=odoo_version, server_version_num=server_version_num, db_exists=exists, disk_usage=disk_usage)
     if problems:
         raise PreflightError(problems, f"restore of {set_id} into {db}")
+    if neutralize is not False and addons_path:
+        from erpops.backup.neutralize import odoo_addons_files
+
+        odoo_addons_files(addons_path, ())  # a wrong --addons-path is refused before anything starts
     plan = engine.plan_dump_restore(manifest, jobs, work_dir)
     notes.append(f"database: {plan.note}")
     if neutralize is None:  # auto: every Odoo database, nothing else (there is nothing to neutralize)
@@ -193,7 +209,8 @@ def restore(
     try:
         step = time.monotonic()
         built.append("db")
-        engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner)
+        screened = engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, on_created,
+                                            untrusted=untrusted)
         counts = engine.row_counts(pg, temp_db)
         mismatched = mf.row_count_problems(manifest.row_counts, counts) if manifest.row_counts else []
         if mismatched:
@@ -202,7 +219,8 @@ def restore(
         if neutralize:
             step = time.monotonic()
             reporter.note(f"neutralizing {temp_db}")
-            neutralize_report = engine._neutralize(pg, temp_db)
+            neutralize_report = engine._neutralize(pg, temp_db, addons_path=addons_path,
+                                                   allow_unneutralized=allow_unneutralized)
             timings["neutralize_seconds"] = round(time.monotonic() - step, 3)
         if with_fs:
             assert fs_temp is not None and filestore_root is not None
@@ -216,7 +234,9 @@ def restore(
         if exists:
             _swap_databases(pg, db, temp_db, old_db)
         else:
-            pg.psql(f"ALTER DATABASE {quote_ident(temp_db)} RENAME TO {quote_ident(db)}")
+            # The rename and the end of the leftover marker in one transaction: db is the user's now.
+            pg.psql(f"BEGIN;\nALTER DATABASE {quote_ident(temp_db)} RENAME TO {quote_ident(db)};\n"
+                    f"{markers.unmark_sql('DATABASE', quote_ident(db))}\nCOMMIT;")
         swapped_db = True
         if with_fs:
             assert fs_dest is not None and fs_temp is not None and fs_old is not None
@@ -231,7 +251,7 @@ def restore(
         if isinstance(exc, ErpopsError):
             msg = f"restore of {set_id} into {db} failed: {exc}; rolled back: {undone}"
             if isinstance(exc, IntegrityError):
-                raise IntegrityError(msg) from exc
+                raise type(exc)(msg) from exc
             raise BackupError(msg) from exc
         exc.add_note(f"restore interrupted; rolled back: {undone}")
         raise
@@ -258,6 +278,7 @@ def restore(
         "filestore": {"dir": str(fs_dest) if with_fs else None, "count": len(manifest.filestore) if with_fs else 0,
                       "bytes": manifest.filestore_bytes if with_fs else 0},
         "pg_restore_jobs": plan.jobs,
+        "untrusted": screened,
         "notes": notes,
         "leftovers": leftovers,
         "timings": timings,
@@ -275,7 +296,10 @@ def _swap_databases(pg: Pg, db: str, new: str, old: str, attempts: int = 3) -> N
         f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
         f"WHERE datname = {quote_literal(db)} AND pid <> pg_backend_pid();\n"
         f"ALTER DATABASE {quote_ident(db)} RENAME TO {quote_ident(old)};\n"
-        f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(db)};"
+        f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(db)};\n"
+        # db is the user's now; old is ours, to drop (by the next run, should this one be killed first)
+        f"{markers.unmark_sql('DATABASE', quote_ident(db))}\n"
+        f"{markers.mark_sql('DATABASE', quote_ident(old), 'old')}"
     )
     for attempt in range(1, attempts + 1):
         try:
@@ -285,6 +309,13 @@ def _swap_databases(pg: Pg, db: str, new: str, old: str, attempts: int = 3) -> N
             if "being accessed by other users" not in str(exc) or attempt == attempts:
                 raise
             time.sleep(0.5 * attempt)
+
+
+def _exists_quietly(pg: Pg, db: str) -> bool:
+    try:
+        return pg.database_exists(db)
+    except ErpopsError:
+        return False
 
 
 def _roll_back(
@@ -300,7 +331,8 @@ def _roll_back(
                 _swap_databases(pg, db, old_db, temp_db)  # db (new) -> temp, old -> db
                 done.append(f"put the previous database back as {db}")
             else:
-                pg.psql(f"ALTER DATABASE {quote_ident(db)} RENAME TO {quote_ident(temp_db)}")
+                pg.psql(f"BEGIN;\nALTER DATABASE {quote_ident(db)} RENAME TO {quote_ident(temp_db)};\n"
+                        f"{markers.mark_sql('DATABASE', quote_ident(temp_db), 'restore')}\nCOMMIT;")
         except ErpopsError as exc:
             failed.append(f"could not undo the database swap ({exc}): the previous database is {old_db}")
     if fs_old is not None and fs_dest is not None and fs_old.exists() and not fs_dest.exists():
@@ -320,5 +352,11 @@ def _roll_back(
         else:
             done.append(f"removed the partial filestore {fs_temp}")
     if not existed or not swapped_db:
-        done.append(f"database {db} was not touched" if existed else f"no database {db} was created")
+        if existed:
+            done.append(f"database {db} was not touched")
+        elif _exists_quietly(pg, db):
+            done.append(f"database {db} was not created by this restore (another run created it meanwhile, "
+                        "and it was left alone)")
+        else:
+            done.append(f"no database {db} was created")
     return "; ".join(done + failed) or "nothing had been changed"

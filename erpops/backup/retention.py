@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from erpops.backup import engine
+from erpops.backup import engine, lease
 from erpops.backup import manifest as mf
 from erpops.backup.progress import Reporter
 from erpops.backup.storage import Target
@@ -138,23 +138,24 @@ def prune(
     doomed = [d for d in decisions if not d.keep]
     kept = [manifests[d.set_id] for d in decisions if d.keep]
 
-    stale, running = [], []
-    for set_id, marker_time in listing.incomplete.items():
-        when = marker_time or mf.set_time(set_id)
-        (stale if when is None or now - when > stale_after else running).append(set_id)
+    backups = classify_incomplete(target, listing.incomplete, now=now, stale_after=stale_after)
+    running = sorted(b for b, state in backups.items() if state == "live")
+    stale = sorted(b for b, state in backups.items() if state != "live")
 
     fs_keys: set[str] = set()
     fs_bytes = 0
+    stored: dict[str, int] = {}
     gc_note = None
     if running:
-        gc_note = f"skipped: backup(s) in progress ({', '.join(sorted(running))})"
+        gc_note = f"skipped: backup(s) in progress ({', '.join(running)})"
     elif unreadable:
         gc_note = f"skipped: unreadable manifest(s) ({', '.join(unreadable)}) may reference filestore objects"
     else:
         stored = {o.key: o.size for o in target.list_objects(f"{mf.FILESTORE}/")}
         fs_keys = unreferenced(stored, kept)
         fs_bytes = sum(stored[k] for k in fs_keys)
-    stale_uploads = [u for u in target.list_incomplete_uploads("") if now - u.initiated > stale_after]
+    # An unfinished upload is abandoned when its backup is dead, or when it is old and no backup is live.
+    stale_uploads = [u for u in target.list_incomplete_uploads("") if _upload_abandoned(u, backups, now, stale_after)]
 
     result: dict[str, Any] = {
         "target": target.url,
@@ -164,7 +165,8 @@ def prune(
                  for d in decisions if d.keep],
         "delete": [{"set_id": d.set_id, "created_at": mf.utc_iso(d.created)} for d in doomed],
         "incomplete_delete": sorted(stale),
-        "in_progress": sorted(running),
+        "in_progress": running,
+        "dead_backups": {b: backups[b] for b in stale},
         "unreadable": unreadable,
         "filestore_delete": len(fs_keys),
         "filestore_bytes_freed": fs_bytes,
@@ -181,14 +183,78 @@ def prune(
         target.delete_many(ordered[1:])
         reporter.note(f"deleted set {set_id} ({len(keys)} objects)")
     if fs_keys:
-        # Re-check just before deleting: a backup that started meanwhile may reuse these objects.
-        if engine.scan_sets(target).incomplete.keys() - set(stale):
-            result["filestore_gc"] = "skipped: a backup started during the prune"
-            result["filestore_delete"] = 0
-            result["filestore_bytes_freed"] = 0
-        else:
-            target.delete_many(sorted(fs_keys))
-            reporter.note(f"deleted {len(fs_keys)} unreferenced filestore objects")
+        deleted, note = collect_filestore(target, sorted(fs_keys), stale_after=stale_after, reporter=reporter)
+        if note:
+            result["filestore_gc"] = note
+        result["filestore_delete"] = len(deleted)
+        result["filestore_bytes_freed"] = sum(stored[k] for k in deleted)
     for upload in stale_uploads:
         target.abort_upload(upload)
     return result
+
+
+GC_BATCH = 1000
+
+
+def classify_incomplete(target: Target, incomplete: dict[str, datetime | None], *, now: datetime,
+                        stale_after: timedelta = STALE_AFTER) -> dict[str, str]:
+    """{set id: 'live' | 'dead' | 'stale'} for every incomplete set, from its in-progress marker.
+
+    'dead': the marker's pid is gone on this host; 'stale': no heartbeat within MARKER_TTL (or
+    stale_after, when shorter; without a marker: older than stale_after). Only a live backup holds
+    the GC back.
+    """
+    states = {}
+    for set_id, marker_time in incomplete.items():
+        info = lease.read_json(target, mf.set_key(set_id, mf.IN_PROGRESS)) if marker_time is not None else None
+        if info is None:
+            when = marker_time or mf.set_time(set_id)
+            states[set_id] = "stale" if when is None or now - when > stale_after else "live"
+        else:
+            states[set_id] = lease.owner_state(info, now=now, modified=marker_time,
+                                               ttl=min(lease.MARKER_TTL, stale_after))
+    return states
+
+
+def _upload_abandoned(upload: Any, backups: dict[str, str], now: datetime, stale_after: timedelta) -> bool:
+    parts = upload.key.split("/")
+    if len(parts) >= 3 and parts[0] == mf.SETS and parts[1] in backups:
+        return backups[parts[1]] != "live"
+    if any(state == "live" for state in backups.values()):
+        return False  # a filestore upload may belong to a running backup
+    return bool(now - upload.initiated > stale_after)
+
+
+def collect_filestore(target: Target, keys: list[str], *, stale_after: timedelta = STALE_AFTER,
+                      reporter: Reporter | None = None) -> tuple[list[str], str | None]:
+    """Delete unreferenced filestore keys under the GC lease (erpops.backup.lease); (deleted, note or None).
+
+    Before each batch the lease is refreshed and the in-progress markers are read again: a backup
+    that started meanwhile stops the GC before it can lose an object that backup skipped.
+    """
+    gc = lease.acquire_gc_lease(target)
+    if gc is None:
+        held = lease.read_json(target, lease.LEASE_KEY) or {}
+        return [], f"skipped: another prune's GC holds {target.child(lease.LEASE_KEY)} (pid {held.get('pid')} on " \
+                  f"{held.get('host')})"
+    deleted: list[str] = []
+    note = None
+    try:
+        for start in range(0, len(keys), GC_BATCH):
+            if not gc.refresh():
+                note = "stopped: the GC lease was taken over (this prune stalled past its expiry)"
+                break
+            states = classify_incomplete(target, engine.scan_sets(target).incomplete, now=datetime.now(UTC),
+                                         stale_after=stale_after)
+            live = sorted(b for b, state in states.items() if state == "live")
+            if live:
+                note = f"stopped: a backup started during the prune ({', '.join(live)}); the rest goes next time"
+                break
+            batch = keys[start:start + GC_BATCH]
+            target.delete_many(batch)
+            deleted += batch
+    finally:
+        gc.release()
+    if reporter is not None and deleted:
+        reporter.note(f"deleted {len(deleted)} unreferenced filestore objects")
+    return deleted, note

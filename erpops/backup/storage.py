@@ -85,6 +85,11 @@ def _check_key(key: str) -> str:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise UsageError(f"invalid storage key {key!r}")
+    long = next((p for p in parts if len(p.encode()) > 200), None)
+    if long is not None:
+        # Filesystems refuse names over 255 bytes (with a traceback, unchecked); no erpops name is that long.
+        raise UsageError(f"{long[:40]}... is {len(long.encode())} bytes long: no backup set or object has a name "
+                         "longer than 200 bytes; check the set id (`erpops list`)")
     return key
 
 

@@ -84,6 +84,8 @@ class ObjectStorage(pulumi.ComponentResource):
             )
 
         self.secret = secret(f"{name}-credentials", refs.s3_secret, keys["backup"])
+        self.drill_secret = (secret(f"{name}-drill-credentials", derive.DRILL_S3_SECRET, keys["drill"])
+                             if sized.spec.drill.enabled and "drill" in keys else None)
         self.odoo_secret = (secret(f"{name}-odoo-credentials", refs.odoo_s3_secret, keys["odoo"])
                             if odoo_needs_s3 else None)
         self.register_outputs({
@@ -162,15 +164,17 @@ class ObjectStorage(pulumi.ComponentResource):
         self.filestore_bucket = filestore.bucket
         self.backup_bucket = backup.bucket
 
-        def identity(kind: str, bucket_resource: aws.s3.Bucket) -> Keys:
+        def identity(kind: str, bucket_resource: aws.s3.Bucket, make_policy=bucket_policy) -> Keys:
             user = aws.iam.User(f"{name}-{kind}-user", name=f"erpops-{sized.stack}-{kind}", tags=tags, opts=opts)
-            policy = bucket_resource.arn.apply(lambda arn: json.dumps(bucket_policy(arn), sort_keys=True))
+            policy = bucket_resource.arn.apply(lambda arn: json.dumps(make_policy(arn), sort_keys=True))
             aws.iam.UserPolicy(f"{name}-{kind}-user-policy", name=f"erpops-{sized.stack}-{kind}-bucket",
                                user=user.name, policy=policy, opts=opts)
             key = aws.iam.AccessKey(f"{name}-{kind}-access-key", user=user.name, opts=opts)
             return key.id, key.secret
 
         keys = {"backup": identity("backup", backup)}
+        if sized.spec.drill.enabled:  # the drill's own identity: read-only on the sets, writes only its reports
+            keys["drill"] = identity("drill", backup, lambda arn: derive.drill_s3_policy(arn, sized.stack))
         if odoo_needs_s3:
             keys["odoo"] = identity("filestore", filestore)
         return keys

@@ -37,6 +37,8 @@ Knobs (constructor, `set()`, or `POST /__double__/control` with a JSON object of
   broken       {request name: message}: that call_kw always fails with a UserError (a step that
                cannot succeed on this database)
   serie        "16.0", "17.0" or "18.0"                                    (default "17.0")
+  workers      requests served at once, as Odoo's prefork workers (0 = unbounded; default 0): with
+               workers=W and base_ms=S (jitter 0) the double saturates at W x 1000/S req/s
 `GET /__double__/stats` returns the request count per name. `served` counts the (model, method) pairs
 call_kw actually executed (from the JSON-RPC params, which is what Odoo dispatches on, not the URL),
 and `snapshot()` is a deep copy of every record: a read-only load must leave both without writes.
@@ -118,8 +120,10 @@ class OdooDouble:
 
     def __init__(self, port: int = 0, serie: str = "17.0", base_ms: float = 5.0, jitter_ms: float = 2.0,
                  error_rate: float = 0.0, seed: int | None = None, template_only_boms: bool = False,
-                 sigma: float = 0.0, cpu_ms: float = 0.0, max_records: int = 2000) -> None:
+                 sigma: float = 0.0, cpu_ms: float = 0.0, workers: int = 0, max_records: int = 2000) -> None:
         self.serie = serie
+        self.workers = workers
+        self._slots = threading.BoundedSemaphore(workers) if workers else None
         self.base_ms = base_ms
         self.jitter_ms = jitter_ms
         self.sigma = sigma
@@ -171,12 +175,15 @@ class OdooDouble:
 
     def set(self, **knobs: Any) -> None:
         """Change latency, error rate or serie while serving (same names as the control endpoint)."""
-        allowed = {"base_ms", "jitter_ms", "sigma", "cpu_ms", "multiplier", "per_name", "error_rate", "serie", "broken"}
+        allowed = {"base_ms", "jitter_ms", "sigma", "cpu_ms", "multiplier", "per_name", "error_rate", "serie",
+                   "broken", "workers"}
         unknown = set(knobs) - allowed
         if unknown:
             raise ValueError(f"unknown knob(s) {sorted(unknown)}: use {sorted(allowed)}")
         for key, value in knobs.items():
             setattr(self, key, dict(value) if key in ("per_name", "broken") else value)
+        if "workers" in knobs:
+            self._slots = threading.BoundedSemaphore(self.workers) if self.workers else None
 
     def inflight(self) -> list[str]:
         """`model:id` of the records a running write holds (also `GET /__double__/inflight`)."""
@@ -720,13 +727,20 @@ class OdooDouble:
 
     def _delay(self, name: str) -> None:
         seconds = self._service_seconds(name)
-        if self.cpu_ms:
-            # CPU work scales with the request's cost like the rest of its service time
-            end = time.thread_time() + self.cpu_ms / 1000.0 * self.multiplier * self.per_name.get(name, 1.0)
-            while time.thread_time() < end:
-                pass
-        if seconds > 0:
-            time.sleep(seconds)
+        slots = self._slots
+        if slots is not None:  # a request waits for a free worker, then holds it for its service time
+            slots.acquire()
+        try:
+            if self.cpu_ms:
+                # CPU work scales with the request's cost like the rest of its service time
+                end = time.thread_time() + self.cpu_ms / 1000.0 * self.multiplier * self.per_name.get(name, 1.0)
+                while time.thread_time() < end:
+                    pass
+            if seconds > 0:
+                time.sleep(seconds)
+        finally:
+            if slots is not None:
+                slots.release()
 
     @contextlib.contextmanager
     def _transaction(self, name: str, model: str, method: str, args: list[Any]) -> Iterator[None]:
@@ -890,8 +904,9 @@ def main() -> None:
     parser.add_argument("--base-ms", type=float, default=5.0)
     parser.add_argument("--jitter-ms", type=float, default=2.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--workers", type=int, default=0, help="requests served at once (0 = unbounded)")
     args = parser.parse_args()
-    double = OdooDouble(args.port, args.serie, args.base_ms, args.jitter_ms, args.error_rate)
+    double = OdooDouble(args.port, args.serie, args.base_ms, args.jitter_ms, args.error_rate, workers=args.workers)
     print(f"odoo double {args.serie} on {double.url} (db {DB}, login {LOGIN}, password {PASSWORD})", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         double._server.serve_forever(poll_interval=0.2)

@@ -6,8 +6,10 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -30,7 +32,9 @@ class FakeOdoo:
     """Answers /web/health, /web/login, version_info, authenticate and call_kw as Odoo 16-18 do.
 
     Knobs: serie, db_up (what db_server_status reports), rpc_error (every JSON-RPC answers an
-    `error` with HTTP 200), login_delay (seconds before /web/login answers).
+    `error` with HTTP 200), login_delay (seconds before /web/login answers), databases (what
+    dbfilter lets through: /web/login picks its database as Odoo's `ensure_db` does, a 302 to set
+    the session's database from `?db=`, a 303 to the database selector when none can be chosen).
     """
 
     def __init__(self) -> None:
@@ -38,6 +42,7 @@ class FakeOdoo:
         self.db_up = True
         self.rpc_error = False
         self.login_delay = 0.0
+        self.databases = ["mfg"]
         self.requests: list[str] = []
         fake = self
 
@@ -62,11 +67,33 @@ class FakeOdoo:
                     ok = fake.db_up
                     body = {"status": "pass" if ok else "fail", "db_server_status": ok}
                     self._send(200 if ok else 500, json.dumps(body).encode())
-                elif self.path == "/web/login":
-                    time.sleep(fake.login_delay)
-                    self._send(200, b"<html><form class='oe_login_form'></form></html>", "text/html")
+                elif self.path.split("?")[0] == "/web/login":
+                    self._login()
+                elif self.path == "/web/database/selector":
+                    self._send(200, b"<html><div class='o_database_list'>mfg mfg_test</div></html>", "text/html")
                 else:
                     self._send(404, b"not found", "text/html")
+
+            def _login(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                asked = (query.get("db") or [""])[0].strip() or None
+                cookie = SimpleCookie(self.headers.get("Cookie", ""))
+                session_db = cookie["session_db"].value if "session_db" in cookie else None
+                if asked and asked not in fake.databases:
+                    asked = None
+                if asked and not session_db:  # a database asked for on a new session: set it, same URL
+                    return self._send(302, b"", "text/html", Location=self.path,
+                                      **{"Set-Cookie": f"session_db={asked}"})
+                db = asked or (session_db if session_db in fake.databases else None)
+                if not db and len(fake.databases) == 1:
+                    db = fake.databases[0]
+                if not db:
+                    return self._send(303, b"", "text/html", Location="/web/database/selector")
+                if db != session_db:
+                    return self._send(302, b"", "text/html", Location=self.path, **{"Set-Cookie": f"session_db={db}"})
+                time.sleep(fake.login_delay)
+                self._send(200, b"<html><form class='oe_login_form'></form></html>", "text/html")
+                return None
 
             def do_POST(self) -> None:
                 fake.requests.append(f"POST {self.path}")
@@ -184,3 +211,33 @@ def test_unreachable_odoo_is_unknown_never_ok(check: Any) -> None:
     [result] = run_checks([Check("odoo.x", check)], t, Thresholds.defaults())
     assert result.state is State.UNKNOWN
     assert "Connection refused" in result.message
+
+
+def test_several_databases_without_dbfilter_is_ok_through_the_selector(fake_odoo: FakeOdoo) -> None:
+    fake_odoo.databases = ["mfg", "mfg_test"]
+    state, message, metrics = odoo.login_latency(_targets(fake_odoo), Thresholds.defaults())
+    assert state is State.OK, message
+    assert "database selector (via 303 /web/database/selector)" in message and "--odoo-db" in message
+    assert fake_odoo.requests == ["GET /web/login", "GET /web/database/selector"]
+    assert metrics["redirects"] == 1
+
+
+def test_several_databases_with_the_db_parameter_render_the_login_page(fake_odoo: FakeOdoo) -> None:
+    fake_odoo.databases = ["mfg", "mfg_test"]
+    state, message, _ = odoo.login_latency(_targets(fake_odoo, odoo_db="mfg"), Thresholds.defaults())
+    assert state is State.OK, message
+    assert "/web/login?db=mfg renders the login page (via 302 /web/login)" in message
+    assert fake_odoo.requests == ["GET /web/login?db=mfg", "GET /web/login?db=mfg"]
+
+
+def test_a_database_odoo_does_not_serve_is_crit(fake_odoo: FakeOdoo) -> None:
+    fake_odoo.databases = ["mfg", "mfg_test"]
+    state, message, _ = odoo.login_latency(_targets(fake_odoo, odoo_db="prod"), Thresholds.defaults())
+    assert state is State.CRIT
+    assert "does not serve database 'prod'" in message
+
+
+def test_a_page_without_the_login_form_is_crit(fake_odoo: FakeOdoo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(odoo, "LOGIN_FORM", "no_such_form_class")
+    state, message, _ = odoo.login_latency(_targets(fake_odoo), Thresholds.defaults())
+    assert state is State.CRIT and "without Odoo's login form" in message

@@ -509,3 +509,24 @@ def test_replica_lag_crits_while_replay_is_paused_then_clears() -> None:
         finally:
             standby.psql("SELECT pg_wal_replay_resume()")
         wait_for("the standby to catch up", lambda: run(postgres.replication, t, th).state is State.OK)
+
+
+def test_backup_age_skips_unreadable_and_failed_sets_and_dead_backups(bucket: tuple[Any, Targets]) -> None:
+    client, t = bucket
+    th = Thresholds.from_health(__import__("erpops.spec", fromlist=["Health"]).Health(), rpo_minutes=60)
+    _put_set(client, t, "20261126T020000Z", datetime.now(UTC) - timedelta(days=3))
+    # Newer sets that must not count: one failed verification, one whose manifest is not JSON.
+    _put_set(client, t, "20261129T010000Z", datetime.now(UTC) - timedelta(minutes=30))
+    client.put_object(Bucket=t.s3_bucket, Key="prod/sets/20261129T010000Z/verify.json",
+                      Body=json.dumps({"ok": False, "problems": ["x is missing"]}).encode())
+    client.put_object(Bucket=t.s3_bucket, Key="prod/sets/20261129T020000Z/manifest.json", Body=b"{ truncated")
+    # A backup whose heartbeat stopped an hour ago is dead, not running.
+    beat = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    client.put_object(Bucket=t.s3_bucket, Key="prod/sets/20261129T030000Z/in-progress.json",
+                      Body=json.dumps({"host": "elsewhere", "pid": 1, "heartbeat_at": beat}).encode())
+    result = run(s3.backup_age, t, th)
+    assert result.state is State.CRIT, result.message
+    assert "20261126T020000Z" in result.message and "3.0 days" in result.message
+    assert "20261129T010000Z (failed verification)" in result.message
+    assert "20261129T020000Z (manifest unreadable)" in result.message
+    assert result.metrics["running_sets"] == 0 and result.metrics["incomplete_sets"] == 1

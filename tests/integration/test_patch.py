@@ -390,3 +390,59 @@ def test_prod_without_approval_is_refused_before_anything_changes(stack: Stack) 
     assert not (stack.work / "events").exists()
     # the refusal is audited; no set was taken
     assert [k for k in stack.bucket_keys() if k not in keys and "/audit/" not in k] == []
+
+
+def test_killed_during_the_pre_patch_backup_is_reported_stuck_until_resolved(stack: Stack) -> None:
+    """SIGKILL while the pre-patch backup runs: `--check` and `erpops health` say stuck, and how to resolve it."""
+    from healthchecks.core import State, Targets, Thresholds
+    from healthchecks.patch import stuck
+
+    # A database big enough that its pre-patch backup takes a while: the moment to kill the patch.
+    stack.pg.psql("CREATE TABLE erpops_bulk AS SELECT g AS id, md5(g::text) AS a FROM generate_series(1, 1500000) g",
+                  stack.db)
+    proc = stack.start(stack.driver_file())
+    deadline = time.monotonic() + 600
+    while True:
+        steps = stack.state()["steps"] if (stack.state_dir / f"patch-{stack.stack}.json").exists() else []
+        if steps and steps[-1]["name"] == "backup" and steps[-1]["status"] == "running":
+            break
+        assert proc.poll() is None, f"patch ended before its pre-patch backup: {proc.stderr.read()}"  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "the pre-patch backup never started"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()  # type: ignore[union-attr]
+    proc.stderr.close()  # type: ignore[union-attr]
+    assert (stack.work / "maintenance").exists()  # frozen: this is what must not go unnoticed
+    resolve = f"erpops patch --stack {stack.stack} --image {TO_IMAGE} --abort"
+
+    state, text, metrics = stuck(Targets(patch_state_dir=str(stack.state_dir)), Thresholds(levels={}))
+    assert state == State.CRIT
+    assert "is stuck" in text and "still in maintenance" in text and resolve in text
+    assert metrics == {"stuck": 1.0}
+
+    check = stack.run(stack.driver_file(), "--check")
+    assert check.returncode == 0, check.stderr
+    (reported,) = json.loads(check.stdout)["stuck"]
+    assert reported["resolve"] == resolve and reported["would"] == "unfreeze"
+
+    aborted = stack.run(stack.driver_file(), "--abort")
+    assert aborted.returncode == 0, aborted.stderr
+    assert "was stuck" in aborted.stderr
+    assert not (stack.work / "maintenance").exists()
+    assert stuck(Targets(patch_state_dir=str(stack.state_dir)), Thresholds(levels={}))[0] == State.OK
+
+
+def test_the_smoke_gets_the_driver_files_env_and_its_timeout(stack: Stack) -> None:
+    original = checksums(stack.pg, stack.db)
+    driver = stack.driver_file(smoke='cd "${WORK:?the driver env is missing}" && echo seen > smoke-saw && sleep 600',
+                               name="hanging-smoke.yml")
+    doc = yaml.safe_load(driver.read_text())
+    driver.write_text(yaml.safe_dump({**doc, "timeout_seconds": 30}))
+
+    result = stack.run(driver)
+
+    assert (stack.work / "smoke-saw").read_text().strip() == "seen"  # WORK came from the driver file's env:
+    assert result.returncode == 4, result.stderr
+    assert "load-test smoke did not finish within 30 s" in result.stderr
+    assert_rolled_back(stack, original)

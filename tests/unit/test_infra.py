@@ -363,7 +363,15 @@ def test_each_identity_reaches_only_its_own_bucket(r: Run) -> None:
     expected = {backup_user: storage.backup_bucket}
     if r.sized.spec.filestore.mode == "object-storage":
         expected[filestore_user] = storage.filestore_bucket
-    assert set(policies) == set(expected)
+    drill_user = f"erpops-{r.stack}-drill"
+    assert set(policies) == set(expected) | ({drill_user} if r.sized.spec.drill.enabled else set())
+    if r.sized.spec.drill.enabled:  # the drill's: its stack's prefix of the backup bucket, and write only reports
+        arn = f"arn:aws:s3:::{storage.backup_bucket}"
+        grants = {(a, res) for st in policies[drill_user]["Statement"] for a in st["Action"] for res in st["Resource"]}
+        assert {res for _, res in grants} == {arn, f"{arn}/{r.stack}/*", f"{arn}/{r.stack}/drills/*"}
+        assert {a for a, res in grants if res == f"{arn}/{r.stack}/*"} == {"s3:GetObject"}
+        assert {a for a, res in grants if a in ("s3:PutObject", "s3:DeleteObject")} == {"s3:PutObject"}
+        assert ("s3:PutObject", f"{arn}/{r.stack}/drills/*") in grants
     for user, bucket in expected.items():
         arn = f"arn:aws:s3:::{bucket}"
         resources = {res for stmt in policies[user]["Statement"] for res in stmt["Resource"]}
@@ -378,7 +386,8 @@ def test_each_identity_reaches_only_its_own_bucket(r: Run) -> None:
         odoo = r.one("kubernetes:core/v1:Secret", "odoo-object-storage").inputs["stringData"]
         assert odoo["secret-access-key"] == "<secret:aws-iam-secret-access-key/storage-filestore-access-key>"
     assert set(keys) == {"storage-backup-access-key", *(["storage-filestore-access-key"]
-                                                        if filestore_user in expected else [])}
+                                                        if filestore_user in expected else []),
+                         *(["storage-drill-access-key"] if r.sized.spec.drill.enabled else [])}
 
 
 def test_s3_compatible_keys_come_from_the_named_secret_config(r: Run) -> None:
@@ -426,7 +435,7 @@ def test_stacks_share_no_namespace_bucket_prefix_database_or_secret() -> None:
 def test_ops_output_shape(r: Run) -> None:
     ops = r.ops
     assert set(ops) == {"stack", "tier", "kubernetes_context", "namespace", "database", "services", "secrets",
-                        "buckets", "endpoints", "redis_key_prefix", "image", "filestore"}
+                        "buckets", "endpoints", "redis_key_prefix", "image", "filestore", "drill"}
     assert ops["services"]["odoo_web"] == {"name": "odoo-web", "port": 8069}
     assert ops["services"]["odoo_websocket"] == {"name": "odoo-web", "port": 8072}
     assert ops["services"]["pooler_rw"] == {"name": "odoo-db-pooler-rw", "port": 5432}

@@ -49,6 +49,8 @@ COMMANDS = {
     "erpops_rehearse": [["rehearse"]],
     "erpops_odoo_zip": [["import", "odoo-zip"], ["export", "odoo-zip"]],
     "erpops_patch": [["patch"]],
+    "erpops_filestore_migrate": [["filestore", "migrate"]],
+    "erpops_calibrate": [["loadtest", "capacity"]],
 }
 TARGET_FLAGS = {"--target", "--stack", "--endpoint-url", "--region"}
 

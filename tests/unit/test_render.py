@@ -86,8 +86,10 @@ def test_every_object_is_valid_for_kubernetes_1_30(rendered: dict[str, Path], st
     builtin = [o for o in objs if not crdschema.is_custom(o)]
     validate_k8s(builtin, "1.30.0")
     cnpg = [o for o in objs if crdschema.is_custom(o)]
-    pod_monitors = spec.load(stack, ROOT).spec.monitoring.pod_monitors
-    expected = {"Cluster", "Pooler", "ScheduledBackup", *(["PodMonitor"] if pod_monitors else [])}
+    s = spec.load(stack, ROOT).spec
+    pod_monitors = s.monitoring.pod_monitors
+    expected = {"Cluster", "Pooler", "ScheduledBackup", *(["PodMonitor"] if pod_monitors else []),
+                *(["PrometheusRule"] if pod_monitors and s.drill.enabled else [])}
     assert {o["kind"] for o in cnpg} == expected
     for obj in cnpg:
         assert crdschema.validate(obj) == [], f"{obj['kind']}/{obj['metadata']['name']}"
@@ -195,7 +197,10 @@ def test_the_chart_is_wired_to_what_the_program_creates(rendered: dict[str, Path
 
 def test_network_policies_select_the_pods_that_exist(rendered: dict[str, Path], stack: str) -> None:
     program, chart = program_objects(rendered, stack), chart_objects(rendered, stack)
-    pods = {f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["metadata"]["labels"]
+    def template(o: dict[str, Any]) -> dict[str, Any]:
+        return o["spec"]["jobTemplate"]["spec"]["template"] if o["kind"] == "CronJob" else o["spec"]["template"]
+
+    pods = {f"{o['kind']}/{o['metadata']['name']}": template(o)["metadata"]["labels"]
             for o in program + chart if podsecurity.pod_spec_of(o) is not None}
 
     def selected(selector: dict[str, str]) -> list[str]:
@@ -211,6 +216,12 @@ def test_network_policies_select_the_pods_that_exist(rendered: dict[str, Path], 
         assert selected(redis) == ["StatefulSet/redis"]
     web_service = find(chart, "Service", "odoo-web")["spec"]["selector"]
     assert selected(web_service) == ["Deployment/odoo-web"]
+    if any(o["kind"] == "CronJob" for o in program):
+        for name in ("drill-egress",):
+            drill = find(program, "NetworkPolicy", name)["spec"]["podSelector"]["matchLabels"]
+            assert selected(drill) == ["CronJob/erpops-drill"]
+        admitted = find(program, "NetworkPolicy", "postgres-from-drill")["spec"]["ingress"][0]["from"][0]
+        assert selected(admitted["podSelector"]["matchLabels"]) == ["CronJob/erpops-drill"]
 
 
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -504,3 +515,62 @@ def test_the_image_that_runs_is_the_one_the_program_builds(rendered: dict[str, P
     (job,) = [x for x in resources if x["type"] == "kubernetes:batch/v1:Job"]
     assert component["urn"] in job["depends_on"] or build["urn"] in job["depends_on"], job["depends_on"]
     assert odoo
+
+
+def test_prod_renders_the_restore_drill_least_privileged(rendered: dict[str, Path]) -> None:
+    """The CronJob runs `erpops drill` one at a time within a deadline, with its own DB role, S3 key and policy."""
+    objs = program_objects(rendered, "prod")
+    cron = find(objs, "CronJob", "erpops-drill")
+    sized = spec.load("prod", ROOT)
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["schedule"] == sized.spec.drill.schedule
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["activeDeadlineSeconds"] == sized.spec.drill.deadline_minutes * 60 and job["backoffLimit"] == 0
+    pod = job["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == sized.spec.drill.image and c["args"][:5] == ["--root", "/etc/erpops", "drill", "--stack",
+                                                                      "prod"]
+    assert c["resources"]["requests"] == c["resources"]["limits"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["PGUSER"]["valueFrom"]["secretKeyRef"]["name"] == "erpops-drill-db"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "erpops-drill-s3"
+    assert env["PGHOST"]["value"] == "odoo-db-rw" and env["PGSSLMODE"]["value"] == "require"
+    assert pod["serviceAccountName"] == "erpops-drill" and pod["automountServiceAccountToken"] is False
+    assert not podsecurity.check_all([cron], (podsecurity.BASELINE, podsecurity.RESTRICTED))
+    # the spec it reads is the stack's, without a secret value
+    cm = find(objs, "ConfigMap", "erpops-drill-spec")
+    assert spec.validate(yaml.safe_load(cm["data"]["Pulumi.prod.yaml"])["config"][spec.SPEC_KEY], "prod")
+    # its own database role: CREATEDB only, its password in a basic-auth Secret
+    cluster = find(objs, "Cluster", "odoo-db")
+    (role,) = cluster["spec"]["managed"]["roles"]
+    assert role["name"] == "erpops_drill" and role["createdb"] and not role["superuser"] and not role["createrole"]
+    assert role["passwordSecret"] == {"name": "erpops-drill-db"}
+    assert find(objs, "Secret", "erpops-drill-db")["type"] == "kubernetes.io/basic-auth"
+    # the network: out to PostgreSQL, S3 and the Pushgateway's namespace; PostgreSQL admits it
+    egress = find(objs, "NetworkPolicy", "drill-egress")["spec"]["egress"]
+    assert [r["ports"][0]["port"] for r in egress] == [5432, 443, 9091]
+    assert egress[2]["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    admit = find(objs, "NetworkPolicy", "postgres-from-drill")["spec"]
+    assert admit["podSelector"]["matchLabels"]["cnpg.io/cluster"] == "odoo-db"
+    assert admit["ingress"][0]["from"][0]["podSelector"]["matchLabels"].items() <= \
+        job["template"]["metadata"]["labels"].items()
+    # the alert rules
+    rules = {r["alert"]: r for r in find(objs, "PrometheusRule", "erpops-drill")["spec"]["groups"][0]["rules"]}
+    assert set(rules) == {"ErpopsDrillFailed", "ErpopsDrillNoRecentSuccess", "ErpopsDrillNeverSucceeded",
+                          "ErpopsDrillRtoAboveObjective"}
+    assert f"> {sized.spec.backup.rto_minutes * 60}" in rules["ErpopsDrillRtoAboveObjective"]["expr"]
+    assert f"> {sized.spec.drill.no_success_hours * 3600}" in rules["ErpopsDrillNoRecentSuccess"]["expr"]
+    for rule in rules.values():
+        assert (ROOT / rule["annotations"]["runbook"]).is_file(), rule["annotations"]["runbook"]
+    # the drill's IAM user reads the sets and writes only its reports
+    aws = yaml.safe_load((rendered["prod"] / "aws.yaml").read_text())
+    (policy,) = [json.loads(r["inputs"]["policy"]) for r in aws
+                 if r["type"] == "aws:iam/userPolicy:UserPolicy" and "drill" in r["name"]]
+    actions = {a for st in policy["Statement"] for a in st["Action"]}
+    assert actions == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "s3:PutObject"}
+    put = [st for st in policy["Statement"] if "s3:PutObject" in st["Action"]]
+    assert put[0]["Resource"] == ["arn:aws:s3:::acme-erpops-prod-backups/prod/drills/*"]
+
+
+def test_only_stacks_that_enable_the_drill_render_it(rendered: dict[str, Path]) -> None:
+    for stack in ("dev", "staging"):
+        assert not [o for o in program_objects(rendered, stack) if "drill" in o["metadata"]["name"]]

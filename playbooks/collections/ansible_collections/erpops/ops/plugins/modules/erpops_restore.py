@@ -51,6 +51,18 @@ options:
       - Neutralize the restored copy (mail servers and crons off). Default, on for Odoo databases unless the
         O(stack) tier is prod.
     type: bool
+  addons_path:
+    description:
+      - Odoo's addons directories (Enterprise included where installed). The installed modules' own
+        C(data/neutralize.sql) files run from there, as C(odoo-bin neutralize) does. Default, erpops' own rules.
+    type: list
+    elements: path
+  allow_unneutralized:
+    description:
+      - Installed modules accepted as not covered by neutralization (a neutralize file erpops has no rule for).
+        Without it such a module fails the neutralized restore, rolled back.
+    type: list
+    elements: str
   odoo_version:
     description:
       - Odoo version of the image that will run the database, e.g. C(17.0); majors must match the set's.
@@ -162,6 +174,8 @@ def main() -> None:
             "skip_filestore": {"type": "bool", "default": False},
             "replace": {"type": "bool", "default": False},
             "neutralize": {"type": "bool"},
+            "addons_path": {"type": "list", "elements": "path"},
+            "allow_unneutralized": {"type": "list", "elements": "str"},
             "odoo_version": {"type": "str"},
             "owner": {"type": "str"},
             "jobs": {"type": "int", "default": 2},
@@ -181,6 +195,10 @@ def main() -> None:
         args += ["--replace", "--yes"]
     if p["neutralize"] is not None:
         args.append("--neutralize" if p["neutralize"] else "--no-neutralize")
+    for path in p["addons_path"] or []:
+        args += ["--addons-path", path]
+    for name in p["allow_unneutralized"] or []:
+        args += ["--allow-unneutralized", name]
     flag(args, "--odoo-version", p["odoo_version"])
     flag(args, "--owner", p["owner"])
     flag(args, "--jobs", p["jobs"])

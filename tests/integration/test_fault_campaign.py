@@ -1,0 +1,141 @@
+"""The "also seen" cases of issue 10's fault campaign, each as a user meets it: the command, its exit code, its JSON.
+
+Real PostgreSQL 15 on loopback; the CLI commands run in-process through click (as
+test_interop_cli does), so the exit code is the one erpops.cli.main would set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+import zipfile
+from collections import namedtuple
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from erpops.backup import engine
+from erpops.backup.commands import restore_cmd, verify_cmd
+from erpops.backup.interop import COMMANDS
+from erpops.backup.storage import FileTarget
+from erpops.errors import ErpopsError
+from erpops.local import LocalPostgres
+from erpops.pg import Pg
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
+
+MANIFEST = {"odoo_dump": "1", "db_name": "src", "version": "17.0", "version_info": [17, 0, 0, "final", 0, ""],
+            "major_version": "17.0", "pg_version": "15.0", "modules": {"base": "17.0.1.3"}}
+DUMP = "CREATE TABLE public.t (id integer);\nCOPY public.t (id) FROM stdin;\n1\n2\n\\.\n"
+
+
+@pytest.fixture(scope="module")
+def server(pg: LocalPostgres) -> Pg:
+    return Pg.from_local(pg)
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> tuple[int, Any, str]:
+    group = click.Group("erpops", commands={c.name: c for c in [*COMMANDS, verify_cmd, restore_cmd]})
+    result = CliRunner().invoke(group, args, env=env)
+    exc = result.exception
+    if exc is not None and not isinstance(exc, ErpopsError | SystemExit):
+        raise exc  # a traceback: exactly what these cases must not produce
+    code = exc.exit_code if isinstance(exc, ErpopsError) else result.exit_code
+    body = json.loads(result.stdout) if "--json" in args and result.stdout.strip() else None
+    return code, body, result.stderr
+
+
+def make_zip(path: Path, dump: str = DUMP, files: int = 1) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("dump.sql", dump)
+        zf.writestr("manifest.json", json.dumps(MANIFEST))
+        for i in range(files):
+            data = f"file {i}".encode()
+            sha = hashlib.sha1(data, usedforsecurity=False).hexdigest()
+            zf.writestr(f"filestore/{sha[:2]}/{sha}", data)
+    return path
+
+
+def test_import_onto_a_full_disk_is_refused_before_anything_is_created(
+    server: Pg, pg: LocalPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(10 << 30, 10 << 30, 1 << 20))
+    code, body, _ = run_cli(["import", "odoo-zip", str(make_zip(tmp_path / "a.zip")), "--to", "full_disk",
+                             "--filestore", str(tmp_path / "fs"), "--json"], pg.env())
+    assert code == 6 and body["ok"] is False
+    assert any("not enough free disk for the filestore" in p for p in body["problems"])
+    assert not server.database_exists("full_disk")
+
+
+def test_import_failing_on_a_full_disk_midway_reports_it_without_a_traceback(
+    server: Pg, pg: LocalPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from erpops.backup import odoozip
+
+    def no_space(*_args: Any, **_kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(odoozip, "_extract_filestore", no_space)
+    code, body, _ = run_cli(["import", "odoo-zip", str(make_zip(tmp_path / "a.zip")), "--to", "enospc",
+                             "--filestore", str(tmp_path / "fs"), "--json"], pg.env())
+    assert code == 4, body
+    assert "No space left on device" in body["error"]
+    assert not server.database_exists("enospc")
+    assert [p.name for p in (tmp_path / "fs").iterdir()] == []
+
+
+def test_a_300_character_set_id_on_a_file_target_is_a_usage_error(pg: LocalPostgres, tmp_path: Path) -> None:
+    code, body, _ = run_cli(["verify", "x" * 300, "--target", f"file://{tmp_path}", "--json"], pg.env())
+    assert code == 2 and body["ok"] is False
+    assert "is not a backup set id" in body["error"]
+
+
+def test_export_and_verify_agree_on_a_set_whose_dump_is_gone(server: Pg, pg: LocalPostgres, tmp_path: Path) -> None:
+    target = FileTarget(tmp_path / "target")
+    set_id = engine.import_odoo_zip(target, make_zip(tmp_path / "a.zip"), db="src")["set_id"]
+    target.delete(engine.load_manifest(target, set_id).dump.key)
+    url = f"file://{tmp_path / 'target'}"
+    verify_code, _, _ = run_cli(["verify", set_id, "--target", url, "--json"], pg.env())
+    export_code, body, _ = run_cli(["export", "odoo-zip", set_id, "--out", str(tmp_path / "out.zip"), "--target",
+                                    url, "--json"], pg.env())
+    assert verify_code == export_code == 5
+    assert "is missing" in body["error"]
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_an_import_that_restores_nothing_is_refused(server: Pg, pg: LocalPostgres, tmp_path: Path) -> None:
+    dump = "SET statement_timeout = 0;\n-- a dump cut off before its first table\n"
+    code, body, _ = run_cli(["import", "odoo-zip", str(make_zip(tmp_path / "e.zip", dump)), "--to", "nothing",
+                             "--filestore", str(tmp_path / "fs"), "--json"], pg.env())
+    assert code == 5 and "restored nothing" in body["error"]
+    assert not server.database_exists("nothing")
+
+
+def test_ctrl_c_during_the_filestore_copy_drops_the_queued_transfers() -> None:
+    """The first transfers run; Ctrl-C arrives; the hundreds still queued never start."""
+    import time
+
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def transfer(i: int) -> int:
+        with lock:
+            started.append(i)
+        if i == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: KeyboardInterrupt in the main thread, which waits
+        time.sleep(0.02)  # the transfer's own work (not a wait on a condition)
+        return i
+
+    with pytest.raises(KeyboardInterrupt):
+        engine._run_parallel(list(range(300)), transfer, workers=2)
+    # Before the fix all 300 ran (the pool's exit waited for the queue); now only those already started.
+    assert len(started) < 100, f"{len(started)} of 300 transfers ran after Ctrl-C"
