@@ -559,9 +559,10 @@ class Drill(_Model):
     deadline_minutes: int = Field(default=180, ge=10, le=1440, description=(
         "activeDeadlineSeconds of the Job; a marked scratch database older than this is dropped by the next run"))
     resources: Resources = Field(default=Resources(cpu="1", memory="1Gi"), description="Requests = limits")
-    scratch_size: Memory = Field(default="20Gi", description="emptyDir for the dump and the filestore copy")
-    pushgateway: str | None = Field(default=None, max_length=255, pattern=r"^https?://[a-z0-9.-]+(:\d{1,5})?/?$",
-                                    description="Pushgateway URL the metrics are pushed to (required when enabled)")
+    scratch_size: StorageOf("1Gi", "20Gi") = Field(default="20Gi", description=(
+        "emptyDir for the dump and the filestore copy"))
+    pushgateway: str | None = Field(default=None, max_length=255, description=(
+        "Pushgateway URL the metrics are pushed to (required when enabled), e.g. http://pushgateway.monitoring.svc:9091"))
     no_success_hours: int = Field(default=26, ge=1, description="Alert when no drill passed for this long")
     s3_access_key_id_key: str | None = Field(default=None, description=(
         "s3-compatible: Pulumi secret config key of the drill's own key (read-only on the backup bucket)"))
@@ -573,10 +574,13 @@ class Drill(_Model):
     def _image(cls, v: str | None) -> str | None:
         return None if v is None else Odoo._image(v)
 
-    @field_validator("scratch_size")
+    @field_validator("pushgateway")
     @classmethod
-    def _scratch(cls, v: str) -> str:
-        return _check_memory(v)
+    def _pushgateway(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https?://[a-z0-9.-]+(:\d{1,5})?/?", v):
+            raise ValueError(f"{v!r} is not a Pushgateway base URL: write it as http(s)://host[:port], e.g. "
+                             "http://pushgateway.monitoring.svc:9091 (no path)")
+        return v
 
 
 class Spec(_Model):
@@ -731,6 +735,8 @@ _PATTERN_WORDS: dict[str, tuple[str, str]] = {
     r"^[a-z0-9][a-z0-9._/:@-]*$": ("an image reference in lowercase, repository:tag or repository@sha256:...",
                                    "ghcr.io/cloudnative-pg/postgresql:15.18"),
     r"^\d+\.\d+\.\d+$": ("a chart version MAJOR.MINOR.PATCH", "0.29.0"),
+    r"^https?://[a-z0-9.-]+(:\d{1,5})?/?$": ("an http(s) URL of a host and an optional port, no path",
+                                           "http://pushgateway.monitoring.svc:9091"),
 }
 
 

@@ -686,7 +686,9 @@ def drill_role(refs: Refs) -> dict[str, Any]:
     database's objects, and DROP DATABASE of the live one is refused by PostgreSQL itself (not the owner)."""
     return {
         "name": DRILL_DB_ROLE, "ensure": "present", "login": True, "createdb": True, "superuser": False,
-        "createrole": False, "replication": False, "bypassrls": False, "inherit": False,
+        # INHERIT: as owner of its scratch databases the role is pg_database_owner there, which owns schema
+        # public (PostgreSQL 15+); NOINHERIT would deny pg_restore that schema. It is granted no other role.
+        "createrole": False, "replication": False, "bypassrls": False, "inherit": True, "inRoles": [],
         "connectionLimit": DRILL_CONNECTION_LIMIT, "passwordSecret": {"name": DRILL_DB_SECRET},
         "comment": "erpops restore drill: scratch databases only",
     }

@@ -15,7 +15,8 @@ The rehearse engine (erpops.backup.rehearse) run against the stack's own Postgre
 
 Exit 0 when the drill passed; 1 when it ran and failed (a corrupt or missing set, a check, RPO or
 RTO missed: the report and the metrics say why); 2 bad usage; 3 a service is unreachable before
-the drill could start.
+the drill could start, or the result could not be published; 143 SIGTERM (the Job's deadline): the
+scratch database is dropped on the way out and the failure is published.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ class DrillFailed(ErpopsError):
 
 
 class DrillInterrupted(ErpopsError):
-    """SIGTERM (the Job's deadline, a node drain): what was built is dropped on the way out."""
+    """SIGTERM (the Job's deadline, a node drain): what was built is dropped on the way out (exit 143, as
+    erpops.cli exits on SIGTERM)."""
 
-    exit_code = 130
+    exit_code = 143
 
 
 def drill_db_name(db: str, when: datetime) -> str:
@@ -160,6 +162,7 @@ _signals: list[str] = []  # names of the signals that interrupted the running dr
 def _raise_interrupted(signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
     _signals.append(name)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
     raise DrillInterrupted(f"drill interrupted by {name}")
 
 

@@ -156,7 +156,8 @@ def restore(
 
     untrusted=True screens the dump and runs it as a sandbox role (erpops.backup.untrusted), as is
     always done for plain SQL dumps.
-    on_created(temp_db) is called as soon as the database being built exists (before the dump goes in).
+    on_created(temp_db) is called as soon as the database being built exists (before the dump goes in), and
+    on_created(db) again once it is in place (the swap clears the leftover marker of the database it renames).
 
     neutralize=None neutralizes Odoo databases and leaves any other database as it is.
     addons_path / allow_unneutralized: as erpops.backup.neutralize.neutralize (Odoo's own files;
@@ -238,6 +239,8 @@ def restore(
             pg.psql(f"BEGIN;\nALTER DATABASE {quote_ident(temp_db)} RENAME TO {quote_ident(db)};\n"
                     f"{markers.unmark_sql('DATABASE', quote_ident(db))}\nCOMMIT;")
         swapped_db = True
+        if on_created is not None:  # the caller's own mark (a drill's scratch database) under the final name
+            on_created(db)
         if with_fs:
             assert fs_dest is not None and fs_temp is not None and fs_old is not None
             if fs_dest.exists():

@@ -112,7 +112,7 @@ def env(pg: LocalPostgres, aws: LocalS3) -> Iterator[dict[str, str]]:
     """Every drill runs as a role like the one CloudNativePG makes for it (infra/derive.py drill_role):
     LOGIN CREATEDB, nothing else; not a superuser, not the live database's owner."""
     server = Pg.from_local(pg)
-    server.psql(f"CREATE ROLE {DRILL_ROLE} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE NOINHERIT CONNECTION LIMIT 5")
+    server.psql(f"CREATE ROLE {DRILL_ROLE} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE INHERIT CONNECTION LIMIT 5")
     yield {**pg.env(), "PGUSER": DRILL_ROLE, "ERPOPS_S3_ENDPOINT_URL": aws.endpoint_url, "ERPOPS_BACKUP_TARGET": ""}
     for db in drill_dbs(server):
         engine.drop_database(server, db)
@@ -145,7 +145,7 @@ def test_drill_restores_checks_drops_and_publishes(env: dict[str, str], project:
     code, r, err = run_cli(["drill", "--stack", "prod", "--pushgateway", pushgateway, "--metrics-file",
                             str(tmp_path / "drill.prom"), "--report-dir", str(tmp_path / "reports"), "--json"],
                            env, project)
-    print(f"\ndrill metrics: {r and r['metrics']}")
+    print(f"\ndrill: {r and r['reason']}\nmetrics: {r and r['metrics']}")
     assert code == 0, (r, err)
     assert r["ok"] and r["status"] == "passed" and r["reason"] is None
     assert r["set"]["set_id"] == set_id and r["target"] == f"s3://{BUCKET}/prod"
@@ -235,7 +235,7 @@ def _wait_marked(pg: Pg, proc: subprocess.Popen) -> list[tuple[str, int, scratch
 
 def test_sigterm_drops_the_scratch_database_on_the_way_out(env: dict[str, str], project: Path, live: dict[str, Any],
                                                            aws: LocalS3, pushgateway: str, tmp_path: Path) -> None:
-    """The Job's deadline (or a drain) sends SIGTERM: the drill rolls back, reports why, exits 130."""
+    """The Job's deadline (or a drain) sends SIGTERM: the drill rolls back, reports why, exits 143."""
     url = f"s3://{BUCKET}/sigterm"
     make_set(live, url, aws.endpoint_url)
     proc = _stalled_drill(tmp_path, project, url, env, "--pushgateway", pushgateway, "--json")
@@ -246,7 +246,7 @@ def test_sigterm_drops_the_scratch_database_on_the_way_out(env: dict[str, str], 
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 143, err
     r = json.loads(out)
     assert r["interrupted"] == "SIGTERM" and r["reason"].startswith("interrupted by SIGTERM") and not r["ok"]
     assert drill_dbs(live["pg"]) == [] and scratch.marked(live["pg"]) == []

@@ -543,7 +543,7 @@ def test_prod_renders_the_restore_drill_least_privileged(rendered: dict[str, Pat
     cluster = find(objs, "Cluster", "odoo-db")
     (role,) = cluster["spec"]["managed"]["roles"]
     assert role["name"] == "erpops_drill" and role["createdb"] and not role["superuser"] and not role["createrole"]
-    assert role["passwordSecret"] == {"name": "erpops-drill-db"}
+    assert role["passwordSecret"] == {"name": "erpops-drill-db"} and role["inRoles"] == []
     assert find(objs, "Secret", "erpops-drill-db")["type"] == "kubernetes.io/basic-auth"
     # the network: out to PostgreSQL, S3 and the Pushgateway's namespace; PostgreSQL admits it
     egress = find(objs, "NetworkPolicy", "drill-egress")["spec"]["egress"]
