@@ -79,7 +79,7 @@ def junit_xml(v: Verdict, *, started_at: str | None = None, duration_s: float | 
               properties: Mapping[str, Any] | None = None, hostname: str | None = None) -> str:
     """The verdict as JUnit XML (a `<testsuites>` root, one suite, one test case per check), written with junitparser.
 
-    Valid against the JUnit XSD Jenkins' xUnit plugin ships (junit-10.xsd), which GitLab reads too: `errors`,
+    Valid against tests/schemas/junit.xsd (the format Jenkins' JUnit/xUnit plugins and GitLab read): `errors`,
     `time`, `timestamp`, `hostname` on the suite. A failed check is a `<failure>`; a crash inside the load-test
     users is an `<error>` (the gate could not judge); a check not judged is `<skipped>`. The baseline, target and
     run count go into `<properties>`.

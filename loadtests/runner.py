@@ -164,8 +164,8 @@ def one_run(classes: list[type], host: str, users: int, duration: float, html: P
     start = time.time()
     measured.window = (start, start + duration)
     gevent.sleep(duration)
-    # requests started before the end are counted when they complete: wait twice the slowest seen
-    gevent.sleep(min(30.0, max(0.2, 2 * max(measured.total, default=0) / 1000.0)))
+    # requests started before the end are counted when they complete: wait 1.5x the slowest seen
+    gevent.sleep(min(30.0, max(0.2, 1.5 * max(measured.total, default=0) / 1000.0)))
     counts = dict(getattr(runner, "user_classes_count", {}) or {})
     runner.quit()
     wall, cpu = duration, time.process_time() - cpu0

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from erpops.backup.lease import pid_alive
 from erpops.errors import PreflightError
 from erpops.pg import Pg, quote_ident, quote_literal
 
@@ -63,21 +64,11 @@ def _iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stale_reason(m: Marker, now: datetime | None = None) -> str | None:
     """Why the maker of m is gone for sure, or None while it may still be running."""
     now = now or datetime.now(UTC)
     if m.host == socket.gethostname():
-        return None if _pid_alive(m.pid) else f"its maker (pid {m.pid} on {m.host}) is gone"
+        return None if pid_alive(m.pid) else f"its maker (pid {m.pid} on {m.host}) is gone"
     expires = datetime.strptime(m.expires_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     return f"made on {m.host}, past its deadline {m.expires_at}" if now > expires else None
 

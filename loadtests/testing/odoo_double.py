@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import itertools
 import json
 import random
 import re
@@ -70,8 +71,10 @@ _CALL_KW = re.compile(r"^/web/dataset/call_kw/(?P<model>[\w.]+)/(?P<method>\w+)$
 NO_LOCK = frozenset({"search_read", "web_search_read", "read", "search_count", "create"})
 # Odoo retries a transaction that hit a serialization failure (odoo.service.model.retrying):
 # MAX_TRIES_ON_CONCURRENCY_FAILURE = 5, waiting random.uniform(0, 2 ** try) seconds in between. The
-# double waits that many base service times instead of seconds (its requests take milliseconds).
+# double waits in units of RETRY_UNIT_S instead of seconds (its requests take milliseconds).
 MAX_TRIES = 5
+RETRY_UNIT_S = 0.1
+SEEDED_IDS = 1000  # records the double starts with have ids up to this; the load's come after
 # wizard model -> its buttons (what the web client calls after creating it from the action's context)
 WIZARDS = {
     "mrp.consumption.warning": ("action_confirm", "action_set_qty"),
@@ -117,7 +120,7 @@ class OdooDouble:
 
     def __init__(self, port: int = 0, serie: str = "17.0", base_ms: float = 5.0, jitter_ms: float = 2.0,
                  error_rate: float = 0.0, seed: int | None = None, template_only_boms: bool = False,
-                 sigma: float = 0.0, cpu_ms: float = 0.0, workers: int = 0) -> None:
+                 sigma: float = 0.0, cpu_ms: float = 0.0, workers: int = 0, max_records: int = 2000) -> None:
         self.serie = serie
         self.workers = workers
         self._slots = threading.BoundedSemaphore(workers) if workers else None
@@ -139,7 +142,8 @@ class OdooDouble:
         self._lock = threading.Lock()
         self._sessions: set[str] = set()
         self._records: dict[str, dict[int, dict[str, Any]]] = {}
-        self._next_id = 1000
+        self._next_id = SEEDED_IDS
+        self.max_records = max_records
         self._seed_data()
         self._server = _Server(("127.0.0.1", port), self._handler())
         self._thread: threading.Thread | None = None
@@ -310,9 +314,12 @@ class OdooDouble:
 
     def _search(self, model: str, domain: list[Any], offset: int = 0, limit: int | None = None,
                 order: str | None = None) -> list[dict[str, Any]]:
-        rows = [r for r in self._table(model).values() if self._match(r, domain)]
-        rows.sort(key=lambda r: r["id"], reverse=bool(order and "desc" in order.lower()))
-        return rows[offset: offset + limit if limit else None]
+        # ids only grow, so a table's insertion order is id order: no sort, and stop at the page's end
+        table = self._table(model).values()
+        rows = (r for r in (reversed(table) if order and "desc" in order.lower() else table) if self._match(r, domain))
+        if limit:
+            return list(itertools.islice(rows, offset, offset + limit))
+        return list(rows)[offset:]
 
     def call_kw(self, model: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         self.served[(model, method)] += 1
@@ -354,10 +361,12 @@ class OdooDouble:
                 raise RpcFault("TypeError", "web_search_read() missing 1 required positional argument: "
                                             "'specification'")
             fields = list(spec)
-        everything = self._search(model, domain, order=kwargs.get("order"))
         offset, limit = kwargs.get("offset", 0), kwargs.get("limit")
-        page = everything[offset: offset + limit if limit else None]
-        return {"length": len(everything), "records": [self._project(r, fields) for r in page]}
+        page = self._search(model, domain, offset, limit, kwargs.get("order"))
+        # as Odoo 17: the total is counted only when the page is full (up to count_limit)
+        length = offset + len(page) if not limit or len(page) < limit else \
+            min(len(self._search(model, domain)), kwargs.get("count_limit") or 10 ** 9)
+        return {"length": length, "records": [self._project(r, fields) for r in page]}
 
     def _get(self, model: str, rec_id: int) -> dict[str, Any]:
         rec = self._table(model).get(rec_id)
@@ -411,8 +420,29 @@ class OdooDouble:
         else:
             new_id = self._new_id()
             rec = {"id": new_id, **vals}
-        self._table(model)[new_id] = rec
+        self._store(model, rec)
         return new_id
+
+    def _store(self, model: str, rec: dict[str, Any]) -> None:
+        table = self._table(model)
+        table[rec["id"]] = rec
+        if len(table) > self.max_records:
+            self._forget_oldest(table)
+
+    def _forget_oldest(self, table: dict[int, dict[str, Any]]) -> None:
+        """Drop the oldest records made during the load (never the seeded ones).
+
+        A real server finds a record through an index however many there are; the double scans its
+        tables, so without a bound every search got slower as the load went on, and a gate ran against
+        a slower double than its baseline. What the users work on is always among the newest."""
+        excess, old = len(table) - self.max_records, []
+        for rec_id in table:
+            if rec_id > SEEDED_IDS:
+                old.append(rec_id)
+                if len(old) >= excess:
+                    break
+        for rec_id in old:
+            del table[rec_id]
 
     def _write(self, model: str, rec: dict[str, Any], vals: dict[str, Any]) -> None:
         if model == "stock.move.line":
@@ -575,7 +605,7 @@ class OdooDouble:
                 bo_id = self._new_id()
                 bo = self._mo(bo_id, mo["product_id"][0], remaining, "confirmed", origin=mo["name"])
                 bo["name"] = f"{mo['name']}-002"
-                self._records["mrp.production"][bo_id] = bo
+                self._store("mrp.production", bo)
                 mo["backorder_ids"] = [*mo["backorder_ids"], bo_id]
             mo["product_qty"] = mo["qty_producing"]
             mo["state"] = "done"
@@ -589,16 +619,16 @@ class OdooDouble:
         if vals.get("partner_id"):
             partner = self._m2o("res.partner", vals["partner_id"], "partner_id")
             picking["partner_id"] = [partner["id"], partner["name"]]
-        self._records["stock.picking"][pid] = picking
+        self._store("stock.picking", picking)
         for cmd in vals.get("move_ids") or []:
             if not cmd or cmd[0] != 0:
                 continue
             product = self._m2o("product.product", cmd[2].get("product_id"), "move_ids.product_id")
             move_id = self._new_id()
-            self._records["stock.move"][move_id] = {
+            self._store("stock.move", {
                 "id": move_id, "picking_id": [pid, picking["name"]], "product_id": [product["id"], product["name"]],
                 "product_uom_qty": float(cmd[2].get("product_uom_qty") or 1.0), "quantity": 0.0, "picked": False,
-                "state": "draft", "has_tracking": product["tracking"], "move_line_ids": []}
+                "state": "draft", "has_tracking": product["tracking"], "move_line_ids": []})
             picking["move_ids"].append(move_id)
         return pid
 
@@ -632,7 +662,7 @@ class OdooDouble:
                     line.update(reserved_uom_qty=each, qty_done=0.0)
                 else:
                     line.update(quantity=each, picked=False)
-                self._records["stock.move.line"][ml_id] = line
+                self._store("stock.move.line", line)
                 move["move_line_ids"].append(ml_id)
                 picking["move_line_ids"].append(ml_id)
             move["quantity"] = move["product_uom_qty"]
@@ -728,7 +758,7 @@ class OdooDouble:
                 raise RpcFault("psycopg2.errors.SerializationFailure",
                                "could not serialize access due to concurrent update")
             self.retries[name] += 1
-            time.sleep(self._rng.uniform(0, 2 ** tries) * max(self.base_ms, 1.0) / 1000.0)
+            time.sleep(self._rng.uniform(0, 2 ** tries) * RETRY_UNIT_S)
             tries += 1
         try:
             yield

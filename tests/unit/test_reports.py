@@ -1,5 +1,5 @@
 """Outputs other tools read, checked the way those tools read them: the gate's JUnit XML against the
-JUnit XSD Jenkins ships (tests/schemas/junit-10.xsd)."""
+JUnit format CI servers read (tests/schemas/junit.xsd, our own schema of it)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 
 @pytest.fixture(scope="module")
 def junit_xsd() -> xmlschema.XMLSchema:
-    return xmlschema.XMLSchema(SCHEMAS / "junit-10.xsd")
+    return xmlschema.XMLSchema(SCHEMAS / "junit.xsd")
 
 
 def _verdict(slow: float = 1.0, crash: bool = False) -> stats.Verdict:
@@ -72,3 +72,10 @@ def test_a_junit_with_a_stray_attribute_is_caught(junit_xsd: xmlschema.XMLSchema
     update_statistics() writes it, which is why report.junit_xml sets the root's counts by hand)."""
     text = _junit(_verdict()).replace("<testsuites ", '<testsuites skipped="0" ', 1)
     assert [e for e in junit_xsd.iter_errors(text)]
+
+
+@pytest.mark.parametrize("attribute", ["errors", "hostname", "timestamp", "time"])
+def test_the_schema_refuses_a_report_without_what_ci_shows(junit_xsd: xmlschema.XMLSchema, attribute: str) -> None:
+    doc = ET.fromstring(_junit(_verdict()))  # noqa: S314 (our own output)
+    del doc.find("testsuite").attrib[attribute]
+    assert not junit_xsd.is_valid(ET.tostring(doc, encoding="unicode"))
