@@ -15,7 +15,7 @@ import pytest
 
 from erpops.local import free_port
 from healthchecks import odoo
-from healthchecks.core import Check, State, Targets, Thresholds, run_checks
+from healthchecks.core import Check, Level, State, Targets, Thresholds, run_checks
 
 pytestmark = pytest.mark.integration
 
@@ -140,29 +140,37 @@ def fake_odoo() -> Iterator[FakeOdoo]:
         yield fake
 
 
+def _relaxed() -> Thresholds:
+    """The defaults with the response-time levels lifted: how fast a test double answers on a busy machine
+    is a timing, not what these tests judge (OK/CRIT by content)."""
+    th = Thresholds.defaults()
+    th.levels["odoo_latency_ms"] = Level(60_000, 120_000)
+    return th
+
+
 def _targets(fake: FakeOdoo, **kw: Any) -> Targets:
     return Targets(odoo_url=fake.url, **kw)
 
 
 def test_healthy_odoo_17(fake_odoo: FakeOdoo) -> None:
-    th = Thresholds.defaults()
+    th = _relaxed()
     t = _targets(fake_odoo, odoo_db="mfg", odoo_login="admin", odoo_password="admin")
     for fn in (odoo.health, odoo.login_latency, odoo.version, odoo.call_kw):
-        state, message, _ = fn(t, th)
+        state, message, *_ = fn(t, th)
         assert state is State.OK, f"{fn.__name__}: {message}"
     assert "GET /web/health?db_server_status=1" in fake_odoo.requests
 
 
 def test_odoo_16_is_not_asked_for_db_server_status(fake_odoo: FakeOdoo) -> None:
     fake_odoo.serie = "16.0"
-    state, message, _ = odoo.health(_targets(fake_odoo), Thresholds.defaults())
+    state, message, _ = odoo.health(_targets(fake_odoo), _relaxed())
     assert state is State.OK, message
     assert "GET /web/health?db_server_status=1" not in fake_odoo.requests
 
 
 def test_database_down_behind_odoo_is_crit(fake_odoo: FakeOdoo) -> None:
     fake_odoo.db_up = False
-    state, message, metrics = odoo.health(_targets(fake_odoo), Thresholds.defaults())
+    state, message, metrics = odoo.health(_targets(fake_odoo), _relaxed())
     assert state is State.CRIT and "database is not" in message
     assert metrics["db_http_status"] == 500
 
@@ -171,20 +179,20 @@ def test_database_down_behind_odoo_is_crit(fake_odoo: FakeOdoo) -> None:
 def test_jsonrpc_error_with_http_200_is_a_failure(fake_odoo: FakeOdoo, check: Any) -> None:
     fake_odoo.rpc_error = True
     t = _targets(fake_odoo, odoo_db="mfg", odoo_login="admin", odoo_password="admin")
-    state, message, _ = check(t, Thresholds.defaults())
+    state, message, _ = check(t, _relaxed())
     assert state is State.CRIT
     assert "psycopg2.OperationalError" in message
 
 
 def test_wrong_password_is_crit(fake_odoo: FakeOdoo) -> None:
     t = _targets(fake_odoo, odoo_db="mfg", odoo_login="admin", odoo_password="wrong")
-    state, message, _ = odoo.call_kw(t, Thresholds.defaults())
+    state, message, _ = odoo.call_kw(t, _relaxed())
     assert state is State.CRIT and "AccessDenied" in message
 
 
 def test_slow_login_page_warns(fake_odoo: FakeOdoo) -> None:
     fake_odoo.login_delay = 0.15
-    th = Thresholds.defaults().override(odoo_latency_ms=(100, 1000))
+    th = _relaxed().override(odoo_latency_ms=(100, 1000))
     state, message, metrics = odoo.login_latency(_targets(fake_odoo), th)
     assert state is State.WARN, message
     assert metrics["latency_ms"] >= 150
@@ -192,30 +200,30 @@ def test_slow_login_page_warns(fake_odoo: FakeOdoo) -> None:
 
 def test_slow_login_page_past_timeout_is_unknown(fake_odoo: FakeOdoo) -> None:
     fake_odoo.login_delay = 0.5
-    th = Thresholds.defaults()
+    th = _relaxed()
     th.timeout = 0.2
     [result] = run_checks([Check("odoo.login", odoo.login_latency)], _targets(fake_odoo), th)
     assert result.state is State.UNKNOWN and "timed out" in result.message
 
 
 def test_version_drift_from_spec_warns(fake_odoo: FakeOdoo) -> None:
-    th = Thresholds.defaults()
+    th = _relaxed()
     th.odoo_version = "18.0"
-    state, message, _ = odoo.version(_targets(fake_odoo), th)
+    state, message, *_ = odoo.version(_targets(fake_odoo), th)
     assert state is State.WARN and "18.0" in message
 
 
 @pytest.mark.parametrize("check", [odoo.health, odoo.login_latency, odoo.version])
 def test_unreachable_odoo_is_unknown_never_ok(check: Any) -> None:
     t = Targets(odoo_url=f"http://127.0.0.1:{free_port()}")
-    [result] = run_checks([Check("odoo.x", check)], t, Thresholds.defaults())
+    [result] = run_checks([Check("odoo.x", check)], t, _relaxed())
     assert result.state is State.UNKNOWN
     assert "Connection refused" in result.message
 
 
 def test_several_databases_without_dbfilter_is_ok_through_the_selector(fake_odoo: FakeOdoo) -> None:
     fake_odoo.databases = ["mfg", "mfg_test"]
-    state, message, metrics = odoo.login_latency(_targets(fake_odoo), Thresholds.defaults())
+    state, message, metrics = odoo.login_latency(_targets(fake_odoo), _relaxed())
     assert state is State.OK, message
     assert "database selector (via 303 /web/database/selector)" in message and "--odoo-db" in message
     assert fake_odoo.requests == ["GET /web/login", "GET /web/database/selector"]
@@ -224,7 +232,7 @@ def test_several_databases_without_dbfilter_is_ok_through_the_selector(fake_odoo
 
 def test_several_databases_with_the_db_parameter_render_the_login_page(fake_odoo: FakeOdoo) -> None:
     fake_odoo.databases = ["mfg", "mfg_test"]
-    state, message, _ = odoo.login_latency(_targets(fake_odoo, odoo_db="mfg"), Thresholds.defaults())
+    state, message, _ = odoo.login_latency(_targets(fake_odoo, odoo_db="mfg"), _relaxed())
     assert state is State.OK, message
     assert "/web/login?db=mfg renders the login page (via 302 /web/login)" in message
     assert fake_odoo.requests == ["GET /web/login?db=mfg", "GET /web/login?db=mfg"]
@@ -232,12 +240,12 @@ def test_several_databases_with_the_db_parameter_render_the_login_page(fake_odoo
 
 def test_a_database_odoo_does_not_serve_is_crit(fake_odoo: FakeOdoo) -> None:
     fake_odoo.databases = ["mfg", "mfg_test"]
-    state, message, _ = odoo.login_latency(_targets(fake_odoo, odoo_db="prod"), Thresholds.defaults())
+    state, message, _ = odoo.login_latency(_targets(fake_odoo, odoo_db="prod"), _relaxed())
     assert state is State.CRIT
     assert "does not serve database 'prod'" in message
 
 
 def test_a_page_without_the_login_form_is_crit(fake_odoo: FakeOdoo, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(odoo, "LOGIN_FORM", "no_such_form_class")
-    state, message, _ = odoo.login_latency(_targets(fake_odoo), Thresholds.defaults())
+    state, message, _ = odoo.login_latency(_targets(fake_odoo), _relaxed())
     assert state is State.CRIT and "without Odoo's login form" in message

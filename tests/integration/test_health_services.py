@@ -269,7 +269,9 @@ def test_not_an_odoo_database_is_unknown(pg: LocalPostgres, check: Any) -> None:
 # -- Redis -----------------------------------------------------------------------------------------
 
 def test_healthy_redis_is_ok(redis_server: LocalRedis) -> None:
-    results = run_checks(redis.CHECKS, Targets(redis_url=redis_server.url, host=False), Thresholds.defaults())
+    th = Thresholds.defaults()
+    th.levels["redis_latency_ms"] = Level(60_000, 120_000)  # PING time is a timing: not judged on a busy machine
+    results = run_checks(redis.CHECKS, Targets(redis_url=redis_server.url, host=False), th)
     assert [(r.check, r.state) for r in results] == [(c.name, State.OK) for c in redis.CHECKS]
 
 
