@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from erpops import spec
+from erpops.backup.commands import json_errors
 from erpops.errors import OperationFailed, SpecError
 from erpops.pg import Pg
 
@@ -69,8 +70,16 @@ def _run(step: str, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
                                      or (step == "rehearse" and proc.returncode == 1 and "rpo" in result)):
         message = result.get("error") or proc.stderr.strip()[-2000:]
         raise OperationFailed(f"demo step {step!r} failed (exit {proc.returncode}): {message}")
-    click.echo(f"  {step:<10} {seconds:6.1f} s  exit {proc.returncode}")
+    _say(f"  {step:<10} {seconds:6.1f} s  exit {proc.returncode}")
     return result
+
+
+# with --json the summary for people goes to stderr and stdout carries one JSON envelope only
+_TO_STDERR = False
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=_TO_STDERR)
 
 
 def _size(n: float) -> str:
@@ -96,9 +105,16 @@ def _load_database(pg: Pg, env: dict[str, str], filestore: Path, use_fixture: bo
 @click.command("demo")
 @click.option("--fixture/--no-fixture", default=True, show_default=True,
               help="Use the Odoo 17 fixture zip from ../shared/fixtures when it is there.")
-def demo(fixture: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (docs/json-output.md) on stdout; the summary goes to stderr.")
+@json_errors
+def demo(fixture: bool, as_json: bool) -> None:
     """Rehearse backup -> verify -> restore (neutralized) -> health on real local servers."""
+    from erpops.jsonout import envelope
     from erpops.local import LocalStack
+
+    global _TO_STDERR
+    _TO_STDERR = as_json
 
     started = time.monotonic()
     try:
@@ -115,10 +131,10 @@ def demo(fixture: bool) -> None:
         env = {**os.environ, **stack.env(), "ERPOPS_BACKUP_TARGET": "s3://erpops-demo-backups/demo",
                "ERPOPS_S3_ENDPOINT_URL": stack.s3.endpoint_url}
         stack.s3.client().create_bucket(Bucket="erpops-demo-backups")
-        click.echo(f"local services: PostgreSQL {stack.pg.port}, Redis {stack.redis.port}, "
+        _say(f"local services: PostgreSQL {stack.pg.port}, Redis {stack.redis.port}, "
                    f"S3 {stack.s3.endpoint_url}")
         db, what = _load_database(pg, env, filestore, fixture and FIXTURE.is_file())
-        click.echo(f"database {db!r}: {what}")
+        _say(f"database {db!r}: {what}")
         target = env["ERPOPS_BACKUP_TARGET"]
         made = _run("backup", ["backup", "--db", db, "--stack", DEMO_STACK, "--filestore", str(filestore), "--json"],
                     env)
@@ -135,23 +151,30 @@ def demo(fixture: bool) -> None:
         for check in checks.get("checks", []):
             states[check.get("state", "?")] = states.get(check.get("state", "?"), 0) + 1
         rpo, rto = rehearsal.get("rpo") or {}, rehearsal.get("rto") or {}
-        click.echo("")
-        click.echo(f"backup    set {set_id}: {_size(made['artifacts'][0]['size'])} of dump, "
+        _say("")
+        _say(f"backup    set {set_id}: {_size(made['artifacts'][0]['size'])} of dump, "
                    f"{made['filestore']['count']} filestore files")
-        click.echo(f"restore   {db}_restored, neutralized {'yes' if restored.get('neutralized') else 'no'}: {counts}")
-        click.echo("health    " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+        _say(f"restore   {db}_restored, neutralized {'yes' if restored.get('neutralized') else 'no'}: {counts}")
+        _say("health    " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
         for check in checks.get("checks", []):
             if check.get("state") != "OK":
-                click.echo(f"          {check['state']} {check['check']}: {check['message']}")
-        click.echo(f"rehearsal {str(rehearsal.get('status', '?')).upper()}: RPO {rpo.get('actual_minutes', '?'):g} min "
+                _say(f"          {check['state']} {check['check']}: {check['message']}")
+        _say(f"rehearsal {str(rehearsal.get('status', '?')).upper()}: RPO {rpo.get('actual_minutes', '?'):g} min "
                    f"of {rpo.get('objective_minutes')} ({'met' if rpo.get('met') else 'MISSED'}), RTO "
                    f"{rto.get('actual_minutes', 0):g} min of {rto.get('objective_minutes')} "
                    f"({'met' if rto.get('met') else 'MISSED'})")
-        click.echo("")
-        click.echo(f"done in {time.monotonic() - started:.0f} s. The rehearsal report: "
+        _say("")
+        _say(f"done in {time.monotonic() - started:.0f} s. The rehearsal report: "
                    f"{(rehearsal.get('report') or {}).get('markdown', reports)}")
         rendered = root / "out" / "render"
         if rendered.is_dir():
-            click.echo(f"The objects `pulumi up` would create, per stack: {rendered}/<stack>/")
-        click.echo("Next: runbooks/backup-restore.md (the same steps on a stack, with Ansible), "
+            _say(f"The objects `pulumi up` would create, per stack: {rendered}/<stack>/")
+        _say("Next: runbooks/backup-restore.md (the same steps on a stack, with Ansible), "
                    "runbooks/provisioning.md (a real cluster), ./run test (the whole suite).")
+        if as_json:
+            click.echo(json.dumps(envelope({
+                "database": db, "set_id": set_id, "backup": made, "restore": restored,
+                "health": {"states": states, "checks": checks.get("checks", [])}, "rehearsal": rehearsal,
+                "seconds": round(time.monotonic() - started, 1),
+                "rendered": str(rendered) if rendered.is_dir() else None}, command="erpops demo"), indent=2,
+                default=str))
