@@ -54,15 +54,10 @@ def spec_group() -> None:
 @click.option("--stack", "-s", default=None, help="Stack to validate (default: every stack file).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json-output.md).")
 @click.pass_context
+@jsonout.json_errors
 def spec_validate(ctx: click.Context, stack: str | None, as_json: bool) -> None:
     """Validate stack specs; every problem is listed with its key and the fix (exit 2)."""
-    try:
-        sized = _validated(ctx, stack)
-    except SpecError as exc:
-        if as_json:
-            click.echo(json.dumps(jsonout.error(exc), indent=2))
-            exc.json_printed = True  # type: ignore[attr-defined]
-        raise
+    sized = _validated(ctx, stack)
     if as_json:
         click.echo(json.dumps(jsonout.envelope({"stacks": [
             {"stack": s.stack, "tier": s.spec.tier, "odoo_version": s.spec.odoo.version,
@@ -147,21 +142,16 @@ def _capacity_plan(root: Path, stack: str, users: int, as_json: bool) -> None:
                    "(from the stack's calibration, else the Odoo docs' rules).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.pass_context
+@jsonout.json_errors
 def size(ctx: click.Context, stack: str | None, users: int | None, as_json: bool) -> None:
     """Print every Odoo and PostgreSQL setting of a stack with the formula that produced it."""
-    try:
-        root = _root(ctx)
-        if users is not None:
-            if not stack:
-                raise UsageError("--users needs --stack: the pod shape and persona mix are the stack's")
-            _capacity_plan(root, stack, users, as_json)
-            return
-        reports = [_size_report(spec.load(name, root)) for name in _stacks(root, stack)]
-    except ErpopsError as exc:
-        if as_json:
-            click.echo(json.dumps(jsonout.error(exc), indent=2))
-            exc.json_printed = True  # type: ignore[attr-defined]
-        raise
+    root = _root(ctx)
+    if users is not None:
+        if not stack:
+            raise UsageError("--users needs --stack: the pod shape and persona mix are the stack's")
+        _capacity_plan(root, stack, users, as_json)
+        return
+    reports = [_size_report(spec.load(name, root)) for name in _stacks(root, stack)]
     if as_json:
         click.echo(json.dumps(jsonout.envelope({"stacks": reports}), indent=2))
         return
@@ -186,23 +176,18 @@ def size(ctx: click.Context, stack: str | None, users: int | None, as_json: bool
               help="Directory to write the rendered objects to (created when missing).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json-output.md).")
 @click.pass_context
+@jsonout.json_errors
 def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path, as_json: bool) -> None:
     """Write what `pulumi up` would create (Kubernetes objects, chart objects, AWS resources, ops output)."""
     from erpops import render  # imports Pulumi: only this command pays for it
 
     root = _root(ctx)
-    try:
-        if stack:
-            written = render.render_to(stack, out_dir, root)
-            stacks = [{"stack": stack, "out": str(out_dir), "files": len(written)}]
-        else:
-            stacks = [{"stack": name, "out": str(directory)}
-                      for name, directory in render.render_all(out_dir, root).items()]
-    except ErpopsError as exc:
-        if as_json:
-            click.echo(json.dumps(jsonout.error(exc), indent=2))
-            exc.json_printed = True  # type: ignore[attr-defined]
-        raise
+    if stack:
+        written = render.render_to(stack, out_dir, root)
+        stacks = [{"stack": stack, "out": str(out_dir), "files": len(written)}]
+    else:
+        stacks = [{"stack": name, "out": str(directory)}
+                  for name, directory in render.render_all(out_dir, root).items()]
     if as_json:
         click.echo(json.dumps(jsonout.envelope({"stacks": stacks}), indent=2))
         return

@@ -22,8 +22,8 @@ from typing import Any
 import click
 
 from erpops import spec
-from erpops.backup.commands import json_errors
 from erpops.errors import OperationFailed, SpecError
+from erpops.jsonout import json_errors
 from erpops.pg import Pg
 
 DEMO_STACK = "dev"  # its spec gives the rehearsal's RPO and RTO; everything runs on the local servers

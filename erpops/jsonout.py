@@ -10,7 +10,9 @@ the envelope only adds keys. `schema_version` changes when a field is removed or
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
@@ -46,3 +48,21 @@ def error(exc: BaseException, *, command: str | None = None) -> dict[str, Any]:
     if isinstance(exc, SpecError):
         body["problems"] = [{"key": key, "message": message} for key, message in exc.problems]
     return envelope(body, command=command, ok=False)
+
+
+def json_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """With --json (a click parameter named as_json), an erpops error is also printed as this envelope on
+    stdout, once, then re-raised for the exit code."""
+    from erpops.errors import ErpopsError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ErpopsError as exc:
+            if kwargs.get("as_json") and not getattr(exc, "json_printed", False):
+                click.echo(json.dumps(error(exc), indent=2))
+                exc.json_printed = True  # type: ignore[attr-defined]
+            raise
+
+    return wrapper

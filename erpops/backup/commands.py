@@ -13,7 +13,6 @@ S3 credentials come from boto3's standard chain (AWS_* variables, profile, insta
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 import click
 
 from erpops.errors import ErpopsError, PreflightError, SpecError, UsageError
+from erpops.jsonout import json_errors
 
 _TARGET_HELP = "Backup target: s3://bucket/prefix or file:///path (default: $ERPOPS_BACKUP_TARGET, else from --stack)."
 
@@ -84,23 +84,6 @@ def _emit(as_json: bool, result: dict[str, Any], human: Callable[[dict[str, Any]
         click.echo(json.dumps(envelope(result), indent=2, default=str))
     else:
         human(result)
-
-
-def json_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """With --json, an erpops error is also printed as a JSON object on stdout (then re-raised for the exit code)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ErpopsError as exc:
-            if kwargs.get("as_json") and not getattr(exc, "json_printed", False):
-                from erpops.jsonout import error
-
-                click.echo(json.dumps(error(exc), indent=2))
-            raise
-
-    return wrapper
 
 
 def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -24,13 +24,11 @@ It does not neutralize: call erpops.backup.neutralize.neutralize for that. Unlik
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -290,35 +288,6 @@ def restricted_lines(dump: Iterable[bytes], key: str) -> Iterator[bytes]:
             in_copy = True
         yield line
     yield f"\n\\unrestrict {key}\n".encode()
-
-
-def _restore_sql(pg: Pg, db: str, dump: IO[bytes]) -> None:
-    """Stream dump.sql into psql in one transaction; OperationFailed with psql's error on failure."""
-    key = secrets.token_hex(16)
-    argv = [client_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", db, "-f", "-"]
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=pg.env())
-        assert proc.stdin is not None
-        try:
-            for line in restricted_lines(dump, key):
-                proc.stdin.write(line)
-        except BrokenPipeError:
-            pass  # psql stopped at an error: its exit code and stderr say which
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.close()
-        code = proc.wait()
-        if code != 0:
-            errors.seek(0)
-            text = errors.read().decode("utf-8", "replace").strip()
-            tail = "\n".join(text.splitlines()[-10:])
-            raise OperationFailed(
-                f"restoring dump.sql into {db!r} failed (psql exit {code}); the database was dropped:\n{tail}"
-            )
 
 
 def _regenerate_identity(pg: Pg, db: str) -> None:

@@ -370,6 +370,24 @@ class _S3Body:
             raise
 
 
+
+def s3_client(endpoint_url: str | None, region: str | None, *, max_attempts: int, pool: int) -> Any:
+    """A boto3 S3 client as erpops uses it everywhere: standard retries, bounded timeouts, a pool for `pool`
+    threads; off AWS (MinIO, Ceph, test endpoints) path-style addressing and no optional checksum trailers
+    (older S3-compatible servers reject them), and never a probe of the EC2 metadata address."""
+    import boto3
+    from botocore.config import Config
+
+    options: dict[str, Any] = {"retries": {"max_attempts": max_attempts, "mode": "standard"},
+                               "connect_timeout": 10, "read_timeout": 120, "max_pool_connections": pool}
+    if endpoint_url:
+        os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+        options["s3"] = {"addressing_style": "path"}
+        options["request_checksum_calculation"] = "when_required"
+        options["response_checksum_validation"] = "when_required"
+    session = boto3.session.Session(region_name=region)
+    return session.client("s3", endpoint_url=endpoint_url, config=Config(**options))
+
 class S3Target(Target):
     def __init__(
         self,
@@ -410,25 +428,8 @@ class S3Target(Target):
     def client(self) -> Any:
         with self._client_lock:
             if self._client is None:
-                import boto3
-                from botocore.config import Config
-
-                if self.endpoint_url:  # not AWS: never probe the EC2 metadata address for credentials
-                    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-                options: dict[str, Any] = {
-                    "retries": {"max_attempts": self.max_attempts, "mode": "standard"},
-                    "connect_timeout": 10,
-                    "read_timeout": 120,
-                    "max_pool_connections": max(10, self.concurrency * 2 + 8),
-                }
-                if self.endpoint_url:
-                    # MinIO, Ceph and test endpoints: path-style addressing, and no optional
-                    # checksum trailers (older S3-compatible servers reject them).
-                    options["s3"] = {"addressing_style": "path"}
-                    options["request_checksum_calculation"] = "when_required"
-                    options["response_checksum_validation"] = "when_required"
-                session = boto3.session.Session(region_name=self.region)
-                self._client = session.client("s3", endpoint_url=self.endpoint_url, config=Config(**options))
+                self._client = s3_client(self.endpoint_url, self.region, max_attempts=self.max_attempts,
+                                         pool=max(10, self.concurrency * 2 + 8))
             return self._client
 
     def _key(self, key: str) -> str:

@@ -137,19 +137,9 @@ class S3Store:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                import boto3
-                from botocore.config import Config
+                from erpops.backup.storage import s3_client
 
-                options: dict[str, Any] = {"retries": {"max_attempts": 5, "mode": "standard"},
-                                           "connect_timeout": 10, "read_timeout": 120,
-                                           "max_pool_connections": self.jobs * 2 + 4}
-                if self.endpoint_url:  # MinIO, Ceph, test servers: path style, no optional checksum trailers
-                    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-                    options["s3"] = {"addressing_style": "path"}
-                    options["request_checksum_calculation"] = "when_required"
-                    options["response_checksum_validation"] = "when_required"
-                session = boto3.session.Session(region_name=self.region)
-                self._client = session.client("s3", endpoint_url=self.endpoint_url, config=Config(**options))
+                self._client = s3_client(self.endpoint_url, self.region, max_attempts=5, pool=self.jobs * 2 + 4)
             return self._client
 
     def key(self, path: str) -> str:
