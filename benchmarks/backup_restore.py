@@ -266,8 +266,32 @@ def main() -> None:
             bench.round(rnd)
 
     print_table(rows, db_bytes, fs_bytes, args)
+    print("\nzstd levels on the uncompressed dump (first round):\n")
+    print("| level | wall s | CPU s | MB out | ratio |\n|---|---|---|---|---|")
+    print("\n".join(bench.levels))
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def compression_levels(dump: Path) -> list[str]:
+    """zstd levels on the uncompressed dump, as the backup runs them (in-process, one thread per core)."""
+    import zstandard
+
+    lines = []
+    size = dump.stat().st_size
+    for level in (1, 2, 3, 6):
+        ru0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        comp = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+        out = 0
+        with dump.open("rb") as fh:
+            reader = comp.stream_reader(fh, read_size=1 << 20)
+            while chunk := reader.read(1 << 20):
+                out += len(chunk)
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+        wall = time.monotonic() - t0
+        lines.append(f"| zstd -{level} | {wall:.2f} | {cpu:.2f} | {out / 1e6:.1f} | {size / out:.2f} |")
+    return lines
 
 
 def sh(command: str) -> list[str]:
@@ -283,6 +307,7 @@ class Bench:
         self.record, self.args = record, args
         self.pg_dump, self.pg_restore = bindir / "pg_dump", bindir / "pg_restore"
         self.n = 0
+        self.levels: list[str] = []
 
     def pair(self, case: str, mine: Any, ref: Any, erpops_first: bool) -> Any:
         out = None
@@ -333,6 +358,8 @@ class Bench:
         # restores: the reference gets an uncompressed -Fc file (its fastest input)
         subprocess.run([str(self.pg_dump), "-w", "-Fc", "-Z0", "-d", DB, "-f", f"{rd}/plain.dump"], env=env,
                        check=True)
+        if rnd == 0:
+            self.levels = compression_levels(rd / "plain.dump")
         at = {"target": f"file://{rd}/t-full", "set_id": full["set_id"]}
         self.pair("restore, no neutralize", lambda: erpops({**at, "op": "restore", "to": self.fresh()}, env),
                   lambda: self.ref_restore(rd, False), first)

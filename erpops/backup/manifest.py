@@ -154,10 +154,19 @@ class FilestoreFile:
     sha1: str
     sha256: str
     size: int
+    # The source file's modification time (microseconds since the epoch) when it was read: the next
+    # backup takes sha1/sha256 from here without reading a file whose path, size and mtime are unchanged.
+    mtime_us: int | None = None
 
     @property
     def key(self) -> str:
         return filestore_key(self.sha1)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.mtime_us is None:
+            del out["mtime_us"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -216,7 +225,7 @@ class Manifest:
                 "filestore": {
                     "count": len(self.filestore),
                     "bytes": self.filestore_bytes,
-                    "files": [asdict(f) for f in self.filestore],
+                    "files": [f.to_dict() for f in self.filestore],
                 },
                 "row_counts": self.row_counts,
             },
@@ -276,8 +285,9 @@ class Manifest:
                 problems.append(f"{ctx}path {path!r} does not match sha1 {sha1!r} (expected xx/<sha1>)")
                 continue
             sha256, size = need(raw, "sha256", str, ctx), need(raw, "size", int, ctx)
+            mtime = raw.get("mtime_us")
             if sha256 is not None and size is not None:
-                files.append(FilestoreFile(path, sha1, sha256, size))
+                files.append(FilestoreFile(path, sha1, sha256, size, mtime if isinstance(mtime, int) else None))
         if isinstance(fs, dict) and fs.get("count") not in (None, len(files)) and not problems:
             problems.append(f"filestore.count {fs.get('count')} does not match the {len(files)} files listed")
 
