@@ -513,12 +513,15 @@ def previous_files(target: Target, db: str) -> dict[str, mf.FilestoreFile]:
 
 
 def restore_filestore(
-    target: Target, files: list[mf.FilestoreFile], dest: Path, reporter: Reporter, workers: int = DEFAULT_WORKERS
+    target: Target, files: list[mf.FilestoreFile], dest: Path, reporter: Reporter, workers: int = DEFAULT_WORKERS,
+    *, stop: threading.Event | None = None,
 ) -> None:
-    """Write every file to dest/xx/<sha1>, checking sha1, sha256 and size as it is written.
+    """Write every file to dest/xx/<sha1>, checking sha1, sha256 and size as it is written (one read).
 
+    dest is a directory of the restore's own (renamed into place once everything is checked): a file
+    is written under its final name, and a mismatch raises IntegrityError (the caller removes dest).
     Run as root, files and directories take the owner of dest's parent (the Odoo filestore root),
-    so the Odoo user can read and write them.
+    so the Odoo user can read and write them. stop: set to end early (Stopped is raised).
     """
     dest.mkdir(parents=True, exist_ok=True)
     owner = None
@@ -530,6 +533,8 @@ def restore_filestore(
     lock = threading.Lock()
 
     def one(f: mf.FilestoreFile) -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped()
         path = dest / f.path
         with lock:
             if f.path[:2] not in made_dirs:
@@ -537,21 +542,18 @@ def restore_filestore(
                 if owner:
                     os.chown(path.parent, *owner)
                 made_dirs.add(f.path[:2])
-        tmp = path.with_name(f".{path.name}.part-{secrets.token_hex(3)}")
         try:
-            with target.get_stream(f.key) as raw, open(tmp, "wb") as out:
+            with target.get_stream(f.key) as raw, open(path, "wb") as out:
                 reader = HashingReader(raw, sha1=True, on_bytes=task.advance)
                 while data := reader.read(CHUNK):
                     out.write(data)
-            if (reader.sha1, reader.sha256, reader.size) != (f.sha1, f.sha256, f.size):
-                raise IntegrityError(f"{target.child(f.key)} does not match the manifest (sha1 {reader.sha1}, "
-                                     f"{reader.size} bytes; expected sha1 {f.sha1}, {f.size} bytes)")
-            if owner:
-                os.chown(tmp, *owner)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        except UsageError as exc:
+            raise IntegrityError(f"{target.child(f.key)} is missing (file {f.path})") from exc
+        if (reader.sha1, reader.sha256, reader.size) != (f.sha1, f.sha256, f.size):
+            raise IntegrityError(f"{target.child(f.key)} does not match the manifest (sha1 {reader.sha1}, "
+                                 f"{reader.size} bytes; expected sha1 {f.sha1}, {f.size} bytes)")
+        if owner:
+            os.chown(path, *owner)
 
     with task:
         _run_parallel(files, one, workers)
@@ -897,7 +899,7 @@ class _Bytes:
 
 @dataclass
 class DumpPlan:
-    """How the dump is fed to pg_restore: a decompressed temp file for -j N, else a pipe (-j 1)."""
+    """How the dump is fed to pg_restore: a pipe, plus a decompressed temp file for a post-data -j N."""
 
     jobs: int
     work_dir: Path | None
@@ -905,10 +907,12 @@ class DumpPlan:
 
 
 def plan_dump_restore(manifest: mf.Manifest, jobs: int, work_dir: Path | None) -> DumpPlan:
-    """pg_restore -j N needs a seekable file; the dump is decompressed to work_dir when it has room.
+    """The dump always streams into pg_restore (schema and data, -j 1), decompressed once; with jobs > 1 it is
+    also written to a temp file in work_dir while it streams, from which pg_restore -j N builds the indexes
+    and constraints (post-data: most of a restore's CPU) once every byte was checked.
 
-    Without room (uncompressed size + 5% + 64 MiB), or with jobs=1, the dump streams into
-    pg_restore's stdin instead: nothing touches the local disk, one job restores.
+    Without room for that file (uncompressed size + 5% + 64 MiB), or with jobs=1, everything runs -j 1
+    from the stream: nothing touches the local disk.
     """
     dump = manifest.dump
     if dump.format == "plain":
@@ -924,7 +928,8 @@ def plan_dump_restore(manifest: mf.Manifest, jobs: int, work_dir: Path | None) -
     if free < need:
         return DumpPlan(1, None, f"pg_restore -j 1 from a stream: {wd} has {_h(free)} free, a -j {jobs} restore "
                                  f"needs the dump decompressed there ({_h(need)})")
-    return DumpPlan(jobs, wd, f"pg_restore -j {jobs} from a decompressed temp file in {wd} ({_h(need)})")
+    return DumpPlan(jobs, wd, f"pg_restore from the stream, indexes with -j {jobs} from a temp copy in {wd} "
+                              f"({_h(need)})")
 
 
 def _h(n: float) -> str:
@@ -973,8 +978,7 @@ def restore_dump_into(
         env["PGOPTIONS"] = f"-c role={owner}"
     err = tempfile.NamedTemporaryFile(prefix="erpops-restore-", suffix=".log", delete=False,  # noqa: SIM115
                                       dir=leftovers.run_dir())
-    # With a temp file the bar covers the decompression; pg_restore -j N runs after it.
-    task = reporter.task("decompress" if plan.work_dir is not None else "restore", total=a.size)
+    task = reporter.task("restore", total=a.size)
     try:
         with task, target.get_stream(a.key) as body:
             stored = HashingReader(body, on_bytes=task.advance)
@@ -984,38 +988,60 @@ def restore_dump_into(
                 argv.append(f"--role={owner}")
             tool = "pg_restore"
             if plan.work_dir is not None:
+                # Decompressed once: the stream feeds pg_restore (schema and data, -j 1) and a temp file at the
+                # same time; the indexes and constraints (post-data) are built by pg_restore -j N from that file.
                 with tempfile.NamedTemporaryFile(prefix="erpops-dump-", suffix=".pgdump",
                                                  dir=leftovers.run_dir(plan.work_dir)) as tmp:
-                    while data := raw.read(CHUNK):
-                        tmp.write(data)
-                    tmp.flush()
-                    _check_stream(target, a, stored, raw)
-                    rc = subprocess.run([*argv, "-j", str(plan.jobs), tmp.name], stdout=subprocess.DEVNULL,
-                                        stderr=err, env=env, check=False, preexec_fn=preexec()).returncode
+                    rc = _feed([*argv, "--section=pre-data", "--section=data"], raw, env, err, tee=tmp)
+                    if rc == 0:
+                        _check_stream(target, a, stored, raw)  # every byte, before the indexes and the swap
+                        tmp.flush()
+                        rc = subprocess.run([*argv, "-j", str(plan.jobs), "--section=post-data", tmp.name],
+                                            stdout=subprocess.DEVNULL, stderr=err, env=env, check=False,
+                                            preexec_fn=preexec()).returncode
             else:
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env,
-                                        preexec_fn=preexec())
-                assert proc.stdin is not None
-                try:
-                    while data := raw.read(CHUNK):
-                        proc.stdin.write(data)
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass  # the tool stopped reading: its exit code and log say why
-                except BaseException:
-                    proc.kill()
-                    proc.wait()
-                    raise
-                rc = proc.wait()
+                rc = _feed(argv, raw, env, err)
                 if rc == 0:
                     _check_stream(target, a, stored, raw)
         if rc != 0:
             raise BackupError(f"{tool} into {db} failed ({_exit_text(rc)}): {_tail(Path(err.name)) or 'no message'}")
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"{target.child(a.key)} does not decompress ({exc}): the bytes are damaged") from exc
+    except UsageError as exc:  # get_stream: the object is gone
+        raise IntegrityError(f"{target.child(a.key)} is missing ({exc})") from exc
     finally:
         err.close()
         Path(err.name).unlink(missing_ok=True)
+    return None
+
+
+def _feed(argv: list[str], raw: HashingReader, env: dict[str, str], err: Any, tee: Any = None) -> int:
+    """Run argv with raw's bytes on its stdin (and into tee); read raw to its end either way, so its sums cover
+    every byte; the tool's exit code."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                            preexec_fn=preexec())
+    assert proc.stdin is not None
+    pipe: Any = proc.stdin
+    try:
+        while data := raw.read(CHUNK):
+            if tee is not None:
+                tee.write(data)
+            if pipe is not None:
+                try:
+                    pipe.write(data)
+                except BrokenPipeError:
+                    pipe = None  # the tool stopped reading: its exit code and log say why
+        if pipe is not None:
+            with contextlib.suppress(BrokenPipeError):
+                pipe.close()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    return proc.wait()
 
 
 def _restore_untrusted(

@@ -11,21 +11,23 @@ Order, each step only after the previous one succeeded:
    absent (or replaced). A remote server's disk cannot be seen from here: that check is skipped,
    and the report says so.
 2. The confirmation callback, when replacing (the CLI asks to type the database name).
-3. Verify: the dump and (when it is restored) every filestore object are re-read and checked
-   against the manifest (IntegrityError, exit 5, nothing changed).
-4. Build aside: the dump goes into `<db>__erpops_restore_<hex>`, row counts are compared with
-   the manifest, the copy is neutralized when asked, the filestore is written into
-   `<filestore_root>/<db>__erpops_restore_<hex>/` with every sha1 checked.
-5. Swap: when replacing, the current database is renamed `<db>__erpops_old_<hex>` and the new
+3. Build aside, checking every byte against the manifest as it is read (no separate verify pass:
+   each byte is read once): the dump goes into `<db>__erpops_restore_<hex>` and, at the same time,
+   the filestore into `<filestore_root>/<db>__erpops_restore_<hex>/` (sha1, sha256 and size of
+   each file); row counts are compared with the manifest; the copy is neutralized when asked.
+   Damage anywhere fails here, before the swap: IntegrityError (exit 5), what was built is dropped
+   and the current database was never touched.
+4. Swap: when replacing, the current database is renamed `<db>__erpops_old_<hex>` and the new
    one renamed `<db>` in one transaction; the filestore directories likewise. The old ones are
    dropped only after the swap succeeded.
 
-Any failure in 4-5 drops what was built (temp database, partial filestore directory), undoes
+Any failure in 3-4 drops what was built (temp database, partial filestore directory), undoes
 a partial swap, and says so in the error (BackupError, exit 4).
 
-pg_restore -j N needs a seekable file: with jobs > 1 the dump is decompressed to a temp file in
-`work_dir` when there is room for it, otherwise it streams into `pg_restore -j 1` (the report
-says which). Plain SQL dumps (sets imported from Odoo zips), and any dump with untrusted=True, are
+The dump is decompressed once and streams into pg_restore (schema and data); with jobs > 1 it is
+also written to a temp file in `work_dir` as it streams (when there is room), from which
+`pg_restore -j N --section=post-data` builds indexes and constraints; otherwise all runs -j 1
+(the report says which). Plain SQL dumps (sets imported from Odoo zips), and any dump with untrusted=True, are
 screened and run by a fresh role without rights (erpops.backup.untrusted), one psql transaction.
 """
 
@@ -34,8 +36,10 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -190,46 +194,61 @@ def restore(
     if exists and replace and confirm is not None and not confirm(db):
         raise PreflightError([f"replacing database {db} was not confirmed"], f"restore of {set_id} into {db}")
 
-    verify_started = time.monotonic()
+    # No separate verify pass: the dump is checked byte for byte while it loads, and every filestore file as it
+    # is written (beside the database, at the same time); any mismatch fails before the swap, rolled back.
     with_fs = bool(manifest.filestore) and not skip_filestore and filestore_root is not None
-    found, _ = engine.verify_artifacts(target, manifest, reporter, workers, filestore=with_fs)
-    if found:
-        raise IntegrityError(f"set {set_id} failed verification, nothing was changed:\n"
-                             + "\n".join(f"  - {p}" for p in found))
-    timings = {"verify_seconds": round(time.monotonic() - verify_started, 3)}
-
+    timings: dict[str, float] = {}
     rand = secrets.token_hex(3)
     temp_db = engine.side_name(db, "restore", rand)
     old_db = engine.side_name(db, "old", rand)
     fs_dest = filestore_root / db if filestore_root is not None else None
     fs_temp = filestore_root / engine.side_name(db, "restore", rand) if filestore_root is not None else None
     fs_old = filestore_root / engine.side_name(db, "old", rand) if filestore_root is not None else None
+    made_root = filestore_root is not None and with_fs and not filestore_root.exists()
     built: list[str] = []
     swapped_db = False
     neutralize_report = None
+    stop = threading.Event()
+    side = ThreadPoolExecutor(1, thread_name_prefix="erpops-restore-fs")
+    fs_future: Future[float] | None = None
     try:
+        if with_fs:
+            assert fs_temp is not None and filestore_root is not None
+            filestore_root.mkdir(parents=True, exist_ok=True)
+            built.append("fs")
+
+            def write_filestore() -> float:
+                step = time.monotonic()
+                engine.restore_filestore(target, manifest.filestore, fs_temp, reporter, workers, stop=stop)
+                return round(time.monotonic() - step, 3)
+
+            fs_future = side.submit(write_filestore)
         step = time.monotonic()
         built.append("db")
-        screened = engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, on_created,
-                                            untrusted=untrusted)
+        try:
+            screened = engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, on_created,
+                                                untrusted=untrusted)
+        except BaseException:
+            stop.set()
+            fs_error = fs_future.exception() if fs_future is not None else None
+            if isinstance(fs_error, IntegrityError):
+                raise fs_error from None  # damage found in the filestore is the first cause
+            raise
         counts = engine.row_counts(pg, temp_db)
         mismatched = mf.row_count_problems(manifest.row_counts, counts) if manifest.row_counts else []
         if mismatched:
             raise IntegrityError("restored row counts differ from the manifest: " + "; ".join(mismatched))
         timings["database_seconds"] = round(time.monotonic() - step, 3)
+        if fs_future is not None:
+            timings["filestore_seconds"] = fs_future.result()
         if neutralize:
             step = time.monotonic()
             reporter.note(f"neutralizing {temp_db}")
-            neutralize_report = engine._neutralize(pg, temp_db, addons_path=addons_path,
-                                                   allow_unneutralized=allow_unneutralized)
+            from erpops.backup.neutralize import neutralize as neutralize_db
+
+            neutralize_report = neutralize_db(pg, temp_db, addons_path=addons_path,
+                                              allow_unneutralized=allow_unneutralized)
             timings["neutralize_seconds"] = round(time.monotonic() - step, 3)
-        if with_fs:
-            assert fs_temp is not None and filestore_root is not None
-            step = time.monotonic()
-            filestore_root.mkdir(parents=True, exist_ok=True)
-            built.append("fs")
-            engine.restore_filestore(target, manifest.filestore, fs_temp, reporter, workers)
-            timings["filestore_seconds"] = round(time.monotonic() - step, 3)
 
         # Swap: the database first (one transaction), then the filestore directory.
         if exists:
@@ -250,14 +269,23 @@ def restore(
                     fs_dest.rmdir()
             fs_temp.rename(fs_dest)
     except BaseException as exc:
+        stop.set()
+        side.shutdown(wait=True)  # the filestore writer has ended before its directory is removed
         undone = _roll_back(pg, db, temp_db, old_db, exists, swapped_db, built, fs_dest, fs_temp, fs_old)
+        if made_root and filestore_root is not None:
+            with contextlib.suppress(OSError):
+                filestore_root.rmdir()  # only when empty: made by this restore and nothing else in it
         if isinstance(exc, ErpopsError):
             msg = f"restore of {set_id} into {db} failed: {exc}; rolled back: {undone}"
+            if isinstance(exc, IntegrityError) and not swapped_db:
+                raise IntegrityError(f"set {set_id} failed verification, nothing was changed: {exc}; "
+                                     f"rolled back: {undone}") from exc
             if isinstance(exc, IntegrityError):
                 raise type(exc)(msg) from exc
             raise BackupError(msg) from exc
         exc.add_note(f"restore interrupted; rolled back: {undone}")
         raise
+    side.shutdown(wait=True)
 
     leftovers = []
     if exists:

@@ -311,8 +311,8 @@ def test_a_failure_half_way_rolls_back_and_keeps_the_current_database(
     real = engine.restore_filestore
 
     def fail_after_two_files(tgt: Target, files: list[mf.FilestoreFile], dest: Path, rep: Reporter,
-                             workers: int = 8) -> None:
-        real(tgt, files[:2], dest, rep, workers)
+                             workers: int = 8, **options: Any) -> None:
+        real(tgt, files[:2], dest, rep, workers, **options)
         raise BackupError("simulated: the disk went away while writing the filestore")
 
     monkeypatch.setattr(engine, "restore_filestore", fail_after_two_files)
