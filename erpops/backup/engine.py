@@ -1108,15 +1108,16 @@ def _restore_untrusted(
 
 def verify_artifacts(
     target: Target, manifest: mf.Manifest, reporter: Reporter, workers: int = DEFAULT_WORKERS,
-    *, filestore: bool = True,
+    *, filestore: bool = True, artifacts: bool = True,
 ) -> tuple[list[str], int]:
     """Re-read every artifact (decompressing it) and filestore object; (problems, bytes read).
 
-    filestore=False checks the database dump only (a restore that skips the filestore).
+    filestore=False checks the database dump only (a restore that skips the filestore);
+    artifacts=False the filestore only (a deep verify checks the dump as it restores it).
     """
     problems: list[str] = []
     total = 0
-    for a in manifest.artifacts:
+    for a in manifest.artifacts if artifacts else []:
         task = reporter.task(f"verify {a.name}", total=a.size)
         try:
             with task, target.get_stream(a.key) as body:
@@ -1177,7 +1178,8 @@ def verify(
     reporter = reporter or Reporter()
     started = time.monotonic()
     manifest = load_manifest(target, set_id)
-    problems, read_bytes = verify_artifacts(target, manifest, reporter, workers)
+    # deep: the dump is decompressed once, by the restore, which checks every byte against the manifest
+    problems, read_bytes = verify_artifacts(target, manifest, reporter, workers, artifacts=not deep)
     report: dict[str, Any] = {
         "set_id": set_id,
         "target": target.url,
@@ -1192,21 +1194,26 @@ def verify(
         if pg is None:
             raise UsageError("a deep verify needs a PostgreSQL server to restore into (PGHOST/PGPORT/PGUSER)")
         if problems:
-            report["deep_skipped"] = "artifacts are damaged: nothing to restore"
+            report["deep_skipped"] = "stored objects are damaged: nothing was restored"
         else:
             leftovers.sweep(pg, [work_dir], note=reporter.note)
             scratch = side_name(manifest.db_name or "set", "verify", secrets.token_hex(3))
             plan = plan_dump_restore(manifest, jobs, work_dir)
             reporter.note(f"deep verify: restoring into scratch database {scratch} ({plan.note})")
             try:
-                restore_dump_into(target, manifest, pg, scratch, plan, reporter)
+                try:
+                    restore_dump_into(target, manifest, pg, scratch, plan, reporter)
+                finally:
+                    report["checked"]["bytes"] += manifest.dump.size
                 actual = row_counts(pg, scratch)
                 report["row_counts"] = actual
                 if manifest.row_counts:
                     problems += mf.row_count_problems(manifest.row_counts, actual)
                 else:
                     report["note"] = "the set records no row counts (imported from an Odoo zip): restore checked only"
-            except (BackupError, IntegrityError, ServiceError) as exc:
+            except IntegrityError as exc:
+                problems.append(str(exc))  # the stored dump is damaged
+            except (BackupError, ServiceError) as exc:
                 problems.append(f"restoring into a scratch database failed: {exc}")
             finally:
                 with contextlib.suppress(ErpopsError):

@@ -591,6 +591,7 @@ class S3Target(Target):
         held = self.part_size  # budget bytes taken for `data` and not yet handed to a part upload
         try:
             data, number = first, 1
+            del first  # one reference per part: `data`, then the box
             while data:
                 for fut, _ in futures:
                     if fut.done() and fut.exception() is not None:
@@ -598,7 +599,8 @@ class S3Target(Target):
                 if number > S3_MAX_PARTS:
                     raise BackupError(f"{what}: more than {S3_MAX_PARTS} parts; the object is too large for S3")
                 slots.acquire()
-                futures.append((pool.submit(self._upload_part, full, upload_id, number, data, slots, held, what),
+                # handed over in a box the upload empties: its bytes are freed before their budget is released
+                futures.append((pool.submit(self._upload_part, full, upload_id, number, [data], slots, held, what),
                                 held))
                 data, held = b"", 0  # the part belongs to its upload now (which releases its bytes)
                 number += 1
@@ -626,15 +628,15 @@ class S3Target(Target):
         return min(self.part_size << step, MAX_PART_SIZE) if step else self.part_size
 
     def _upload_part(
-        self, full: str, upload_id: str, number: int, data: bytes, slots: threading.BoundedSemaphore, held: int,
+        self, full: str, upload_id: str, number: int, box: list[bytes], slots: threading.BoundedSemaphore, held: int,
         what: str,
     ) -> dict[str, Any]:
         try:
             resp = self._call("upload_part", f"{what} (part {number})", Key=full, UploadId=upload_id,
-                              PartNumber=number, Body=data)
+                              PartNumber=number, Body=box.pop())
             return {"PartNumber": number, "ETag": resp["ETag"]}
         finally:
-            del data
+            box.clear()
             self.budget.release(held)
             slots.release()
 
