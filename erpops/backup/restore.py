@@ -24,11 +24,11 @@ Order, each step only after the previous one succeeded:
 Any failure in 3-4 drops what was built (temp database, partial filestore directory), undoes
 a partial swap, and says so in the error (BackupError, exit 4).
 
-The dump is decompressed once and streams into pg_restore (schema and data); with jobs > 1 it is
-also written to a temp file in `work_dir` as it streams (when there is room), from which
-`pg_restore -j N --section=post-data` builds indexes and constraints; otherwise all runs -j 1
-(the report says which). Plain SQL dumps (sets imported from Odoo zips), and any dump with untrusted=True, are
-screened and run by a fresh role without rights (erpops.backup.untrusted), one psql transaction.
+pg_restore -j N needs a seekable file: with jobs > 1 the dump is decompressed (once, its stored
+bytes checked on the way) to a temp file in `work_dir` when there is room for it, otherwise it
+streams into `pg_restore -j 1` (the report says which). Plain SQL dumps (sets imported from Odoo
+zips), and any dump with untrusted=True, are screened and run by a fresh role without rights
+(erpops.backup.untrusted), one psql transaction.
 """
 
 from __future__ import annotations

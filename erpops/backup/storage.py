@@ -758,9 +758,10 @@ def open_target(
 class HashingReader:
     """Passes bytes through while counting them and hashing them (sha256, and sha1 if asked)."""
 
-    def __init__(self, reader: Reader, *, sha1: bool = False, on_bytes: Callable[[int], None] | None = None) -> None:
+    def __init__(self, reader: Reader, *, sha1: bool = False, on_bytes: Callable[[int], None] | None = None,
+                 sha256: bool = True) -> None:
         self._reader = reader
-        self._sha256 = hashlib.sha256()
+        self._sha256 = hashlib.sha256() if sha256 else None
         self._sha1 = hashlib.sha1(usedforsecurity=False) if sha1 else None
         self._on_bytes = on_bytes
         self.size = 0
@@ -768,7 +769,8 @@ class HashingReader:
     def read(self, size: int = -1) -> bytes:
         data = self._reader.read(size)
         if data:
-            self._sha256.update(data)
+            if self._sha256 is not None:
+                self._sha256.update(data)
             if self._sha1 is not None:
                 self._sha1.update(data)
             self.size += len(data)
@@ -781,8 +783,9 @@ class HashingReader:
             pass
 
     @property
-    def sha256(self) -> str:
-        return self._sha256.hexdigest()
+    def sha256(self) -> str | None:
+        """None when the reader only counts (sha256=False)."""
+        return self._sha256.hexdigest() if self._sha256 is not None else None
 
     @property
     def sha1(self) -> str:
