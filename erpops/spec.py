@@ -737,6 +737,7 @@ _PATTERN_WORDS: dict[str, tuple[str, str]] = {
     r"^https?://[a-z0-9.-]+(:\d{1,5})?/?$": ("an http(s) URL of a host and an optional port, no path",
                                            "http://pushgateway.monitoring.svc:9091"),
 }
+PATTERN_WORDS = _PATTERN_WORDS  # public: the spec docs generator (erpops.specdocs) words patterns the same way
 
 
 def _pydantic_problems(exc: ValidationError) -> list[Problem]:

@@ -98,7 +98,7 @@ def _bounds(info: FieldInfo, annotation: Any) -> str:
             out.append(f"at most {item.max_length} long")
         pattern = getattr(item, "pattern", None)
         if pattern:
-            out.append(spec._PATTERN_WORDS.get(pattern, ("pattern " + pattern, ""))[0])
+            out.append(spec.PATTERN_WORDS.get(pattern, ("pattern " + pattern, ""))[0])
     rule = _rule(list(info.metadata))
     if rule is not None:
         out.append(rule.form)

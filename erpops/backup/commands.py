@@ -41,6 +41,15 @@ def _stack_spec(ctx: click.Context, stack: str | None) -> Any:
         return None
 
 
+def project_root(ctx: click.Context) -> Path:
+    """The repository root the CLI was started for (--root), else the one found from here."""
+    from erpops import spec
+
+    obj = ctx.find_root().obj
+    root = obj.get("root") if isinstance(obj, dict) else None
+    return root or spec.find_root()
+
+
 def _target(ctx: click.Context, opts: dict[str, Any], *, writing: bool = False) -> Any:
     from erpops.backup.storage import open_target
 
@@ -110,9 +119,18 @@ def _echo_lines(lines: list[str]) -> None:
 
 
 def _size(n: int | None) -> str:
-    from erpops.backup.engine import _h
+    from erpops.backup.progress import human_bytes
 
-    return "-" if n is None else _h(n)
+    return "-" if n is None else human_bytes(n)
+
+
+# The helpers the other command modules (interop, rehearse, drill) share, under public names.
+cli_target = _target
+cli_reporter = _reporter
+emit = _emit
+target_opts = _opts
+echo_lines = _echo_lines
+human_size = _size
 
 
 # ------------------------------------------------------------------------------------------------

@@ -352,8 +352,11 @@ def drill_cmd(ctx: click.Context, stack: str, target: str | None, endpoint_url: 
     """Restore the newest backup set of --stack into a marked scratch database on its own server, check it, drop it,
     publish metrics and the report. Exit 0 passed, 1 failed (the report says why)."""
     from erpops import spec
-    from erpops.backup.commands import _emit, _opts, _reporter, _target
-    from erpops.cli import _root
+    from erpops.backup.commands import cli_reporter as _reporter
+    from erpops.backup.commands import cli_target as _target
+    from erpops.backup.commands import emit as _emit
+    from erpops.backup.commands import project_root as _root
+    from erpops.backup.commands import target_opts as _opts
     from erpops.pg import Pg
 
     sized = spec.load(stack, _root(ctx))

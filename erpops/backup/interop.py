@@ -29,7 +29,29 @@ from typing import IO, Any
 
 import click
 
-from erpops.backup.commands import _echo_lines, _emit, _opts, _reporter, _size, _target, json_errors, target_options
+from erpops.backup.commands import (
+    cli_reporter as _reporter,
+)
+from erpops.backup.commands import (
+    cli_target as _target,
+)
+from erpops.backup.commands import (
+    echo_lines as _echo_lines,
+)
+from erpops.backup.commands import (
+    emit as _emit,
+)
+from erpops.backup.commands import (
+    human_size as _size,
+)
+from erpops.backup.commands import (
+    json_errors,
+    target_options,
+)
+from erpops.backup.commands import (
+    target_opts as _opts,
+)
+from erpops.backup.restore import check_stream
 from erpops.errors import IntegrityError, OperationFailed, UsageError
 
 # Odoo's default data_dir for a user install (odoo/tools/config.py: appdirs user_data_dir).
@@ -125,7 +147,7 @@ def export_set_zip(
                 raise IntegrityError(f"{target.child(a.key)} does not decompress ({exc}): the set is damaged; "
                                      "no zip was written") from exc
             tmp.flush()
-            engine._check_stream(target, a, stored, raw)
+            check_stream(target, a, stored, raw)
             proc = subprocess.Popen([client_bin("pg_restore"), "--no-owner", "-f", "-", tmp.name],
                                     stdout=subprocess.PIPE, stderr=errors, preexec_fn=preexec())
             stack.callback(_reap, proc)
@@ -141,7 +163,7 @@ def export_set_zip(
                     raise OperationFailed(f"pg_restore -f - of {target.child(a.key)} failed (exit {code}); no zip "
                                           "was written: " + errors.read().decode("utf-8", "replace").strip()[-2000:])
             else:
-                engine._check_stream(target, a, stored, raw)
+                check_stream(target, a, stored, raw)
             dump_task.close()
             task = reporter.task("export filestore", total=manifest.filestore_bytes)
             fs_tasks.append(task)

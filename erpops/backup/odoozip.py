@@ -188,17 +188,17 @@ def import_odoo_zip(
 def _check_import_room(pg: Pg, zip_path: Path, dump_info: zipfile.ZipInfo, files: list[zipfile.ZipInfo],
                        filestore_root: Path) -> None:
     """PreflightError (nothing changed) when the filestore or the database cannot fit, as restore checks."""
-    from erpops.backup.engine import _h
-    from erpops.backup.restore import DISK_MARGIN, PLAIN_DUMP_GROWTH, _data_directory, _existing_parent
+    from erpops.backup.progress import human_bytes as _h
+    from erpops.backup.restore import DISK_MARGIN, PLAIN_DUMP_GROWTH, data_directory, existing_parent
 
     problems = []
     fs_bytes = sum(i.file_size for i in files)
-    where = _existing_parent(filestore_root)
+    where = existing_parent(filestore_root)
     free = shutil.disk_usage(where).free
     if free < fs_bytes + DISK_MARGIN:
         problems.append(f"not enough free disk for the filestore: {_h(fs_bytes + DISK_MARGIN)} needed, {_h(free)} "
                         f"free on {where}: free space or pass another --filestore")
-    data_dir = _data_directory(pg)
+    data_dir = data_directory(pg)
     if data_dir is not None:
         need = dump_info.file_size * PLAIN_DUMP_GROWTH + DISK_MARGIN
         free = shutil.disk_usage(data_dir).free

@@ -181,3 +181,12 @@ def make_reporter(*, tty: bool | None = None, listener: Listener | None = None) 
     if tty is None:
         tty = sys.stderr.isatty()
     return RichReporter(listener) if tty else JsonReporter(listener=listener)
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (binary units, one decimal; bytes as a whole number)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n}"

@@ -41,7 +41,12 @@ from typing import Any
 
 import click
 
-from erpops.backup.commands import _echo_lines, _emit, _opts, _reporter, _target, json_errors
+from erpops.backup.commands import cli_reporter as _reporter
+from erpops.backup.commands import cli_target as _target
+from erpops.backup.commands import echo_lines as _echo_lines
+from erpops.backup.commands import emit as _emit
+from erpops.backup.commands import json_errors
+from erpops.backup.commands import target_opts as _opts
 from erpops.errors import ErpopsError, PreflightError, UsageError
 
 STEPS = ("select", "verify", "restore_db", "neutralize", "filestore", "checks")

@@ -36,20 +36,28 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from erpops.backup import engine
+import zstandard
+
+from erpops.backup import filestore as fs
 from erpops.backup import leftovers as markers
 from erpops.backup import manifest as mf
-from erpops.backup.progress import Reporter
-from erpops.backup.storage import Target
-from erpops.errors import BackupError, ErpopsError, IntegrityError, PreflightError, ServiceError
-from erpops.pg import Pg, quote_ident, quote_literal
+from erpops.backup.dump import create_database, drop_database, exit_text, is_local_host, log_tail, row_counts, side_name
+from erpops.backup.leftovers import preexec
+from erpops.backup.progress import Reporter, human_bytes
+from erpops.backup.sets import load_manifest
+from erpops.backup.storage import CHUNK, HashingReader, Target
+from erpops.errors import BackupError, ErpopsError, IntegrityError, PreflightError, ServiceError, UsageError
+from erpops.pg import Pg, client_bin, quote_ident, quote_literal
 
 MiB = 1024 * 1024
 # Room to leave on a filesystem on top of what a restore writes there.
@@ -59,16 +67,16 @@ DISK_MARGIN = 64 * MiB
 PLAIN_DUMP_GROWTH = 4
 
 
-def _existing_parent(path: Path) -> Path:
+def existing_parent(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if candidate.exists():
             return candidate
     return Path("/")
 
 
-def _data_directory(pg: Pg) -> Path | None:
+def data_directory(pg: Pg) -> Path | None:
     """The server's data directory when it can be read from here (local server, enough rights)."""
-    if not engine.is_local_host(pg.host):
+    if not is_local_host(pg.host):
         return None
     try:
         path = Path(pg.scalar("SHOW data_directory"))
@@ -99,37 +107,38 @@ def preflight(
     fs_bytes = manifest.filestore_bytes
     if manifest.filestore and not skip_filestore:
         if filestore_root is None:
-            problems.append(f"the set holds {len(manifest.filestore)} filestore files ({engine._h(fs_bytes)}): pass "
+            problems.append(f"the set holds {len(manifest.filestore)} filestore files ({human_bytes(fs_bytes)}): pass "
                             "--filestore <Odoo data_dir>/filestore, or --skip-filestore to restore the database alone")
         else:
             dest = filestore_root / db
             if dest.exists() and any(dest.iterdir()) and not replace:
                 problems.append(f"filestore directory {dest} already exists and is not empty: pass --replace, or "
                                 "remove it if it belongs to no database")
-            where = _existing_parent(filestore_root)
+            where = existing_parent(filestore_root)
             free = disk_usage(where).free
             need = fs_bytes + DISK_MARGIN
             if free < need:
-                problems.append(f"not enough free disk for the filestore: {engine._h(need)} needed "
-                                f"({engine._h(fs_bytes)} + {engine._h(DISK_MARGIN)} margin), {engine._h(free)} free on "
+                problems.append(f"not enough free disk for the filestore: {human_bytes(need)} needed "
+                                f"({human_bytes(fs_bytes)} + {human_bytes(DISK_MARGIN)} margin), "
+                                f"{human_bytes(free)} free on "
                                 f"{where}: free space or pass another --filestore")
             else:
-                notes.append(f"filestore disk: {engine._h(free)} free on {where}, {engine._h(need)} needed")
+                notes.append(f"filestore disk: {human_bytes(free)} free on {where}, {human_bytes(need)} needed")
     elif manifest.filestore:
         notes.append(f"filestore: skipped on request ({len(manifest.filestore)} files not restored)")
     db_bytes = manifest.source.get("db_size_bytes") or (manifest.dump.uncompressed_size or 0) * PLAIN_DUMP_GROWTH
-    data_dir = _data_directory(pg)
+    data_dir = data_directory(pg)
     if data_dir is None:
         notes.append(f"database disk: not checked (the server at {pg.host}:{pg.port} is remote, or its data "
-                     f"directory is not readable here); the restore needs about {engine._h(db_bytes)} there")
+                     f"directory is not readable here); the restore needs about {human_bytes(db_bytes)} there")
     else:
         free = disk_usage(data_dir).free
         need = db_bytes + DISK_MARGIN
         if free < need:
-            problems.append(f"not enough free disk for the database: about {engine._h(need)} needed, "
-                            f"{engine._h(free)} free in {data_dir}")
+            problems.append(f"not enough free disk for the database: about {human_bytes(need)} needed, "
+                            f"{human_bytes(free)} free in {data_dir}")
         else:
-            notes.append(f"database disk: {engine._h(free)} free in {data_dir}, about {engine._h(need)} needed")
+            notes.append(f"database disk: {human_bytes(free)} free in {data_dir}, about {human_bytes(need)} needed")
     return problems, notes
 
 
@@ -147,7 +156,7 @@ def restore(
     addons_path: list[Path] | None = None,
     allow_unneutralized: tuple[str, ...] = (),
     jobs: int = 2,
-    workers: int = engine.DEFAULT_WORKERS,
+    workers: int = fs.DEFAULT_WORKERS,
     odoo_version: str | None = None,
     owner: str | None = None,
     work_dir: Path | None = None,
@@ -170,7 +179,7 @@ def restore(
     reporter = reporter or Reporter()
     started = time.monotonic()
     mf.check_db_name(db)
-    manifest = engine.load_manifest(target, set_id)
+    manifest = load_manifest(target, set_id)
     markers.sweep(pg, [work_dir], note=reporter.note)  # what a killed run left on this server
     server_version_num = pg.server_version_num()
     exists = pg.database_exists(db)
@@ -183,7 +192,7 @@ def restore(
         from erpops.backup.neutralize import odoo_addons_files
 
         odoo_addons_files(addons_path, ())  # a wrong --addons-path is refused before anything starts
-    plan = engine.plan_dump_restore(manifest, jobs, work_dir)
+    plan = plan_dump_restore(manifest, jobs, work_dir)
     notes.append(f"database: {plan.note}")
     if neutralize is None:  # auto: every Odoo database, nothing else (there is nothing to neutralize)
         neutralize = manifest.odoo_version is not None
@@ -199,34 +208,34 @@ def restore(
     with_fs = bool(manifest.filestore) and not skip_filestore and filestore_root is not None
     timings: dict[str, float] = {}
     rand = secrets.token_hex(3)
-    temp_db = engine.side_name(db, "restore", rand)
-    old_db = engine.side_name(db, "old", rand)
+    temp_db = side_name(db, "restore", rand)
+    old_db = side_name(db, "old", rand)
     fs_dest = filestore_root / db if filestore_root is not None else None
-    fs_temp = filestore_root / engine.side_name(db, "restore", rand) if filestore_root is not None else None
-    fs_old = filestore_root / engine.side_name(db, "old", rand) if filestore_root is not None else None
+    fs_temp = filestore_root / side_name(db, "restore", rand) if filestore_root is not None else None
+    fs_old = filestore_root / side_name(db, "old", rand) if filestore_root is not None else None
     made_root = filestore_root is not None and with_fs and not filestore_root.exists()
     built: list[str] = []
     swapped_db = False
     neutralize_report = None
     stop = threading.Event()
     side = ThreadPoolExecutor(1, thread_name_prefix="erpops-restore-fs")
-    fs_future: Future[float] | None = None
+    fs_future: Future[tuple[float, float]] | None = None
     try:
         if with_fs:
             assert fs_temp is not None and filestore_root is not None
             filestore_root.mkdir(parents=True, exist_ok=True)
             built.append("fs")
 
-            def write_filestore() -> float:
-                step = time.monotonic()
-                engine.restore_filestore(target, manifest.filestore, fs_temp, reporter, workers, stop=stop)
-                return round(time.monotonic() - step, 3)
+            def write_filestore() -> tuple[float, float]:
+                began = time.monotonic()
+                fs.restore_filestore(target, manifest.filestore, fs_temp, reporter, workers, stop=stop)
+                return began, time.monotonic()
 
             fs_future = side.submit(write_filestore)
         step = time.monotonic()
         built.append("db")
         try:
-            screened = engine.restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, on_created,
+            screened = restore_dump_into(target, manifest, pg, temp_db, plan, reporter, owner, on_created,
                                                 untrusted=untrusted)
         except BaseException:
             stop.set()
@@ -234,13 +243,11 @@ def restore(
             if isinstance(fs_error, IntegrityError):
                 raise fs_error from None  # damage found in the filestore is the first cause
             raise
-        counts = engine.row_counts(pg, temp_db)
+        counts = row_counts(pg, temp_db)
         mismatched = mf.row_count_problems(manifest.row_counts, counts) if manifest.row_counts else []
         if mismatched:
             raise IntegrityError("restored row counts differ from the manifest: " + "; ".join(mismatched))
         timings["database_seconds"] = round(time.monotonic() - step, 3)
-        if fs_future is not None:
-            timings["filestore_seconds"] = fs_future.result()
         if neutralize:
             step = time.monotonic()
             reporter.note(f"neutralizing {temp_db}")
@@ -249,6 +256,13 @@ def restore(
             neutralize_report = neutralize_db(pg, temp_db, addons_path=addons_path,
                                               allow_unneutralized=allow_unneutralized)
             timings["neutralize_seconds"] = round(time.monotonic() - step, 3)
+        if fs_future is not None:
+            # Timings add up to the wall time: filestore_seconds is what the filestore still took once the
+            # database was ready; filestore_total_seconds its whole run, beside the database.
+            waited = time.monotonic()
+            began, ended = fs_future.result()
+            timings["filestore_seconds"] = round(max(0.0, ended - waited), 3)
+            timings["filestore_total_seconds"] = round(ended - began, 3)
 
         # Swap: the database first (one transaction), then the filestore directory.
         if exists:
@@ -290,7 +304,7 @@ def restore(
     leftovers = []
     if exists:
         try:
-            engine.drop_database(pg, old_db)
+            drop_database(pg, old_db)
         except ErpopsError as exc:
             leftovers.append(f"the previous database was kept as {old_db} (drop failed: {exc}); drop it by hand")
     if fs_old is not None and fs_old.exists():
@@ -372,7 +386,7 @@ def _roll_back(
             done.append(f"put the previous filestore back in {fs_dest}")
     if "db" in built:
         try:
-            engine.drop_database(pg, temp_db)
+            drop_database(pg, temp_db)
             done.append(f"dropped the temporary database {temp_db}")
         except ErpopsError as exc:
             failed.append(f"could not drop the temporary database {temp_db} ({exc}): drop it by hand")
@@ -391,3 +405,207 @@ def _roll_back(
         else:
             done.append(f"no database {db} was created")
     return "; ".join(done + failed) or "nothing had been changed"
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading a set's dump into a database (also used by a deep verify)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DumpPlan:
+    """How the dump is fed to pg_restore: a decompressed temp file for -j N, else a pipe (-j 1)."""
+
+    jobs: int
+    work_dir: Path | None
+    note: str
+
+
+def plan_dump_restore(manifest: mf.Manifest, jobs: int, work_dir: Path | None) -> DumpPlan:
+    """pg_restore -j N needs a seekable file; the dump is decompressed (once) to work_dir when it has room.
+
+    Without room (uncompressed size + 5% + 64 MiB), or with jobs=1, the dump streams into
+    pg_restore's stdin instead: nothing touches the local disk, one job restores.
+    """
+    dump = manifest.dump
+    if dump.format == "plain":
+        return DumpPlan(1, None, "plain SQL dump: psql --single-transaction from a stream")
+    if jobs <= 1:
+        return DumpPlan(1, None, "pg_restore -j 1 from a stream (no temp file)")
+    wd = work_dir or Path(tempfile.gettempdir())
+    need = int((dump.uncompressed_size or dump.size * 5) * 1.05) + 64 * MiB
+    try:
+        free = shutil.disk_usage(wd).free
+    except OSError:
+        free = 0
+    if free < need:
+        return DumpPlan(1, None, f"pg_restore -j 1 from a stream: {wd} has {human_bytes(free)} free, a -j {jobs} "
+                                 f"restore needs the dump decompressed there ({human_bytes(need)})")
+    return DumpPlan(jobs, wd, f"pg_restore -j {jobs} from a decompressed temp file in {wd} ({human_bytes(need)})")
+
+
+def check_stream(target: Target, a: mf.Artifact, stored: HashingReader, raw: HashingReader) -> None:
+    if (stored.size, stored.sha256) != (a.size, a.sha256):
+        raise IntegrityError(f"{target.child(a.key)} changed: {stored.size} bytes, sha256 {stored.sha256}; the "
+                             f"manifest records {a.size} bytes, sha256 {a.sha256}")
+    if raw.sha256 is None:
+        # A restore: the stored bytes matched their sha256, so what they decompress to is fixed (and zstd
+        # checks its own frame checksum); hashing the decompressed bytes again would only cost CPU.
+        if a.uncompressed_size is not None and raw.size != a.uncompressed_size:
+            raise IntegrityError(f"{target.child(a.key)} decompresses to {raw.size} bytes; the manifest records "
+                                 f"{a.uncompressed_size} bytes")
+    elif a.uncompressed_sha256 and (raw.size, raw.sha256) != (a.uncompressed_size, a.uncompressed_sha256):
+        raise IntegrityError(f"{target.child(a.key)} decompresses to {raw.size} bytes, sha256 {raw.sha256}; the "
+                             f"manifest records {a.uncompressed_size} bytes, sha256 {a.uncompressed_sha256}")
+
+
+def restore_dump_into(
+    target: Target,
+    manifest: mf.Manifest,
+    pg: Pg,
+    db: str,
+    plan: DumpPlan,
+    reporter: Reporter,
+    owner: str | None = None,
+    on_created: Callable[[str], None] | None = None,
+    *,
+    untrusted: bool = False,
+) -> dict[str, Any] | None:
+    """Create db and restore the set's dump into it; the caller drops db if this raises.
+
+    Every byte read is hashed on the way: a dump that changed since it was verified fails here.
+    A plain SQL dump (from an Odoo zip), or any dump when untrusted=True, is screened and run as a
+    sandbox role (erpops.backup.untrusted); the screen's report is returned then, else None.
+    """
+    a = manifest.dump
+    if a.format == "plain" or untrusted:
+        return _restore_untrusted(target, a, pg, db, reporter, owner, on_created)
+    create_database(pg, db, owner)
+    if on_created is not None:
+        on_created(db)
+    env = pg.env()
+    if owner:
+        env["PGOPTIONS"] = f"-c role={owner}"
+    err = tempfile.NamedTemporaryFile(prefix="erpops-restore-", suffix=".log", delete=False,  # noqa: SIM115
+                                      dir=markers.run_dir())
+    # With a temp file the bar covers the decompression; pg_restore -j N runs after it.
+    task = reporter.task("decompress" if plan.work_dir is not None else "restore", total=a.size)
+    try:
+        with task, target.get_stream(a.key) as body:
+            stored = HashingReader(body, on_bytes=task.advance)
+            raw = HashingReader(zstandard.ZstdDecompressor().stream_reader(stored, read_size=CHUNK, closefd=False),
+                                sha256=False)
+            argv = [client_bin("pg_restore"), "-w", "--no-owner", "--no-privileges", "--exit-on-error", "-d", db]
+            if owner:
+                argv.append(f"--role={owner}")
+            tool = "pg_restore"
+            if plan.work_dir is not None:
+                # Decompressed once into a temp file, checked, then pg_restore -j N (measured on 2 cores: faster
+                # than streaming the data with -j 1 and building only the indexes in parallel).
+                with tempfile.NamedTemporaryFile(prefix="erpops-dump-", suffix=".pgdump",
+                                                 dir=markers.run_dir(plan.work_dir)) as tmp:
+                    while data := raw.read(CHUNK):
+                        tmp.write(data)
+                    tmp.flush()
+                    check_stream(target, a, stored, raw)  # every byte, before pg_restore reads any
+                    rc = subprocess.run([*argv, "-j", str(plan.jobs), tmp.name], stdout=subprocess.DEVNULL,
+                                        stderr=err, env=env, check=False, preexec_fn=preexec()).returncode
+            else:
+                rc = _feed(argv, raw, env, err)
+                if rc == 0:
+                    check_stream(target, a, stored, raw)
+        if rc != 0:
+            raise BackupError(f"{tool} into {db} failed ({exit_text(rc)}): {log_tail(Path(err.name)) or 'no message'}")
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"{target.child(a.key)} does not decompress ({exc}): the bytes are damaged") from exc
+    except UsageError as exc:  # get_stream: the object is gone
+        raise IntegrityError(f"{target.child(a.key)} is missing ({exc})") from exc
+    finally:
+        err.close()
+        Path(err.name).unlink(missing_ok=True)
+    return None
+
+
+def _feed(argv: list[str], raw: HashingReader, env: dict[str, str], err: Any) -> int:
+    """Run argv with raw's bytes on its stdin; read raw to its end either way, so its sums cover every byte;
+    the tool's exit code."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                            preexec_fn=preexec())
+    assert proc.stdin is not None
+    pipe: Any = proc.stdin
+    try:
+        while data := raw.read(CHUNK):
+            if pipe is not None:
+                try:
+                    pipe.write(data)
+                except BrokenPipeError:
+                    pipe = None  # the tool stopped reading: its exit code and log say why
+        if pipe is not None:
+            with contextlib.suppress(BrokenPipeError):
+                pipe.close()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    return proc.wait()
+
+
+def _restore_untrusted(
+    target: Target, a: mf.Artifact, pg: Pg, db: str, reporter: Reporter, owner: str | None,
+    on_created: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Screen the dump and run it as a fresh sandbox role (custom format: rendered by pg_restore -f - first)."""
+    from erpops.backup import untrusted as ut
+
+    source = target.child(a.key)
+    err = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with reporter.task("restore (screened, as a sandbox role)", total=a.size) as task, \
+                target.get_stream(a.key) as body:
+            stored = HashingReader(body, on_bytes=task.advance)
+            raw = HashingReader(zstandard.ZstdDecompressor().stream_reader(stored, read_size=CHUNK, closefd=False))
+            feeder = None
+            if a.format == "plain":
+                sql: Any = raw
+            else:
+                proc, feeder = ut.custom_to_sql(raw, work_err=err)
+                sql = proc.stdout
+
+            def checked() -> Iterator[bytes]:
+                yield from ut.bounded_lines(sql, source)
+                # End of the SQL, before psql may commit: pg_restore's verdict and the stored bytes' sums.
+                if proc is not None and feeder is not None:
+                    rc = proc.wait()
+                    feeder.join()
+                    failure = getattr(feeder, "failure", [])
+                    if failure:
+                        raise failure[0]
+                    if rc != 0:
+                        err.seek(0)
+                        raise BackupError(f"pg_restore -f - of {source} failed ({exit_text(rc)}): "
+                                          + err.read().decode("utf-8", "replace").strip()[-2000:])
+                check_stream(target, a, stored, raw)
+
+            def create(admin: Pg, name: str, role: str) -> None:
+                create_database(admin, name, role)
+                if on_created is not None:
+                    on_created(name)
+
+            result = ut.execute_untrusted_sql(pg, db, checked(), create_database=create, owner=owner,
+                                              source=source)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"{source} does not decompress ({exc}): the bytes are damaged") from exc
+    finally:
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        err.close()
+    return result.to_dict()
+

@@ -24,7 +24,7 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from erpops.backup import engine, retention
+from erpops.backup import engine, filestore, retention
 from erpops.backup import manifest as mf
 from erpops.backup.commands import COMMANDS
 from erpops.backup.progress import Reporter
@@ -308,14 +308,14 @@ def test_a_failure_half_way_rolls_back_and_keeps_the_current_database(
     server.psql("INSERT INTO item VALUES (5000, 'only in the live database', 1)", "shop_keep")
     before = checksum(server, "shop_keep")
     files_before = sorted(p.name for p in (root / "shop_keep").rglob("*"))
-    real = engine.restore_filestore
+    real = filestore.restore_filestore
 
     def fail_after_two_files(tgt: Target, files: list[mf.FilestoreFile], dest: Path, rep: Reporter,
                              workers: int = 8, **options: Any) -> None:
         real(tgt, files[:2], dest, rep, workers, **options)
         raise BackupError("simulated: the disk went away while writing the filestore")
 
-    monkeypatch.setattr(engine, "restore_filestore", fail_after_two_files)
+    monkeypatch.setattr(filestore, "restore_filestore", fail_after_two_files)
     with pytest.raises(BackupError) as caught:
         restore(target, set_id, pg=server, db="shop_keep", filestore_root=root, replace=True,
                 confirm=lambda name: True)

@@ -20,7 +20,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from erpops.backup import engine
+from erpops.backup import engine, filestore
 from erpops.backup.commands import restore_cmd, verify_cmd
 from erpops.backup.interop import COMMANDS
 from erpops.backup.storage import FileTarget
@@ -136,6 +136,6 @@ def test_ctrl_c_during_the_filestore_copy_drops_the_queued_transfers() -> None:
         return i
 
     with pytest.raises(KeyboardInterrupt):
-        engine._run_parallel(list(range(300)), transfer, workers=2)
+        filestore.run_parallel(list(range(300)), transfer, workers=2)
     # Before the fix all 300 ran (the pool's exit waited for the queue); now only those already started.
     assert len(started) < 100, f"{len(started)} of 300 transfers ran after Ctrl-C"

@@ -1,0 +1,258 @@
+"""The filestore side of a set: Odoo's `<db>/xx/<sha1>` files copied into the target's content-addressed
+`filestore/` (shared by every set), and written back on restore, every byte checked on the way."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from erpops.backup import manifest as mf
+from erpops.backup.progress import Reporter
+from erpops.backup.sets import load_manifest, scan_sets
+from erpops.backup.storage import CHUNK, FileTarget, HashingReader, Reader, S3Target, Target, parse_url
+from erpops.errors import IntegrityError, UsageError
+
+DEFAULT_WORKERS = 8
+
+
+def filestore_source(spec: str, db: str, *, endpoint_url: str | None = None, region: str | None = None) -> Target:
+    """Odoo's filestore of db: `<root>/<db>/xx/<sha1>` under a local root or an s3:// prefix."""
+    if spec.startswith("s3://"):
+        _, bucket, prefix = parse_url(spec)
+        return S3Target(bucket, f"{prefix}/{db}".strip("/"), endpoint_url=endpoint_url, region=region)
+    root = Path(spec.removeprefix("file://"))
+    if not root.is_dir():
+        raise UsageError(f"filestore root {root} does not exist: pass Odoo's data_dir/filestore (it holds one "
+                         "directory per database)")
+    return FileTarget(root / db)
+
+
+def run_parallel(items: list[Any], fn: Callable[[Any], Any], workers: int) -> list[Any]:
+    """fn over items on a thread pool; the first exception cancels what has not started and is raised."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="erpops-fs") as pool:
+        futures: list[Future[Any]] = [pool.submit(fn, item) for item in items]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            # Ctrl-C or SIGTERM: drop the queued transfers, let only the running ones (<= workers) end
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception() is not None), None)
+        if failed is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise failed.exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
+
+
+@dataclass
+class FilestoreCopy:
+    files: list[mf.FilestoreFile]
+    uploaded: int
+    skipped: int
+    ignored: list[str]
+
+
+class Stopped(Exception):
+    """The filestore copy was told to stop (the dump beside it failed)."""
+
+
+def mtime_us(obj: Any) -> int:
+    return round(obj.modified.timestamp() * 1_000_000)
+
+
+def copy_filestore(
+    source: Target, target: Target, reporter: Reporter, workers: int = DEFAULT_WORKERS, *,
+    previous: dict[str, mf.FilestoreFile] | None = None, stop: threading.Event | None = None,
+) -> FilestoreCopy:
+    """Copy `xx/<sha1>` files into target's content-addressed filestore/, checking each sha1.
+
+    Every byte read is hashed once (sha1 for the name check, sha256 for the manifest) and the
+    object is stored without hashing it again. What is not read or not uploaded:
+    - a file `previous` (the last complete set of this database) lists with the same path, size
+      and mtime, whose object is still stored with that size: neither read nor uploaded, its sums
+      are taken from there. The trade-off: a file changed in place without a change of size or
+      mtime (Odoo never rewrites a file: a new content gets a new sha1 name) is not re-read, so
+      such damage in the source is not noticed by this backup; the stored object it keeps using
+      was checked when it was uploaded, and `erpops verify` re-reads it;
+    - an object already stored with the same size: read and hashed (the sha1 must match its name),
+      not uploaded. On a file target this holds only for objects a complete set references:
+      objects are stored without an fsync each (one flush before the manifest), so an unreferenced
+      one may be the torn leftover of a run cut by a power loss, and is written again.
+    stop: set by the caller to end the copy early (files not started are skipped, Stopped raised).
+    """
+    previous = previous or {}
+    existing = {o.key: o.size for o in target.list_objects(f"{mf.FILESTORE}/")}
+    durable_unreferenced = not isinstance(target, FileTarget)
+    referenced = {f.key for f in previous.values()}
+    entries, ignored = [], []
+    for obj in source.list_objects(""):
+        (entries if mf.SHA1_PATH_RE.match(obj.key) else ignored).append(obj)
+    if ignored:
+        reporter.note(f"filestore: {len(ignored)} file(s) not named xx/<sha1> ignored (Odoo never references "
+                      f"them), e.g. {ignored[0].key}", ignored=len(ignored))
+    task = reporter.task("filestore", total=sum(o.size for o in entries))
+    known = 0
+
+    def one(obj: Any, *, force_read: bool = False) -> tuple[mf.FilestoreFile, bool]:
+        nonlocal known
+        if stop is not None and stop.is_set():
+            raise Stopped()
+        sha1 = obj.key.split("/")[1]
+        key = mf.filestore_key(sha1)
+        mtime = mtime_us(obj)
+        stored = existing.get(key) == obj.size
+        before = previous.get(obj.key)
+        if (not force_read and stored and before is not None and before.size == obj.size
+                and before.mtime_us == mtime and before.sha1 == sha1):
+            task.advance(obj.size)
+            known += 1
+            return mf.FilestoreFile(obj.key, sha1, before.sha256, obj.size, mtime), False
+        with source.get_stream(obj.key) as raw:
+            reader = HashingReader(raw, sha1=True, on_bytes=task.advance)
+
+            def check() -> None:
+                if reader.sha1 != sha1:
+                    raise IntegrityError(
+                        f"corrupt filestore source: {source.child(obj.key)} has sha1 {reader.sha1} but Odoo named it "
+                        f"by its sha1 {sha1}: the file was damaged or changed in place. Restore that file from an "
+                        f"older set, or find the attachment with ir_attachment.store_fname = '{obj.key}'")
+
+            if stored and (durable_unreferenced or key in referenced):
+                reader.drain()
+                check()
+                uploaded = False
+            else:
+                target.put_stream(key, reader, before_commit=check, digest=False, durable=False)
+                uploaded = True
+        return mf.FilestoreFile(obj.key, sha1, reader.sha256, reader.size, mtime), uploaded
+
+    with task:
+        results = run_parallel(entries, one, workers)
+        # Skipped objects are re-checked before the manifest can reference them: a GC that stalled past
+        # its lease may have deleted some since the listing above (erpops.backup.lease). Gone ones are
+        # uploaded again.
+        skipped = {mf.filestore_key(r[0].sha1): obj for r, obj in zip(results, entries, strict=True) if not r[1]}
+        if skipped:
+            now_stored = {o.key: o.size for o in target.list_objects(f"{mf.FILESTORE}/")}
+            gone = [obj for key, obj in skipped.items() if now_stored.get(key) != obj.size]
+            if gone:
+                reporter.note(f"filestore: {len(gone)} object(s) skipped as already stored were deleted meanwhile "
+                              "(by a prune); uploading them again", reuploaded=len(gone))
+                for key in (mf.filestore_key(o.key.split("/")[1]) for o in gone):
+                    existing.pop(key, None)
+                again = {r[0].sha1: r for r in run_parallel(gone, lambda o: one(o, force_read=True), workers)}
+                results = [again.get(r[0].sha1, r) for r in results]
+    if known:
+        reporter.note(f"filestore: {known} file(s) unchanged since the last set (path, size, mtime): not read",
+                      unchanged=known)
+    files = sorted((r[0] for r in results), key=lambda f: f.path)
+    uploaded = sum(1 for r in results if r[1])
+    return FilestoreCopy(files, uploaded, len(results) - uploaded, [o.key for o in ignored])
+
+
+def previous_files(target: Target, db: str) -> dict[str, mf.FilestoreFile]:
+    """The filestore files of the newest complete set of db on target, by path (empty when there is none)."""
+    for set_id in scan_sets(target).complete[:50]:  # newest first; a target rarely mixes many databases
+        try:
+            m = load_manifest(target, set_id)
+        except (IntegrityError, UsageError):
+            continue
+        if m.db_name == db:
+            return {f.path: f for f in m.filestore}
+    return {}
+
+
+def restore_filestore(
+    target: Target, files: list[mf.FilestoreFile], dest: Path, reporter: Reporter, workers: int = DEFAULT_WORKERS,
+    *, stop: threading.Event | None = None,
+) -> None:
+    """Write every file to dest/xx/<sha1>, checking sha1, sha256 and size as it is written (one read).
+
+    dest is a directory of the restore's own (renamed into place once everything is checked): a file
+    is written under its final name, and a mismatch raises IntegrityError (the caller removes dest).
+    Run as root, files and directories take the owner of dest's parent (the Odoo filestore root),
+    so the Odoo user can read and write them. stop: set to end early (Stopped is raised).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    owner = None
+    if os.geteuid() == 0:
+        st = dest.parent.stat()
+        owner = (st.st_uid, st.st_gid)
+    task = reporter.task("filestore", total=sum(f.size for f in files))
+    made_dirs: set[str] = set()
+    lock = threading.Lock()
+
+    def one(f: mf.FilestoreFile) -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped()
+        path = dest / f.path
+        with lock:
+            if f.path[:2] not in made_dirs:
+                path.parent.mkdir(exist_ok=True)
+                if owner:
+                    os.chown(path.parent, *owner)
+                made_dirs.add(f.path[:2])
+        try:
+            with target.get_stream(f.key) as raw, open(path, "wb") as out:
+                reader = HashingReader(raw, sha1=True, on_bytes=task.advance)
+                while data := reader.read(CHUNK):
+                    out.write(data)
+        except UsageError as exc:
+            raise IntegrityError(f"{target.child(f.key)} is missing (file {f.path})") from exc
+        if (reader.sha1, reader.sha256, reader.size) != (f.sha1, f.sha256, f.size):
+            raise IntegrityError(f"{target.child(f.key)} does not match the manifest (sha1 {reader.sha1}, "
+                                 f"{reader.size} bytes; expected sha1 {f.sha1}, {f.size} bytes)")
+        if owner:
+            os.chown(path, *owner)
+
+    with task:
+        run_parallel(files, one, workers)
+    if owner:
+        os.chown(dest, *owner)
+
+
+class ZipFilestore(FileTarget):
+    """The filestore/ of an Odoo zip, read-only, through the Target listing/reading API."""
+
+    def __init__(self, zf: zipfile.ZipFile, path: Path) -> None:
+        super().__init__(path)
+        self.url = f"zip://{path}!filestore"
+        self._zf = zf
+        self._lock = threading.Lock()
+
+    def list_objects(self, prefix: str = "") -> Iterator[Any]:
+        from erpops.backup.storage import ObjectInfo
+
+        for info in self._zf.infolist():
+            if info.filename.startswith("filestore/") and not info.is_dir():
+                key = info.filename[len("filestore/"):]
+                if key.startswith(prefix):
+                    yield ObjectInfo(key, info.file_size, datetime(*info.date_time, tzinfo=UTC))
+
+    @contextlib.contextmanager
+    def get_stream(self, key: str) -> Iterator[Reader]:
+        with self._lock:  # ZipFile is not safe for concurrent reads: hand out in-memory copies
+            data = self._zf.read(f"filestore/{key}")
+        yield _Bytes(data)
+
+
+class _Bytes:
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos = data, 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._pos + size
+        out = self._data[self._pos:end]
+        self._pos += len(out)
+        return out
+
