@@ -1,4 +1,4 @@
-"""The backup engine: take a set, find sets, verify a set, restore a dump into a database.
+"""Taking a backup set: the database dump and the filestore copied at the same time, the manifest last.
 
 A backup set = a compressed database dump + the database's filestore + manifest.json:
 
@@ -7,15 +7,11 @@ A backup set = a compressed database dump + the database's filestore + manifest.
     <target>/sets/<set_id>/verify.json       written by verify
     <target>/filestore/<sha1[:2]>/<sha1>     shared by every set holding that file
 
-Why compression outside pg_dump: gzip inside pg_dump runs on one core and is the bottleneck
-(146-197 s for 3.4 GB here); `-Z0` piped through multi-threaded zstd takes 26-35 s. The dump
-streams straight into the target (S3 multipart parts of 8 MiB; a temp file beside the key for
-file:// targets), never as a full local copy; sha256 and size of the stored and of the
-uncompressed bytes are computed on the way.
-
-Row counts, modules and versions are read inside one REPEATABLE READ transaction whose
-snapshot pg_dump shares (`--snapshot`): on a busy database they describe exactly what was
-dumped, so a deep verify can compare them.
+The snapshot is taken first, then the filestore is listed and copied while pg_dump streams (both
+to the target; erpops.backup.dump, erpops.backup.filestore). A file target gets every object
+without an fsync each and one syncfs before the manifest: the manifest stays the commit point.
+Finding, verifying and restoring sets live in sets, verify and restore; this module re-exports
+their public names (`engine.verify`, `engine.list_sets`, ...) for the callers that use them here.
 """
 
 from __future__ import annotations
