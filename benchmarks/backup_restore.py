@@ -27,8 +27,10 @@ Default (about 150 MB of database, 100 MB of filestore, a few minutes on 2 cores
     .venv/bin/python benchmarks/backup_restore.py
 
 The size of issue 16 (3.4 GB database: pgbench scale 130 + 200,000 attachment rows of ~8 KiB, half
-incompressible; 2.1 GB filestore of 20,000 files), with the built data kept for the next run in
---keep (about 12 GB of disk: data dir, filestore, targets; moto holds the S3 copy in memory, ~2.5 GB):
+incompressible; 2.1 GB filestore of 20,000 files), the filestore kept for the next run in --keep
+(the database is rebuilt each run, a few minutes); about 15 GB of disk (data dir, filestore, two
+targets and the reference archives of one round) and ~3 GB of memory for moto, which holds one
+round's S3 set (deleted after the round):
 
     .venv/bin/python benchmarks/backup_restore.py --scale 130 --attachments 200000 --attachment-kib 8 \\
         --files 20000 --fs-mb 2100 --rounds 3 --keep /var/tmp/erpops-bench
@@ -260,7 +262,7 @@ def main() -> None:
         fs_bytes = du(fs_root / DB)
         s3.client().create_bucket(Bucket="bench")
 
-        bench = Bench(server, env, fs_root, work, record, bindir, args)
+        bench = Bench(server, s3, env, fs_root, work, record, bindir, args)
         for rnd in range(args.rounds):
             print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr)
             bench.round(rnd)
@@ -301,9 +303,9 @@ def sh(command: str) -> list[str]:
 class Bench:
     """One round: each case as erpops then reference (or the other way round, alternating)."""
 
-    def __init__(self, server: Any, env: dict[str, str], fs_root: Path, work: Path, record: Any, bindir: Path,
-                 args: argparse.Namespace) -> None:
-        self.server, self.env, self.fs_root, self.work = server, env, fs_root, work
+    def __init__(self, server: Any, s3: Any, env: dict[str, str], fs_root: Path, work: Path, record: Any,
+                 bindir: Path, args: argparse.Namespace) -> None:
+        self.server, self.s3, self.env, self.fs_root, self.work = server, s3, env, fs_root, work
         self.record, self.args = record, args
         self.pg_dump, self.pg_restore = bindir / "pg_dump", bindir / "pg_restore"
         self.n = 0
@@ -318,6 +320,14 @@ class Bench:
             else:
                 self.record(case, "ref", ref())
         return out
+
+    def s3_clear(self, prefix: str) -> None:
+        """Delete a round's objects: moto keeps everything in memory."""
+        client = self.s3.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix=prefix):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket="bench", Delete={"Objects": keys, "Quiet": True})
 
     def fresh(self) -> str:
         self.n += 1
@@ -370,6 +380,8 @@ class Bench:
         self.pair("verify", lambda: erpops({**at, "op": "verify"}, env),
                   lambda: run_tree(sh(f"find {rd}/t-full -type f -print0 | xargs -0 sha256sum > /dev/null"), env),
                   first)
+        if not self.args.skip_s3:
+            self.s3_clear(f"r{rnd}/")
         for name in self.server.psql("SELECT datname FROM pg_database WHERE datname LIKE 'bench_r%'").split():
             self.server.psql(f'DROP DATABASE "{name}"')
         shutil.rmtree(rd)

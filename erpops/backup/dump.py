@@ -144,7 +144,9 @@ def read_facts(query: Callable[[str], list[str]]) -> DbFacts:
 
 
 def row_counts(pg: Pg, db: str) -> dict[str, int | None]:
-    return read_facts(lambda sql: pg.psql(sql, db).splitlines()).row_counts
+    """The manifest's row counts of db, read in one psql session (one process, not one per query)."""
+    with SnapshotSession(pg, db) as session:
+        return read_facts(session.query).row_counts
 
 
 def side_name(db: str, tag: str, rand: str) -> str:
