@@ -53,6 +53,7 @@ from erpops.backup import leftovers as markers
 from erpops.backup import manifest as mf
 from erpops.backup.dump import create_database, drop_database, exit_text, is_local_host, log_tail, row_counts, side_name
 from erpops.backup.leftovers import preexec
+from erpops.backup.pgarchive import add_data_offsets
 from erpops.backup.progress import Reporter, human_bytes
 from erpops.backup.sets import load_manifest
 from erpops.backup.storage import CHUNK, HashingReader, Target
@@ -508,6 +509,7 @@ def restore_dump_into(
                         tmp.write(data)
                     tmp.flush()
                     check_stream(target, a, stored, raw)  # every byte, before pg_restore reads any
+                    add_data_offsets(Path(tmp.name))  # else each -j worker rescans the file for its tables
                     rc = subprocess.run([*argv, "-j", str(plan.jobs), tmp.name], stdout=subprocess.DEVNULL,
                                         stderr=err, env=env, check=False, preexec_fn=preexec()).returncode
             else:
