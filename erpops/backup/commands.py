@@ -127,6 +127,13 @@ def _size(n: int | None) -> str:
               help="Parallel filestore transfers (and S3 parts in flight: at most 4).")
 @click.option("--neutralized", is_flag=True,
               help="Back up a neutralized copy: copy to a scratch database, neutralize it, dump that, drop it.")
+@click.option("--addons-path", "addons_path", multiple=True, metavar="DIRS",
+              help="With --neutralized: Odoo's addons directories (comma-separated, as Odoo's); the installed "
+                   "modules' own data/neutralize.sql run from there, as odoo-bin neutralize does "
+                   "(default: erpops' rules).")
+@click.option("--allow-unneutralized", "allow_unneutralized", multiple=True, metavar="MODULE",
+              help="With --neutralized: accept this installed module's neutralize file as not covered "
+                   "(repeatable); otherwise such a module fails the neutralized backup.")
 @click.option("--from-zip", "from_zip", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Store an Odoo database-manager zip as a set instead (no database needed).")
 @click.option("--sse", type=click.Choice(["AES256", "aws:kms"]), default=None, help="S3 server-side encryption.")
@@ -139,11 +146,19 @@ def _size(n: int | None) -> str:
 @json_errors
 def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
                region: str | None, as_json: bool, db: str | None, filestore: str | None, jobs: int,
-               neutralized: bool, from_zip: Path | None, sse: str | None, kms_key_id: str | None,
-               storage_class: str | None, dry_run: bool) -> None:
+               neutralized: bool, addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...],
+               from_zip: Path | None, sse: str | None, kms_key_id: str | None, storage_class: str | None,
+               dry_run: bool) -> None:
     """Back up a database and its filestore into a new set (dump + filestore + manifest.json)."""
     from erpops.backup import engine
+    from erpops.backup.neutralize import odoo_addons_files, parse_addons_path
     from erpops.pg import Pg
+
+    paths = parse_addons_path(addons_path)
+    if (paths or allow_unneutralized) and not neutralized:
+        raise UsageError("--addons-path and --allow-unneutralized need --neutralized")
+    if paths:
+        odoo_addons_files(paths, ())  # a wrong --addons-path is bad input, found before the target is touched
 
     t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region, sse=sse,
                            kms_key_id=kms_key_id, storage_class=storage_class, concurrency=min(jobs, 4)),
@@ -163,7 +178,8 @@ def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
             raise UsageError("--db is required (the database to back up)")
         result = engine.backup(t, Pg.from_env(), db, stack=stack or "adhoc", filestore=filestore,
                                filestore_endpoint_url=endpoint_url, filestore_region=region, neutralized=neutralized,
-                               workers=jobs, reporter=reporter)
+                               addons_path=paths or None, allow_unneutralized=allow_unneutralized, workers=jobs,
+                               reporter=reporter)
 
     def human(r: dict[str, Any]) -> None:
         dump = r["artifacts"][0]
@@ -174,7 +190,8 @@ def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
             f"  filestore: {fs['count']} files, {_size(fs['bytes'])} ({fs['uploaded']} uploaded, "
             f"{fs['skipped_existing']} already stored)",
             f"  neutralized: {'yes' if r['neutralized'] else 'no'}; {r['duration_seconds']:.1f} s",
-        ])
+        ] + ([f"  NOT neutralized, accepted: {', '.join(accepted)} (--allow-unneutralized)"]
+             if (accepted := (r.get("neutralize_report") or {}).get("uncovered_allowed")) else []))
 
     _emit(as_json, result, human)
 

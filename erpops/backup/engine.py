@@ -582,6 +582,8 @@ def backup(
     filestore_endpoint_url: str | None = None,
     filestore_region: str | None = None,
     neutralized: bool = False,
+    addons_path: list[Path] | None = None,
+    allow_unneutralized: tuple[str, ...] = (),
     workers: int = DEFAULT_WORKERS,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
@@ -589,7 +591,8 @@ def backup(
 
     neutralized=True backs up a neutralized copy instead: the database is copied into a scratch
     database (pg_dump | pg_restore), neutralized there (erpops.backup.neutralize), dumped, and
-    the scratch database dropped. Production is never modified.
+    the scratch database dropped. Production is never modified. addons_path / allow_unneutralized:
+    as erpops.backup.neutralize.neutralize (Odoo's own files; modules accepted as not covered).
     """
     reporter = reporter or Reporter()
     mf.check_db_name(db)
@@ -605,6 +608,10 @@ def backup(
         if isinstance(fs_source, FileTarget) and not fs_source.root.is_dir():
             raise UsageError(f"no filestore for {db} in {filestore} (no directory {fs_source.root}); "
                              "leave --filestore out to back up the database alone")
+    if neutralized and addons_path:  # a wrong --addons-path is refused before anything starts
+        from erpops.backup.neutralize import odoo_addons_files
+
+        odoo_addons_files(addons_path, ())
     leftovers.sweep(pg, note=reporter.note)
     writer = _SetWriter(target, set_id)
     writer.start({"started_at": mf.utc_iso(created), "host": socket.gethostname(), "pid": os.getpid(), "db": db})
@@ -616,7 +623,8 @@ def backup(
             scratch = side_name(db, "neutral", secrets.token_hex(3))
             reporter.note(f"neutralized backup: copying {db} into scratch database {scratch}")
             copy_database(pg, db, scratch)
-            neutralize_report = _neutralize(pg, scratch)
+            neutralize_report = _neutralize(pg, scratch, addons_path=addons_path,
+                                            allow_unneutralized=allow_unneutralized)
             dump_db = scratch
         key = mf.set_key(set_id, mf.DUMP_CUSTOM)
         with SnapshotSession(pg, dump_db) as session:
@@ -663,6 +671,7 @@ def backup(
                       "skipped_existing": copied.skipped, "ignored": len(copied.ignored)},
         "row_counts": facts.row_counts,
         "neutralized": neutralized,
+        "neutralize_report": neutralize_report,
         "duration_seconds": manifest.duration_seconds,
     }
 

@@ -181,13 +181,16 @@ def rehearse(
     allow_prod: bool = False,
     on_created: Any = None,
     write: bool = True,
+    addons_path: list[Path] | None = None,
+    allow_unneutralized: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run one rehearsal and write its reports; returns the report (see the module docstring).
 
     `erpops drill` (erpops.backup.drill) runs the same engine inside the stack itself: `select(target,
     stack)` picks the set instead of select_set, `allow_prod` lifts the prod-tier refusal (the drill has its
     own guard), `on_created(db)` is called as soon as the scratch database exists (to mark it), and
-    `write=False` leaves the report files to the caller.
+    `write=False` leaves the report files to the caller. `addons_path` / `allow_unneutralized` go to the
+    neutralization as in `erpops restore` (Odoo's own files; installed modules accepted as not covered).
 
     Raises PreflightError before anything is done (--to a prod tier, no verified set, database
     exists), the restore's own error after writing a report with status "error", and never for
@@ -260,7 +263,8 @@ def rehearse(
     try:
         r0 = time.monotonic()
         result = restore(target, set_id, pg=pg, db=name, filestore_root=fs_root, neutralize=True, jobs=jobs,
-                         work_dir=work_dir, reporter=reporter, on_created=on_created)
+                         work_dir=work_dir, reporter=reporter, on_created=on_created, addons_path=addons_path,
+                         allow_unneutralized=allow_unneutralized)
         restored = report["restored"] = True
         wall = time.monotonic() - r0
         timings = result["timings"]
@@ -272,7 +276,8 @@ def rehearse(
         steps["restore_other"] = round(max(0.0, wall - sum(steps[s] for s in STEPS[1:5])), 3)
         report["notes"] += result["notes"]
         report["neutralize"] = {k: result["neutralize_report"].get(k) for k in
-                                ("changed", "remaining", "uuid_changed", "secret_changed", "is_neutralized")} \
+                                ("mode", "changed", "remaining", "uuid_changed", "secret_changed", "is_neutralized",
+                                 "uncovered_allowed", "not_in_addons_path")} \
             if result["neutralize_report"] else None
         c0 = time.monotonic()
         report["checks"], report["row_counts"] = run_checks(pg, name, manifest, fs_dir, to_sized)
@@ -349,7 +354,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"- Set `{s['set_id']}` (database `{s['db']}`, Odoo {s['odoo_version']}), created {s['created_at']}, "
         f"verified {s['verified_at']}{' (deep)' if s['verified_deep'] else ''}",
         f"- From target `{r['target']}` into database `{r['db']}` on {r['to']['server']} "
-        f"({r['to']['tier']} tier), neutralized",
+        f"({r['to']['tier']} tier), neutralized" + (
+            f" except {', '.join(accepted)} (NOT neutralized, accepted with --allow-unneutralized)"
+            if (accepted := (r.get("neutralize") or {}).get("uncovered_allowed")) else ""),
         f"- The rehearsal database was {fate}",
         "",
         "## Objectives",
@@ -437,13 +444,20 @@ def _json_report_on_error(fn: Any) -> Any:
 @click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(1, 64), help="pg_restore jobs.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the dump is decompressed for pg_restore -j (default: $TMPDIR).")
+@click.option("--addons-path", "addons_path", multiple=True, metavar="DIRS",
+              help="Odoo's addons directories (comma-separated, as Odoo's): run the installed modules' own "
+                   "data/neutralize.sql from there, as odoo-bin neutralize does (default: erpops' rules).")
+@click.option("--allow-unneutralized", "allow_unneutralized", multiple=True, metavar="MODULE",
+              help="Accept this installed module's neutralize file as not covered (repeatable); otherwise such a "
+                   "module fails the rehearsal (exit 4, the copy rolled back).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.pass_context
 @json_errors
 @_json_report_on_error
 def rehearse_cmd(ctx: click.Context, from_stack: str, to_stack: str, target: str | None, endpoint_url: str | None,
                  region: str | None, db: str | None, report_dir: Path, keep: bool, filestore: Path | None, jobs: int,
-                 work_dir: Path | None, as_json: bool) -> None:
+                 work_dir: Path | None, addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...],
+                 as_json: bool) -> None:
     """Restore the newest verified set of --from into a new, neutralized database of --to; check it; report RPO/RTO.
 
     Exit 0: every check passed and RPO/RTO were met; 1: the rehearsal completed but a check failed or
@@ -451,8 +465,12 @@ def rehearse_cmd(ctx: click.Context, from_stack: str, to_stack: str, target: str
     The rehearsal database is dropped at the end unless --keep.
     """
     from erpops import spec
+    from erpops.backup.neutralize import odoo_addons_files, parse_addons_path
     from erpops.pg import Pg
 
+    paths = parse_addons_path(addons_path)
+    if paths:
+        odoo_addons_files(paths, ())  # a wrong --addons-path is bad input, found before anything else
     root = _root(ctx)
     from_sized = spec.load(from_stack, root)
     to_sized = spec.load(to_stack, root)
@@ -464,7 +482,8 @@ def rehearse_cmd(ctx: click.Context, from_stack: str, to_stack: str, target: str
     t = _target(ctx, _opts(target=target, stack=from_stack, endpoint_url=endpoint_url, region=region))
     report = rehearse(t, from_stack=from_stack, from_sized=from_sized, to_stack=to_stack, to_sized=to_sized,
                       pg=Pg.from_env(), report_dir=report_dir, db=db, filestore_root=filestore, keep=keep, jobs=jobs,
-                      work_dir=work_dir, reporter=_reporter(as_json))
+                      work_dir=work_dir, reporter=_reporter(as_json), addons_path=paths or None,
+                      allow_unneutralized=allow_unneutralized)
 
     def human(r: dict[str, Any]) -> None:
         rto = r["rto"]
@@ -477,6 +496,9 @@ def rehearse_cmd(ctx: click.Context, from_stack: str, to_stack: str, target: str
                  + ", ".join(f"{k} {v:.1f} s" for k, v in rto["steps"].items()) + ")"]
         lines += [f"  {c['status']:7} {c['name']}{' (advisory)' if c['advisory'] else ''}: {c['detail']}"
                   for c in r["checks"]]
+        accepted = (r.get("neutralize") or {}).get("uncovered_allowed")
+        if accepted:
+            lines.append(f"  NOT neutralized, accepted: {', '.join(accepted)} (--allow-unneutralized)")
         lines += [f"  FAILED: {f}" for f in r["failures"]]
         lines.append(f"  report: {r['report']['markdown']}")
         _echo_lines(lines)

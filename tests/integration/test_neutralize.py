@@ -384,6 +384,63 @@ def test_restore_refuses_neutralized_for_an_uncovered_module_unless_allowed(pg: 
         client.psql(f"DROP DATABASE IF EXISTS {quote_ident(restored)} WITH (FORCE)")
 
 
+def test_backup_neutralized_refuses_an_uncovered_module_unless_allowed(pg: LocalPostgres, client: Pg, db: str,
+                                                                      tmp_path: Path) -> None:
+    from erpops.backup import engine
+    from erpops.backup.commands import COMMANDS as BACKUP_COMMANDS
+    from erpops.backup.storage import open_target
+
+    install(client, db, "voip")
+    target_url = f"file://{tmp_path / 'sets'}"
+    (tmp_path / "sets").mkdir()
+    group = click.Group("erpops", commands={c.name: c for c in BACKUP_COMMANDS})
+    env = {**pg.env(), "ERPOPS_BACKUP_TARGET": target_url}
+    before = set(client.psql("SELECT datname FROM pg_database").split())
+
+    refused = CliRunner().invoke(group, ["backup", "--db", db, "--neutralized", "--json"], env=env)
+    out = json.loads(refused.stdout)
+    assert out["ok"] is False and out["exit_code"] == 4, refused.output
+    assert "voip" in out["error"] and "--allow-unneutralized voip" in out["error"]
+    assert engine.list_sets(open_target(target_url)) == [], "a refused neutralized backup stores no set"
+    assert set(client.psql("SELECT datname FROM pg_database").split()) == before, "the scratch copy is dropped"
+    assert live_mail_servers(client, db) == ["Production SMTP"], "the source database is never touched"
+
+    allowed = CliRunner().invoke(group, ["backup", "--db", db, "--neutralized", "--allow-unneutralized", "voip"],
+                                 env=env)
+    assert allowed.exit_code == 0, allowed.output
+    assert "neutralized: yes" in allowed.stdout
+    assert "NOT neutralized, accepted: voip (--allow-unneutralized)" in allowed.stdout
+    [stored] = engine.list_sets(open_target(target_url))
+    manifest = engine.load_manifest(open_target(target_url), stored["set_id"])
+    assert manifest.neutralized is True
+    assert manifest.source["neutralize_report"]["uncovered_allowed"] == ["voip"]
+    restored = f"{db}_from_neutralized"
+    try:
+        from erpops.backup.restore import restore
+
+        restore(open_target(target_url), stored["set_id"], pg=client, db=restored, skip_filestore=True,
+                neutralize=False)
+        assert live_items(client, restored) == [] and live_mail_servers(client, restored) == []
+    finally:
+        client.psql(f"DROP DATABASE IF EXISTS {quote_ident(restored)} WITH (FORCE)")
+    assert live_mail_servers(client, db) == ["Production SMTP"]
+
+
+def test_backup_neutralize_options_are_checked_first(pg: LocalPostgres, client: Pg, db: str, tmp_path: Path) -> None:
+    from erpops.backup.commands import COMMANDS as BACKUP_COMMANDS
+
+    group = click.Group("erpops", commands={c.name: c for c in BACKUP_COMMANDS})
+    env = {**pg.env(), "ERPOPS_BACKUP_TARGET": f"file://{tmp_path}"}
+    result = CliRunner().invoke(group, ["backup", "--db", db, "--allow-unneutralized", "voip", "--json"], env=env)
+    out = json.loads(result.stdout)
+    assert out["exit_code"] == 2 and "need --neutralized" in out["error"]
+    result = CliRunner().invoke(group, ["backup", "--db", db, "--neutralized", "--addons-path",
+                                        str(tmp_path / "missing"), "--json"], env=env)
+    out = json.loads(result.stdout)
+    assert out["exit_code"] == 2 and "--addons-path" in out["error"] and "is not a directory" in out["error"]
+    assert list(tmp_path.iterdir()) == [], "nothing written to the target"
+
+
 def test_import_options_that_need_neutralize_are_refused_first(tmp_path: Path) -> None:
     group = click.Group("erpops", commands={c.name: c for c in COMMANDS})
     result = CliRunner().invoke(group, ["import", "odoo-zip", str(FIXTURE), "--to", "never_made",

@@ -50,6 +50,18 @@ options:
       - Keep the rehearsal database and filestore for inspection (then the task reports C(changed)).
     type: bool
     default: false
+  addons_path:
+    description:
+      - Odoo's addons directories (Enterprise included where installed). The installed modules' own
+        C(data/neutralize.sql) files run from there, as C(odoo-bin neutralize) does. Default, erpops' own rules.
+    type: list
+    elements: path
+  allow_unneutralized:
+    description:
+      - Installed modules accepted as not covered by neutralization (a neutralize file erpops has no rule for).
+        Without it such a module fails the rehearsal (exit code 4, the copy rolled back).
+    type: list
+    elements: str
 extends_documentation_fragment:
   - erpops.ops.erpops
   - erpops.ops.erpops.postgres
@@ -134,6 +146,8 @@ def main() -> None:
             "jobs": {"type": "int"},
             "work_dir": {"type": "path"},
             "keep": {"type": "bool", "default": False},
+            "addons_path": {"type": "list", "elements": "path"},
+            "allow_unneutralized": {"type": "list", "elements": "str"},
         }),
         supports_check_mode=True,
     )
@@ -155,6 +169,10 @@ def main() -> None:
     flag(args, "--work-dir", p["work_dir"])
     if p["keep"]:
         args.append("--keep")
+    for path in p["addons_path"] or []:
+        args += ["--addons-path", path]
+    for name in p["allow_unneutralized"] or []:
+        args += ["--allow-unneutralized", name]
     if module.check_mode:
         # pre-flight what can be read without restoring: the set a real run would pick (newest verified of the stack)
         listing_args: list[str] = []
