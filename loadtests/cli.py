@@ -245,7 +245,9 @@ def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, lo
 @_common
 @click.option("--users", "-u", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--duration", "-d", default="20s", show_default=True, help="Run time of each run.")
-@click.option("--runs", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--runs", type=click.IntRange(1), default=10, show_default=True,
+              help="Runs to record: every gate's interval carries the baseline's uncertainty too, and a baseline "
+                   "is recorded once (10 runs of a baseline and 5 of a gate see what 5 and 5 cannot).")
 @click.option("--warmup", default="2s", show_default=True, help=WARMUP_HELP)
 @click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write (default: loadtests/baselines/<stack>.json, <stack>.read-only.json "
