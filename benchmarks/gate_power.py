@@ -6,7 +6,9 @@ they do for an Odoo worker), and a concurrent CPU load in another process (`--ho
 processes, each busy `--hog-duty` of the time in short random bursts) for the whole benchmark,
 baseline included.
 
-One baseline is recorded (`erpops loadtest record`, the runner in its own process as in CI), then
+One baseline of `--baseline-runs` runs is recorded (`erpops loadtest record`, the runner in its own
+process as in CI; ten runs, as `record` does by default: the baseline is paid for once, and half of
+every gate's interval is its uncertainty), then
 `--gates` gates run against the unchanged double and `--gates` against the double with one business
 request (`--name`, default `mrp.production:button_mark_done`) `--slowdown` times slower; each gate
 is a fresh `python -m loadtests gate` with the same flags, and its exit code is the verdict
