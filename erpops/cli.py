@@ -179,7 +179,7 @@ def size(ctx: click.Context, stack: str | None, users: int | None, as_json: bool
 @jsonout.json_errors
 def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path, as_json: bool) -> None:
     """Write what `pulumi up` would create (Kubernetes objects, chart objects, AWS resources, ops output)."""
-    from erpops import render  # imports Pulumi: only this command pays for it
+    from infra import render  # imports Pulumi: only this command pays for it
 
     root = _root(ctx)
     if stack:

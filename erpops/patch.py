@@ -900,9 +900,10 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
         else:
             if sized is None:
                 raise UsageError(f"--driver kubernetes needs Pulumi.{stack}.yaml (context, namespace, chart values)")
-            from erpops.patch_drivers import load_job_file, render_module_job
+            from erpops.patch_drivers import load_job_file
+            from infra.chart import stack_module_job
 
-            job = load_job_file(module_job) if module_job else render_module_job(sized)
+            job = load_job_file(module_job) if module_job else stack_module_job(sized)
             driver = KubernetesDriver(context=sized.spec.kubernetes.context, namespace=sized.namespace,
                                       job_manifest=job, web_mode=web_mode, maintenance_cmd=maintenance_cmd,
                                       unmaintenance_cmd=unmaintenance_cmd, log=log)

@@ -10,7 +10,8 @@ import pulumi
 
 from erpops import spec as erpops_spec
 from erpops.errors import SpecError
-from erpops.helm_values import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, odoo_values, refs_for
+from erpops.helm_values import odoo_values
+from erpops.naming import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, refs_for
 from infra import derive
 from infra.components import Drill, Environment, ObjectStorage, Odoo, OdooImage, Postgres, Redis
 

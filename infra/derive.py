@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from erpops.helm_values import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, Refs
+from erpops.naming import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, Refs, stack_labels
 from erpops.spec import CNPG_NAMESPACE, PG_MINOR, Retention, Sized
 from erpops.units import format_mib_quantity, mib, parse_cpu, parse_memory
 
@@ -476,11 +476,6 @@ def restricted_pod_security(uid: int | None = None, gid: int | None = None) -> d
 # --------------------------------------------------------------------------------------------
 # Object specs: CloudNativePG Cluster, ScheduledBackup, Pooler; the Redis StatefulSet
 # --------------------------------------------------------------------------------------------
-
-def stack_labels(refs: Refs) -> dict[str, str]:
-    return {"app.kubernetes.io/part-of": "erpops", "app.kubernetes.io/managed-by": "pulumi",
-            "erpops.io/stack": refs.stack}
-
 
 ROTATION_ANNOTATION = "erpops.io/redis-password-rotation"
 

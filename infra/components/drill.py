@@ -15,7 +15,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
-from erpops.helm_values import Refs
+from erpops.naming import Refs
 from erpops.spec import SPEC_KEY, Sized
 from infra import derive
 from infra.components._k8s import child_opts, labels, meta

@@ -16,7 +16,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from erpops.podsecurity import check_all
+from devtools.podsecurity import check_all
 from tests.k8s import (
     ODOO_CHART,
     container,

@@ -1,4 +1,4 @@
-"""erpops.crdschema: CloudNativePG objects validated strictly, with the shared CRDs and with our own schema.
+"""infra.crdschema: CloudNativePG objects validated strictly, with the shared CRDs and with our own schema.
 
 kubernetes-validate passes unknown kinds with a warning, so a typo in a Cluster would otherwise reach the
 API server (or worse, be pruned silently). Each schema source must accept what erpops renders and reject
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from erpops import crdschema, spec
-from erpops.helm_values import refs_for
-from infra import derive
+from erpops import spec
+from erpops.naming import refs_for, stack_labels
+from infra import crdschema, derive
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ["dev", "staging", "prod"]
@@ -36,7 +36,7 @@ def objects(stack: str) -> dict[str, dict[str, Any]]:
 
     def obj(kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"apiVersion": "postgresql.cnpg.io/v1", "kind": kind,
-                "metadata": {"name": name, "namespace": refs.namespace, "labels": derive.stack_labels(refs)},
+                "metadata": {"name": name, "namespace": refs.namespace, "labels": stack_labels(refs)},
                 "spec": body}
 
     return {
@@ -99,7 +99,7 @@ def test_the_committed_used_fields_schema_is_current() -> None:
     committed = json.loads(crdschema.USED_FIELDS_SCHEMA.read_text())
     assert committed == json.loads(json.dumps(expected)), (
         "infra/schemas/cnpg-used-fields.json is stale: run `erpops render --out /tmp/r` then "
-        "`python -m erpops.crdschema --write-used-fields /tmp/r/*`")
+        "`python -m infra.crdschema --write-used-fields /tmp/r/*`")
 
 
 def test_without_the_crds_the_own_schema_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -98,7 +98,7 @@ def test_postgres_images_and_operator_chart_are_overridable_in_the_spec() -> Non
 
 
 def _refs(sized: spec.Sized):
-    from erpops.helm_values import refs_for
+    from erpops.naming import refs_for
 
     return refs_for(sized)
 

@@ -24,7 +24,8 @@ from erpops.patch import (
     parse_window,
     recovery_action,
 )
-from erpops.patch_drivers import CommandDriver, KubernetesDriver, PatchContext, render_module_job
+from erpops.patch_drivers import CommandDriver, KubernetesDriver, PatchContext
+from infra.chart import stack_module_job
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 29, 23, 0, tzinfo=UTC)
@@ -204,7 +205,7 @@ class FakeKubectl:
 
 @pytest.fixture(scope="module")
 def prod_job() -> dict[str, Any]:
-    return render_module_job(spec.load("prod", ROOT))
+    return stack_module_job(spec.load("prod", ROOT))
 
 
 def k8s(fake: FakeKubectl, job: dict[str, Any] | None = None, **kw: Any) -> KubernetesDriver:

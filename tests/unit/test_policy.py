@@ -1,7 +1,7 @@
 """The CrossGuard pack (policy/) run on what each stack would create: every rule passes on the shipped stacks,
 and each fires on a mutated resource with a message naming the resource and the fix.
 
-The resources are the program's registrations under Pulumi's mocks (`python -m erpops.render`) plus the objects
+The resources are the program's registrations under Pulumi's mocks (`python -m infra.render`) plus the objects
 the helm/odoo chart renders with the program's values (the Chart's children, which a real preview would show
 the pack as resources of their own).
 """
@@ -32,7 +32,7 @@ STACKS = ["dev", "staging", "prod"]
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("policy-render")
-    procs = {s: subprocess.Popen([sys.executable, "-m", "erpops.render", "--stack", s, "--out", str(out / s)],
+    procs = {s: subprocess.Popen([sys.executable, "-m", "infra.render", "--stack", s, "--out", str(out / s)],
                                  cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True) for s in STACKS}
     for stack, proc in procs.items():

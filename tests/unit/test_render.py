@@ -1,7 +1,7 @@
 """`erpops render`: what a stack would create, as files, checked the way a cluster would check them.
 
 Every stack is rendered once per session, in its own process (as the CLI does): prod through the
-`erpops render` command itself, dev and staging through `python -m erpops.render`, concurrently.
+`erpops render` command itself, dev and staging through `python -m infra.render`, concurrently.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from erpops import crdschema, podsecurity, spec
-from erpops.render import PLACEHOLDER_PREFIX
+from devtools import podsecurity
+from erpops import spec
 from erpops.units import mib, parse_cpu, parse_memory
-from infra import derive
+from infra import crdschema, derive
+from infra.render import PLACEHOLDER_PREFIX
 from tests.k8s import validate_k8s
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         if stack == "prod":
             cmd = [str(ERPOPS), "render", "--stack", stack, "--out", str(out / stack)]
         else:
-            cmd = [sys.executable, "-m", "erpops.render", "--stack", stack, "--out", str(out / stack)]
+            cmd = [sys.executable, "-m", "infra.render", "--stack", stack, "--out", str(out / stack)]
         procs[stack] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
     for stack, proc in procs.items():
@@ -278,7 +279,8 @@ def test_a_bad_spec_exits_2_with_the_key_and_the_fix(tmp_path: Path) -> None:
 def test_odoo_values_pass_the_charts_schema(stack_name: str) -> None:
     import helm_python as helm
 
-    from erpops.helm_values import odoo_values, refs_for
+    from erpops.helm_values import odoo_values
+    from erpops.naming import refs_for
 
     sized = spec.load(stack_name, ROOT)
     values = odoo_values(sized, refs_for(sized), pod_annotations={derive.ROTATION_ANNOTATION: "initial"})
@@ -296,7 +298,7 @@ def test_odoo_values_pass_the_charts_schema(stack_name: str) -> None:
 
 
 def test_erpops_core_does_not_import_pulumi() -> None:
-    code = ("import sys, erpops.cli, erpops.render, erpops.helm_values, erpops.crdschema; "
+    code = ("import sys, erpops.cli, infra.render, erpops.helm_values, infra.crdschema; "
             "assert not [m for m in sys.modules if m.split('.')[0].startswith('pulumi')], 'pulumi imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 

@@ -159,7 +159,7 @@ def test_validate_and_size_answer_exit_0_or_2_with_a_key_path(case: tuple[str, d
 @settings(_FUZZ, max_examples=RENDER_EXAMPLES)
 @given(case=mutated())
 def test_render_answers_a_spec_error_or_renders(case: tuple[str, dict[str, Any]]) -> None:
-    from erpops import render
+    from infra import render
 
     stack, raw = case
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +181,7 @@ EDGES = [("postgres.storage", "64Ti"), ("odoo.web.cpu", "250m"), ("kubernetes.ho
 
 @pytest.mark.parametrize(("path", "value"), EDGES, ids=[p for p, _ in EDGES])
 def test_a_value_at_its_bound_renders(path: str, value: str, tmp_path: Path) -> None:
-    from erpops import render
+    from infra import render
 
     raw = copy.deepcopy(shipped("prod"))
     node = raw

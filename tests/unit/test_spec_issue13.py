@@ -286,7 +286,7 @@ def test_validate_render_and_the_program_refuse_alike(
 ) -> None:
     import pulumi
 
-    from erpops import render
+    from infra import render
 
     raw = copy.deepcopy(raw_spec(stack))
     put(raw, path, value)
