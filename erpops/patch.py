@@ -58,9 +58,11 @@ from typing import Any
 
 import click
 
+from erpops import plugins
 from erpops.errors import ErpopsError, OperationFailed, PreflightError, SpecError, UsageError
 from erpops.jsonout import envelope, error
 from erpops.patch_drivers import CommandDriver, Driver, KubernetesDriver, PatchContext, run_shell
+from erpops.plugins import HealthProbe, HealthRequest
 
 STATE_FORMAT = 1
 SMOKE_TIMEOUT = 900.0  # seconds, when the driver names no timeout
@@ -338,7 +340,8 @@ class PatchOptions:
     filestore: Path | None = None
     health_checks: list[str] = field(default_factory=list)  # name prefixes; empty: all that apply
     odoo_url: str | None = None
-    thresholds: Any = None
+    sized: Any = None  # erpops.spec.Sized: the health checks' thresholds (defaults when None)
+    health_probe: HealthProbe | None = None  # default: the installed provider (erpops.plugins)
     smoke_cmd: str | None = None
     no_smoke: bool = False
     check: bool = False
@@ -409,21 +412,15 @@ class Patch:
 
     def health(self) -> tuple[bool, list[str]]:
         """(ok, one line per check): OK and WARN pass; CRIT and UNKNOWN fail."""
-        from healthchecks.core import State, Targets, Thresholds, run_checks
-        from healthchecks.suite import checks_for
-
-        targets = Targets(odoo_url=self.o.odoo_url, odoo_db=self.o.db if self.o.odoo_url else None,
-                          pg=self.o.pg, pg_db=self.o.db, host=False)
-        checks = [c for c in checks_for(targets)
-                  if not self.o.health_checks or any(c.name.startswith(p) for p in self.o.health_checks)]
+        prefixes = self.o.health_checks
+        request = HealthRequest(pg=self.o.pg, pg_db=self.o.db, odoo_url=self.o.odoo_url,
+                                odoo_db=self.o.db if self.o.odoo_url else None, sized=self.o.sized,
+                                selected=lambda name: not prefixes or any(name.startswith(p) for p in prefixes))
         lines: list[str] = []
         ok = True
-        if checks:
-            results = run_checks(checks, targets, self.o.thresholds or Thresholds.defaults())
-            for r in results:
-                bad = r.state.severity >= State.UNKNOWN.severity
-                ok = ok and not bad
-                lines.append(f"{r.check} {r.state.name}: {r.message}")
+        for finding in (self.o.health_probe or plugins.health_probe())(request):
+            ok = ok and finding.passed
+            lines.append(f"{finding.check} {finding.state}: {finding.message}")
         extra = self.o.driver.extra_health(self._ctx({**self._state_stub(), "run_id": "health"}))
         if extra is not None:
             ok = ok and extra[0]
@@ -868,7 +865,6 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
     from erpops import spec
     from erpops.backup.storage import open_target
     from erpops.pg import Pg
-    from healthchecks.core import Thresholds
 
     try:
         obj = ctx.find_root().obj
@@ -901,9 +897,8 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
             if sized is None:
                 raise UsageError(f"--driver kubernetes needs Pulumi.{stack}.yaml (context, namespace, chart values)")
             from erpops.patch_drivers import load_job_file
-            from infra.chart import stack_module_job
 
-            job = load_job_file(module_job) if module_job else stack_module_job(sized)
+            job = load_job_file(module_job) if module_job else plugins.module_job_source()(sized)
             driver = KubernetesDriver(context=sized.spec.kubernetes.context, namespace=sized.namespace,
                                       job_manifest=job, web_mode=web_mode, maintenance_cmd=maintenance_cmd,
                                       unmaintenance_cmd=unmaintenance_cmd, log=log)
@@ -919,7 +914,7 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
             max_backup_age_hours=max_backup_age_hours if max_backup_age_hours is not None
             else float(sized.spec.backup.max_age_for_patch_hours if sized else 24),
             filestore=filestore, health_checks=list(health_checks), odoo_url=odoo_url,
-            thresholds=Thresholds.from_sized(sized) if sized else Thresholds.defaults(),
+            sized=sized, health_probe=plugins.health_probe(),
             smoke_cmd=smoke_cmd, no_smoke=no_smoke, check=check, abort=abort, log=log,
         )
         result = Patch(opts).run()
@@ -940,17 +935,10 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
 
 
 def main() -> None:
-    """`python -m erpops.patch ...`: the command alone, with erpops' exit codes (until the CLI registers it)."""
-    try:
-        patch.main(standalone_mode=False, obj={})
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except ErpopsError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(exc.exit_code)
+    """`python -m erpops.patch ...`: the command alone, with erpops' exit codes."""
+    from erpops.cli import run
+
+    run(patch, prog_name="erpops patch", obj={})
 
 
 if __name__ == "__main__":

@@ -140,8 +140,3 @@ def _default_patch_dir(root: Path | None) -> Path | None:
         return None
     candidate = Path(base) / ".erpops"
     return candidate if candidate.is_dir() else None
-
-
-def main() -> None:
-    """Standalone entry point (`python -m healthchecks`), until erpops registers the command."""
-    health(obj={})

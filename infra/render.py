@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 
-from erpops import spec
+from erpops import jsonout, spec
 from erpops.errors import ErpopsError, UsageError
 from infra.chart import render_chart
 
@@ -341,6 +342,35 @@ def render_all(out: Path, root: Path | None = None, stacks: list[str] | None = N
         # exit 2 only when every failure is the user's (a spec refused); anything else is ours
         raise (ProgramError if all(rc == 2 for _, rc, _ in failures) else RenderError)(message)
     return {stack: out / stack for stack in stacks}
+
+
+# --------------------------------------------------------------------------------------------
+# `erpops render` (registered in pyproject.toml, entry points erpops.commands)
+# --------------------------------------------------------------------------------------------
+
+@click.command("render")
+@click.option("--stack", "-s", default=None, help="Stack to render (default: every stack, each into OUT/<stack>).")
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the rendered objects to (created when missing).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json-output.md).")
+@click.pass_context
+@jsonout.json_errors
+def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path, as_json: bool) -> None:
+    """Write what `pulumi up` would create (Kubernetes objects, chart objects, AWS resources, ops output)."""
+    from erpops.cli import _root, out
+
+    root = _root(ctx)
+    if stack:
+        written = render_to(stack, out_dir, root)
+        stacks = [{"stack": stack, "out": str(out_dir), "files": len(written)}]
+    else:
+        stacks = [{"stack": name, "out": str(directory)} for name, directory in render_all(out_dir, root).items()]
+    if as_json:
+        click.echo(json.dumps(jsonout.envelope({"stacks": stacks}), indent=2))
+        return
+    for s in stacks:
+        count = f"{s['files']} files in " if "files" in s else ""
+        out.print(f"[green]ok[/green] {s['stack']}: {count}{s['out']}")
 
 
 def main(argv: list[str] | None = None) -> int:
