@@ -50,7 +50,14 @@ def _thresholds(stack: str | None, root: Path | None) -> tuple[Thresholds, objec
 @click.option("--pg-user", envvar="PGUSER", default="postgres", show_default=True)
 @click.option("--pg-db", envvar="PGDATABASE", default=None,
               help="Database to connect to (default: --odoo-db or postgres).")
-@click.option("--redis-url", envvar="REDIS_URL", default=None, help="redis://[:password@]host:port/db")
+@click.option("--redis-url", envvar="REDIS_URL", default=None,
+              help="redis://[[user]:password@]host:port/db, rediss:// for TLS (with Sentinel: password, db, TLS only).")
+@click.option("--redis-ca-file", envvar="REDIS_CA_FILE", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="CA bundle of the Redis server's TLS certificate (implies TLS).")
+@click.option("--redis-sentinel", "redis_sentinels", multiple=True, metavar="HOST:PORT",
+              help="Reach Redis through this Sentinel (repeatable): the sentinels name the master.")
+@click.option("--redis-sentinel-master", default=None,
+              help="The master's name at the sentinels (default: mymaster).")
 @click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL_S3", default=None, help="S3 endpoint (default: AWS).")
 @click.option("--s3-bucket", default=None,
               help="Backup bucket (default: from $ERPOPS_BACKUP_TARGET, else the stack's backup_bucket).")
@@ -72,7 +79,8 @@ def _thresholds(stack: str | None, root: Path | None) -> tuple[Thresholds, objec
 @click.pass_context
 def health(ctx: click.Context, stack: str | None, odoo_url: str | None, odoo_db: str | None,
            odoo_login: str | None, pg_host: str | None, pg_port: int, pg_user: str, pg_db: str | None,
-           redis_url: str | None, s3_endpoint: str | None, s3_bucket: str | None, s3_prefix: str | None,
+           redis_url: str | None, redis_ca_file: str | None, redis_sentinels: tuple[str, ...],
+           redis_sentinel_master: str | None, s3_endpoint: str | None, s3_bucket: str | None, s3_prefix: str | None,
            data_paths: tuple[str, ...], no_host: bool, only: tuple[str, ...], timeout: float | None,
            patch_state_dir: Path | None, as_json: bool, as_nagios: bool, prom_file: Path | None) -> None:
     """Check Odoo, PostgreSQL, Redis, S3 backups and this host; exit 0/1/2/3 like a Nagios plugin."""
@@ -100,12 +108,21 @@ def health(ctx: click.Context, stack: str | None, odoo_url: str | None, odoo_db:
     if unknown:
         err.print(f"no check named {', '.join(unknown)}: pick from {', '.join(all_names())}")
         _exit(State.UNKNOWN)
+    sentinels = []
+    for address in redis_sentinels:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            err.print(f"--redis-sentinel {address}: give HOST:PORT, e.g. --redis-sentinel 10.0.0.5:26379")
+            _exit(State.UNKNOWN)
+        sentinels.append((host.strip("[]"), int(port)))
     targets = Targets(
         odoo_url=odoo_url, odoo_db=odoo_db, odoo_login=odoo_login,
         odoo_password=os.environ.get("ERPOPS_ODOO_PASSWORD"),
         pg=Pg(host=pg_host, port=pg_port, user=pg_user, password=os.environ.get("PGPASSWORD")) if pg_host else None,
         pg_db=pg_db or odoo_db or "postgres",
-        redis_url=redis_url, s3_endpoint=s3_endpoint, s3_bucket=s3_bucket, s3_prefix=(s3_prefix or "").strip("/"),
+        redis_url=redis_url, redis_ca_file=redis_ca_file, redis_sentinels=tuple(sentinels),
+        redis_sentinel_master=redis_sentinel_master,
+        s3_endpoint=s3_endpoint, s3_bucket=s3_bucket, s3_prefix=(s3_prefix or "").strip("/"),
         s3_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         or (sized.spec.object_storage.region if sized is not None else None),  # type: ignore[attr-defined]
         data_paths=list(data_paths), host=not no_host,
