@@ -25,6 +25,18 @@ def _resources(cpu: str, memory_mib: int) -> dict[str, Any]:
     return {"requests": dict(quantity), "limits": dict(quantity)}
 
 
+def odoo_resources(sized: Sized) -> dict[str, dict[str, Any]]:
+    """Requests and limits of each kind of Odoo pod (web, cron, module_job), from the spec. The chart's
+    values and the namespace quota (infra/derive.py) both read them here."""
+    web, cron = sized.spec.odoo.web, sized.spec.odoo.cron
+    return {
+        "web": _resources(web.cpu, web.memory_mib),
+        "cron": _resources(cron.cpu, cron.memory_mib),
+        # `odoo -u` loads every module like a web worker does: give it a web pod's size
+        "module_job": _resources(web.cpu, web.memory_mib),
+    }
+
+
 def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | None = None) -> dict[str, Any]:
     """The helm/odoo values of one stack: spec + sizing + the names of the objects the other components make.
 
@@ -41,6 +53,7 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
     store = fs.session_store
     annotations = dict(pod_annotations or {})
     autoscale = web.autoscale
+    resources = odoo_resources(sized)
     values: dict[str, Any] = {
         "fullnameOverride": refs.odoo_release,
         "commonLabels": {"erpops.io/stack": sized.stack},
@@ -73,7 +86,7 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
         "web": {
             "replicaCount": web.replicas,
             "workers": sized.odoo.workers,
-            "resources": _resources(web.cpu, web.memory_mib),
+            "resources": resources["web"],
             "autoscaling": {
                 "enabled": autoscale.enabled,
                 "minReplicas": autoscale.min_replicas,
@@ -88,15 +101,14 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
             "enabled": cron.replicas > 0,
             "replicaCount": max(cron.replicas, 1),
             "maxCronThreads": sized.odoo.cron_threads,
-            "resources": _resources(cron.cpu, cron.memory_mib),
+            "resources": resources["cron"],
             "podAnnotations": annotations,
             "serviceAccount": {"create": False, "name": refs.odoo_cron_sa},
         },
         "moduleJob": {
             "enabled": True,
             "modules": list(odoo.modules),
-            # `odoo -u` loads every module like a web worker does: give it a web pod's size
-            "resources": _resources(web.cpu, web.memory_mib),
+            "resources": resources["module_job"],
             "serviceAccount": {"create": False, "name": refs.odoo_modules_sa},
         },
         "service": {"httpPort": ODOO_HTTP_PORT, "websocketPort": ODOO_WEBSOCKET_PORT},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from erpops.spec import Sized
+from erpops.spec import Sized, Spec
 
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
@@ -100,3 +100,23 @@ def stack_labels(refs: Refs) -> dict[str, str]:
     """The labels every object of the stack carries (the program's own and the module Job's)."""
     return {"app.kubernetes.io/part-of": "erpops", "app.kubernetes.io/managed-by": "pulumi",
             "erpops.io/stack": refs.stack}
+
+
+@dataclass(frozen=True)
+class BackupTarget:
+    """Where a stack's backup sets live when no --target names another place."""
+
+    url: str  # s3://<backup_bucket>/<stack>
+    bucket: str
+    prefix: str
+    endpoint_url: str | None  # the S3-compatible service's endpoint; None on AWS
+    region: str | None
+
+
+def stack_backup_target(spec: Spec, stack: str) -> BackupTarget:
+    """The stack's backup target: its spec's backup bucket, prefixed by the stack's name. The backup
+    commands, patch, the health check of the backups and the Ansible inventory all ask here."""
+    storage = spec.object_storage
+    return BackupTarget(url=f"s3://{storage.backup_bucket}/{stack}", bucket=storage.backup_bucket, prefix=stack,
+                        endpoint_url=storage.endpoint if storage.mode == "s3-compatible" else None,
+                        region=storage.region)

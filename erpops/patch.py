@@ -61,13 +61,15 @@ import click
 from erpops import plugins
 from erpops.errors import ErpopsError, OperationFailed, PreflightError, SpecError, UsageError
 from erpops.jsonout import envelope, error
+from erpops.naming import stack_backup_target
+from erpops.options import backup_target_options
 from erpops.patch_drivers import CommandDriver, Driver, KubernetesDriver, PatchContext, run_shell
 from erpops.plugins import HealthProbe, HealthRequest
+from erpops.spec_types import image_pin
 
 STATE_FORMAT = 1
 SMOKE_TIMEOUT = 900.0  # seconds, when the driver names no timeout
 ACTIVE = ("running", "rolling_back")
-IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64}|:[A-Za-z0-9_.-]{1,128})$")
 MODULE_RE = re.compile(r"^[a-z0-9_]+$")
 WINDOW_RE = re.compile(r"^\s*(?P<start>[^/\s]+)\s*/\s*(?P<end>[^/\s]+)\s*$")
 
@@ -137,7 +139,7 @@ def parse_modules(text: str | None) -> list[str]:
 
 
 def check_image(image: str) -> str:
-    if not IMAGE_RE.match(image) or image.endswith(":latest"):
+    if image_pin(image) not in ("digest", "tag"):
         raise UsageError(f"--image {image!r}: give a pinned image, odoo:17.0-20261120 or odoo@sha256:<64 hex>")
     return image
 
@@ -829,10 +831,7 @@ def _human(result: dict[str, Any]) -> None:
 @click.option("--approved-by", default=None, help="Who approved the change (required for prod).")
 @click.option("--window", default=None, help="Change window START/END, UTC: 2026-11-29T22:00Z/2026-11-30T02:00Z.")
 @click.option("--db", default=None, help="Odoo database (default: the stack's).")
-@click.option("--target", envvar="ERPOPS_BACKUP_TARGET", default=None,
-              help="Backup target (default: $ERPOPS_BACKUP_TARGET, else s3://<backup_bucket>/<stack>).")
-@click.option("--endpoint-url", envvar="ERPOPS_S3_ENDPOINT_URL", default=None, help="S3 endpoint.")
-@click.option("--region", default=None, help="S3 region.")
+@backup_target_options(target_default="s3://<backup_bucket>/<stack>")
 @click.option("--filestore", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Local filestore root to back up and restore with the database (default: database only).")
 @click.option("--max-backup-age-hours", type=float, default=None,
@@ -881,10 +880,10 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
         if not url:
             if sized is None:
                 raise UsageError("no backup target: pass --target s3://bucket/prefix or set ERPOPS_BACKUP_TARGET")
-            storage = sized.spec.object_storage
-            url = f"s3://{storage.backup_bucket}/{stack}"
-            endpoint_url = endpoint_url or (storage.endpoint if storage.mode == "s3-compatible" else None)
-            region = region or storage.region
+            stack_target = stack_backup_target(sized.spec, stack)
+            url = stack_target.url
+            endpoint_url = endpoint_url or stack_target.endpoint_url
+            region = region or stack_target.region
         store = open_target(url, endpoint_url=endpoint_url, region=region)
         store.check(create=False)
         log: Callable[[str], None] = lambda m: click.echo(m, err=True)  # noqa: E731

@@ -44,6 +44,7 @@ from erpops.spec_types import (
     Subdomain,
     Word,
     cron_gaps,
+    image_pin,
     suggest_label,
 )
 from erpops.units import mib, parse_cpu, parse_memory
@@ -185,15 +186,13 @@ class Odoo(_Model):
     @classmethod
     def _image(cls, v: str) -> str:
         # repository[:tag] or repository@sha256:<64 hex>; a tag is mandatory unless a digest is given
-        if re.fullmatch(r"[a-z0-9][a-z0-9._/:-]*@sha256:[a-f0-9]{64}", v):
-            return v
-        m = re.fullmatch(r"(?P<repo>[a-z0-9][a-z0-9._/-]*(?::\d+/[a-z0-9._/-]+)?):(?P<tag>[A-Za-z0-9_.-]{1,128})", v)
-        if not m:
+        pin = image_pin(v)
+        if pin is None:
             raise ValueError(
                 f"'{v}' is not an image with a tag or digest: write it as odoo:17.0-20241010 or "
                 "odoo@sha256:<64 hex digits>"
             )
-        if m["tag"] == "latest":
+        if pin == "latest":
             raise ValueError("'latest' is not a pinned tag: use a dated tag (odoo:17.0-20241010) or a digest")
         return v
 

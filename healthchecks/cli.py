@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 
 from erpops.errors import ErpopsError
+from erpops.naming import stack_backup_target
 from erpops.pg import Pg
 from healthchecks import output
 from healthchecks.core import State, Targets, Thresholds, run_checks, worst
@@ -99,10 +100,10 @@ def health(ctx: click.Context, stack: str | None, odoo_url: str | None, odoo_db:
         s3_bucket, s3_prefix = env_target.netloc, s3_prefix if s3_prefix is not None else env_target.path
     if sized is not None:
         odoo_db = odoo_db or sized.database  # type: ignore[attr-defined]
-        storage = sized.spec.object_storage  # type: ignore[attr-defined]
+        backup = stack_backup_target(sized.spec, sized.stack)  # type: ignore[attr-defined]
         if not s3_bucket:
-            s3_bucket, s3_prefix = storage.backup_bucket, s3_prefix if s3_prefix is not None else stack
-        s3_endpoint = s3_endpoint or storage.endpoint
+            s3_bucket, s3_prefix = backup.bucket, s3_prefix if s3_prefix is not None else backup.prefix
+        s3_endpoint = s3_endpoint or backup.endpoint_url
         odoo_url = odoo_url or f"https://{sized.spec.kubernetes.host}"  # type: ignore[attr-defined]
     unknown = [c for c in only if not any(n.startswith(c) for n in all_names())]
     if unknown:

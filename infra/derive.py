@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from erpops.helm_values import odoo_resources
 from erpops.naming import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, Refs, stack_labels
 from erpops.spec import CNPG_NAMESPACE, PG_MINOR, Retention, Sized
 from erpops.units import format_mib_quantity, mib, parse_cpu, parse_memory
@@ -167,25 +168,26 @@ def _surge(replicas: int) -> int:
     return math.ceil(replicas * SURGE_RATIO)
 
 
-def pod_groups(sized: Sized, odoo_values: dict[str, Any]) -> list[PodGroup]:
-    """Every pod the namespace may run at once, at maximum scale and mid-rollout."""
+def pod_groups(sized: Sized) -> list[PodGroup]:
+    """Every pod the namespace may run at once, at maximum scale and mid-rollout (from the spec itself)."""
     spec = sized.spec
     pg = spec.postgres
     pg_res = {"requests": {"cpu": pg.cpu, "memory": pg.memory}, "limits": {"cpu": pg.cpu, "memory": pg.memory}}
     pooler_res = {"requests": {"cpu": POOLER_CPU, "memory": f"{POOLER_MEMORY_MIB}Mi"},
                   "limits": {"cpu": POOLER_CPU, "memory": f"{POOLER_MEMORY_MIB}Mi"}}
+    odoo = odoo_resources(sized)
     web_max = spec.web_replicas_max
     groups = [
-        _group("odoo-web", web_max + _surge(web_max), odoo_values["web"]["resources"]),
+        _group("odoo-web", web_max + _surge(web_max), odoo["web"]),
         # CloudNativePG runs one initdb/join Job pod, sized like an instance, while it adds an instance
         _group("postgres", pg.instances + 1, pg_res),
         _group("pooler", spec.pooler.instances + _surge(spec.pooler.instances), pooler_res),
     ]
-    cron = odoo_values["cron"]
-    if cron["enabled"]:
-        groups.append(_group("odoo-cron", cron["replicaCount"] + _surge(cron["replicaCount"]), cron["resources"]))
-    if odoo_values["moduleJob"]["enabled"]:
-        groups.append(_group("odoo-modules-job", 1, odoo_values["moduleJob"]["resources"]))
+    cron_replicas = spec.odoo.cron.replicas
+    if cron_replicas > 0:
+        groups.append(_group("odoo-cron", cron_replicas + _surge(cron_replicas), odoo["cron"]))
+    # the program applies the module Job on every stack (infra/components/odoo.py)
+    groups.append(_group("odoo-modules-job", 1, odoo["module_job"]))
     if spec.redis.enabled and spec.redis.mode == "in-cluster":
         groups.append(_group("redis", 1, redis_resources(sized)))
     if spec.drill.enabled:  # concurrencyPolicy Forbid: one drill pod at a time
@@ -233,8 +235,8 @@ def pvc_plan(sized: Sized) -> tuple[int, int]:
     return count, total_mib
 
 
-def resource_quota(sized: Sized, odoo_values: dict[str, Any]) -> dict[str, str]:
-    groups = pod_groups(sized, odoo_values)
+def resource_quota(sized: Sized) -> dict[str, str]:
+    groups = pod_groups(sized)
     pods = sum(g.count for g in groups)
     cpu_req = sum(g.count * g.cpu_request_m for g in groups)
     mem_req = sum(g.count * g.memory_request_mib for g in groups)
@@ -255,9 +257,9 @@ def resource_quota(sized: Sized, odoo_values: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def limit_range(sized: Sized, odoo_values: dict[str, Any]) -> list[dict[str, Any]]:
+def limit_range(sized: Sized) -> list[dict[str, Any]]:
     """Defaults for containers that set no resources, and a ceiling at the largest container we run."""
-    groups = pod_groups(sized, odoo_values)
+    groups = pod_groups(sized)
     max_cpu = max(g.cpu_limit_m for g in groups)
     max_mem = max(g.memory_limit_mib for g in groups)
     pvc_max = max(mib(sized.spec.postgres.storage), mib(sized.spec.redis.storage))

@@ -36,6 +36,7 @@ import click
 
 from erpops.backup import scratch
 from erpops.errors import ErpopsError, PreflightError, ServiceError, UsageError
+from erpops.options import backup_target_options
 
 PURPOSE = "drill"
 METRIC_PREFIX = "erpops_drill"
@@ -327,11 +328,8 @@ def drill_markdown(r: dict[str, Any], render_rehearsal: Any) -> str:
 
 @click.command("drill")
 @click.option("--stack", "-s", required=True, help="Stack whose newest backup is restored on its own server.")
-@click.option("--target", default=None,
-              help="Backup target: s3://bucket/prefix or file:///path (default: s3://<backup_bucket>/<stack>).")
-@click.option("--endpoint-url", envvar="ERPOPS_S3_ENDPOINT_URL", default=None,
-              help="S3 endpoint (default: the stack's).")
-@click.option("--region", default=None, help="S3 region (default: the stack's).")
+@backup_target_options(from_env=False, target_default="s3://<backup_bucket>/<stack>",
+                       endpoint_default="the stack's", region_default="the stack's")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Where drill-<stack>-<ts>.json and .md are written (they go to the bucket as well).")
 @click.option("--pushgateway", envvar="ERPOPS_DRILL_PUSHGATEWAY", default=None,

@@ -44,6 +44,7 @@ import click
 from erpops import plugins
 from erpops.backup.commands import _echo_lines, _emit, _opts, _reporter, _target, json_errors
 from erpops.errors import ErpopsError, PreflightError, UsageError
+from erpops.options import backup_target_options
 from erpops.plugins import HealthProbe, HealthRequest
 
 STEPS = ("select", "verify", "restore_db", "neutralize", "filestore", "checks")
@@ -423,11 +424,8 @@ def _json_report_on_error(fn: Any) -> Any:
 @click.command("rehearse")
 @click.option("--from", "from_stack", required=True, help="Stack whose backups are rehearsed (its RPO/RTO apply).")
 @click.option("--to", "to_stack", required=True, help="Stack whose PostgreSQL server receives the copy (not prod).")
-@click.option("--target", default=None,
-              help="Backup target of --from: s3://bucket/prefix or file:///path (default: s3://<backup_bucket>/<from>).")
-@click.option("--endpoint-url", envvar="ERPOPS_S3_ENDPOINT_URL", default=None,
-              help="S3 endpoint (MinIO, Ceph, ...); default AWS, or the --from stack's.")
-@click.option("--region", default=None, help="S3 region (default: boto3's, or the --from stack's).")
+@backup_target_options(from_env=False, target_default="s3://<backup_bucket>/<from>, the --from stack's",
+                       endpoint_default="AWS, or the --from stack's", region_default="boto3's, or the --from stack's")
 @click.option("--db", default=None, help="Name of the rehearsal database (default: <db>_rehearsal_<YYYYmmddHHMM>).")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Where rehearsal-<from>-<to>-<ts>.md and .json are written.")

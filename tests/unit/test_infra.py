@@ -467,7 +467,7 @@ def test_the_chart_gets_exactly_odoo_values(r: Run) -> None:
 
 def test_quota_covers_every_pod_at_full_scale(r: Run) -> None:
     quota = r.one("kubernetes:core/v1:ResourceQuota").inputs["spec"]["hard"]
-    groups = derive.pod_groups(r.sized, odoo_values(r.sized, refs_for(r.sized)))
+    groups = derive.pod_groups(r.sized)
     from erpops.units import mib, parse_cpu
 
     cpu = sum(g.count * g.cpu_limit_m for g in groups) / 1000
