@@ -13,6 +13,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from healthchecks.core import Check, State, Targets, Thresholds, Unknown
@@ -40,8 +42,12 @@ def connection_options(t: Targets, timeout: float) -> dict[str, Any]:
 
 
 def client(t: Targets, timeout: float) -> redis.Redis:
-    """A client of the target's Redis: the URL's host, or the master the sentinels name."""
-    options = connection_options(t, timeout)
+    """A client of the target's Redis: the URL's host, or the master the sentinels name.
+
+    No retries: redis-py retries a failed connection three times by default, which would turn a refused
+    certificate or a dead server into a timeout without its reason.
+    """
+    options = {**connection_options(t, timeout), "retry": Retry(NoBackoff(), 0)}
     if t.redis_sentinels:
         sentinel_options = {k: v for k, v in options.items() if k not in ("db", "username", "password")}
         sentinel = Sentinel(list(t.redis_sentinels), sentinel_kwargs=sentinel_options, **options)
