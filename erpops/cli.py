@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from erpops import __version__, jsonout, plugins, spec
-from erpops.errors import EXIT_INTERNAL, ErpopsError, SpecError, UsageError
+from erpops.errors import EXIT_INTERNAL, ErpopsError, ServiceError, SpecError, UsageError
 
 # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give tables room instead.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -47,10 +47,25 @@ class Commands(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
         if command is None:
-            command = plugins.command(name)
+            try:
+                command = plugins.command(name)
+            except ImportError as exc:  # its package is not installed here (an image without infra/, ...)
+                command = _unavailable(name, exc)
             if command is not None:
                 self.add_command(command, name)
         return command
+
+
+def _unavailable(name: str, exc: ImportError) -> click.Command:
+    """A command whose package is absent: listed as such, and running it says what is missing (exit 3)."""
+    missing = exc.name or str(exc)
+
+    def fail() -> None:
+        raise ServiceError(f"`erpops {name}` is not available in this installation: {missing} cannot be "
+                           f"imported ({exc}); install the package that provides it")
+
+    return click.Command(name, callback=fail, help=f"(not available here: {missing} is not installed)",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})

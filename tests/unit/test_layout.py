@@ -157,3 +157,30 @@ def test_the_cli_module_defines_no_command_of_its_own_group() -> None:
     assert cli.cli.commands == {} or set(cli.cli.commands) <= set(ENTRY_POINTS["erpops.commands"])
     source = (CORE / "cli.py").read_text()
     assert "@cli.command" not in source and "@cli.group" not in source and "cli.add_command" not in source
+
+
+def test_the_drill_image_holds_every_package_an_entry_point_names() -> None:
+    """The image's `erpops --help` lists every command: each one's package must be in the image."""
+    import re
+
+    copied = set(re.findall(r"^COPY (\w+) /src/\1$", (ROOT / "images" / "erpops" / "Dockerfile").read_text(), re.M))
+    named = {ref.split(":")[0].split(".")[0] for group in ENTRY_POINTS.values() for ref in group.values()}
+    assert named <= copied, f"images/erpops/Dockerfile does not COPY {sorted(named - copied)}"
+
+
+def test_a_command_whose_package_is_absent_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from erpops import cli, plugins
+    from erpops.errors import ServiceError
+
+    def absent(name: str) -> object:
+        raise ModuleNotFoundError("No module named 'infra'", name="infra")
+
+    group = cli.Commands("erpops")
+    monkeypatch.setattr(plugins, "command", absent)
+    listing = CliRunner().invoke(group, ["--help"], catch_exceptions=False)
+    assert "not available here: infra is not installed" in listing.output
+    ran = CliRunner().invoke(group, ["render", "--out", "x"])
+    assert isinstance(ran.exception, ServiceError) and ran.exception.exit_code == 3
+    assert "`erpops render` is not available in this installation: infra" in str(ran.exception)
