@@ -39,7 +39,6 @@ from erpops.pg import Pg, client_bin
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO.parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 BUCKET = "erpops-drill-prod-backups"
 LIVE = "dr_prod"
 PUSHGATEWAY = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
@@ -120,13 +119,11 @@ def env(pg: LocalPostgres, aws: LocalS3) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def live(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def live(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory, odoo_fixture: Path) -> dict[str, Any]:
     """The fixture as prod's live database, and one set of it in s3://<bucket>/prod (not verified)."""
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo fixture {FIXTURE} is absent (it lives in shared/fixtures beside the repo, never in it)")
     root = tmp_path_factory.mktemp("dr-data") / "filestore"
     server = Pg.from_local(pg)
-    import_odoo_zip(FIXTURE, server, LIVE, root)
+    import_odoo_zip(odoo_fixture, server, LIVE, root)
     return {"pg": server, "root": root, "oid": scratch.database_oid(server, LIVE)}
 
 
