@@ -24,7 +24,10 @@ def cnpg_crds() -> Path:
     return paths.require(paths.crds_dir(), paths.CRDS_WHAT)
 
 
-SHARED = {"odoo_fixture": (paths.ODOO_FIXTURE, paths.ODOO_FIXTURE_WHAT), "crds": (None, paths.CRDS_WHAT)}
+SHARED = {  # the names @pytest.mark.needs_shared takes: where each is expected, and what it is
+    "odoo_fixture": lambda: (paths.ODOO_FIXTURE, paths.ODOO_FIXTURE_WHAT),
+    "crds": lambda: (paths.crds_dir(), paths.CRDS_WHAT),
+}
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -32,5 +35,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     `usefixtures` cannot go): skip when the shared file is absent, fail in CI."""
     for mark in item.iter_markers("needs_shared"):
         for name in mark.args:
-            path, what = SHARED[name]
-            paths.require(path or paths.crds_dir(), what)
+            if name not in SHARED:
+                pytest.fail(f"needs_shared({name!r}): not one of {sorted(SHARED)}", pytrace=False)
+            paths.require(*SHARED[name]())

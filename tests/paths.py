@@ -39,8 +39,8 @@ def _present(path: Path) -> bool:
 
 
 def missing_message(path: Path, what: str) -> str:
-    return (f"{what} is missing: expected at {path}. It lives in {SHARED} (the shared folder beside the "
-            f"repository, never inside it): put that folder there, as the other checkouts of this project have it"
+    return (f"{what} not found at {path}. The shared folder {SHARED} sits beside the repository and is "
+            f"never copied into it: put it there, as the other checkouts of this project have it"
             + ("; or point ERPOPS_CRDS_DIR at a directory of the CRD YAML files" if "CRD" in what else "")
             + ". In CI (CI=true) a missing shared fixture fails the run instead of skipping its tests.")
 

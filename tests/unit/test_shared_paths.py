@@ -33,14 +33,14 @@ def test_outside_ci_a_missing_fixture_is_a_skip_naming_what_where_and_how(
     with pytest.raises(pytest.skip.Exception) as skipped:
         paths.require(missing, paths.ODOO_FIXTURE_WHAT)
     message = str(skipped.value)
-    assert "odoo17-mfg.zip) is missing" in message and f"expected at {missing}" in message
-    assert str(paths.SHARED) in message and "put that folder there" in message
+    assert f"(odoo17-mfg.zip) not found at {missing}" in message
+    assert f"shared folder {paths.SHARED} sits beside the repository" in message and "put it there" in message
 
 
 @pytest.mark.parametrize("ci", ["true", "TRUE", "1"])
 def test_in_ci_a_missing_fixture_is_a_failure(ci: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", ci)
-    with pytest.raises(pytest.fail.Exception, match=r"is missing: expected at .*fails the run instead of skipping"):
+    with pytest.raises(pytest.fail.Exception, match=r"not found at .*fails the run instead of skipping"):
         paths.require(tmp_path / "odoo17-mfg.zip", paths.ODOO_FIXTURE_WHAT)
     with pytest.raises(pytest.fail.Exception, match="ERPOPS_CRDS_DIR"):
         paths.require(tmp_path, paths.CRDS_WHAT)  # a directory without any CRD YAML is missing too
