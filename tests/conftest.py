@@ -21,12 +21,12 @@ def odoo_fixture() -> Path:
 @pytest.fixture(scope="session")
 def cnpg_crds() -> Path:
     """The CloudNativePG CRDs directory ($ERPOPS_CRDS_DIR or ../shared/crds/cloudnative-pg); absent: skip, CI: fail."""
-    return paths.require(paths.crds_dir(), paths.CRDS_WHAT)
+    return paths.require(paths.crds_dir(), paths.CRDS_WHAT, paths.CRDS_HINT)
 
 
 SHARED = {  # the names @pytest.mark.needs_shared takes: where each is expected, and what it is
-    "odoo_fixture": lambda: (paths.ODOO_FIXTURE, paths.ODOO_FIXTURE_WHAT),
-    "crds": lambda: (paths.crds_dir(), paths.CRDS_WHAT),
+    "odoo_fixture": lambda: (paths.ODOO_FIXTURE, paths.ODOO_FIXTURE_WHAT, ""),
+    "crds": lambda: (paths.crds_dir(), paths.CRDS_WHAT, paths.CRDS_HINT),
 }
 
 

@@ -38,30 +38,30 @@ def _present(path: Path) -> bool:
     return any(path.glob("*.yaml")) if path.is_dir() else path.is_file()
 
 
-def missing_message(path: Path, what: str) -> str:
+def missing_message(path: Path, what: str, hint: str = "") -> str:
     return (f"{what} not found at {path}. The shared folder {SHARED} sits beside the repository and is "
-            f"never copied into it: put it there, as the other checkouts of this project have it"
-            + ("; or point ERPOPS_CRDS_DIR at a directory of the CRD YAML files" if "CRD" in what else "")
-            + ". In CI (CI=true) a missing shared fixture fails the run instead of skipping its tests.")
+            f"never copied into it: put it there, as the other checkouts of this project have it{hint}. "
+            "In CI (CI=true) a missing shared fixture fails the run instead of skipping its tests.")
 
 
-def require(path: Path, what: str) -> Path:
+def require(path: Path, what: str, hint: str = "") -> Path:
     """`path`, if it is there; else skip the test, or fail it in CI, saying what is missing and how to get it."""
     if not _present(path):
         if in_ci():
-            pytest.fail(missing_message(path, what), pytrace=False)
-        pytest.skip(missing_message(path, what))
+            pytest.fail(missing_message(path, what, hint), pytrace=False)
+        pytest.skip(missing_message(path, what, hint))
     return path
 
 
-def optional(path: Path, what: str) -> Path | None:
+def optional(path: Path, what: str, hint: str = "") -> Path | None:
     """`path` if it is there; None outside CI (the caller has a fallback); in CI a failure, as `require`."""
     if _present(path):
         return path
     if in_ci():
-        pytest.fail(missing_message(path, what), pytrace=False)
+        pytest.fail(missing_message(path, what, hint), pytrace=False)
     return None
 
 
 ODOO_FIXTURE_WHAT = "The Odoo 17 backup fixture (odoo17-mfg.zip)"
 CRDS_WHAT = "The CloudNativePG CRDs (Cluster, Pooler, ScheduledBackup YAML)"
+CRDS_HINT = "; or point ERPOPS_CRDS_DIR at a directory of the CRD YAML files"

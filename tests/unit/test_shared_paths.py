@@ -43,7 +43,7 @@ def test_in_ci_a_missing_fixture_is_a_failure(ci: str, tmp_path: Path, monkeypat
     with pytest.raises(pytest.fail.Exception, match=r"not found at .*fails the run instead of skipping"):
         paths.require(tmp_path / "odoo17-mfg.zip", paths.ODOO_FIXTURE_WHAT)
     with pytest.raises(pytest.fail.Exception, match="ERPOPS_CRDS_DIR"):
-        paths.require(tmp_path, paths.CRDS_WHAT)  # a directory without any CRD YAML is missing too
+        paths.require(tmp_path, paths.CRDS_WHAT, paths.CRDS_HINT)  # a directory without any CRD YAML is missing too
     with pytest.raises(pytest.fail.Exception):
         paths.optional(tmp_path / "odoo17-mfg.zip", paths.ODOO_FIXTURE_WHAT)
 
