@@ -348,9 +348,9 @@ def test_a_refused_odoo_login_fails_the_drill_with_the_reason(
     assert code == 1, (r, err)
     assert r["ok"] is False and r["reason"].startswith("check odoo_login failed: Odoo refused the drill user's login")
     assert why in r["reason"] and r["db"] in r["reason"]
-    # everything else passed: the copy restored and was checked; the login alone failed it, and it was dropped
+    # nothing else failed (advisory checks may warn): the login alone failed the drill, and the copy was dropped
     checks = {c["name"]: c["status"] for c in r["checks"]}
-    assert checks.pop("odoo_login") == "failed" and set(checks.values()) <= {"passed", "skipped"}
+    assert checks.pop("odoo_login") == "failed" and set(checks.values()) <= {"passed", "skipped", "warning"}
     assert r["dropped"] is True and drill_dbs(live["pg"]) == []
     m = scraped(pushgateway)
     assert m["erpops_drill_success"] == 0 and m["erpops_drill_odoo_login_success"] == 0
