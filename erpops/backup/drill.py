@@ -1,6 +1,8 @@
 """`erpops drill --stack prod`: the stack proves, on a schedule and inside itself, that its newest backup restores.
 
-The rehearse engine (erpops.backup.rehearse) run against the stack's own PostgreSQL server:
+The rehearse engine (erpops.backup.rehearse) run against the stack's own PostgreSQL server, or with
+drill.target: cluster against the drill's own small cluster (PGHOST erpops-drill-pg-rw; a server that holds the
+live database is then refused: the drill was pointed at the live server):
 
 1. Leftovers first: scratch databases of an earlier drill that was killed half-way carry a marker
    (erpops.backup.scratch) and are dropped when their maker is gone.
@@ -365,6 +367,7 @@ def run(
     reporter: Any = None,
     odoo_url: str | None = None,
     odoo_wait_seconds: float = DEFAULT_ODOO_WAIT_SECONDS,
+    scratch_cluster: bool = False,
 ) -> dict[str, Any]:
     """One drill; returns its report (status passed/failed). Raises only for what stops it before it starts."""
     from erpops.backup import manifest as mf
@@ -383,6 +386,7 @@ def run(
     report: dict[str, Any] = {
         "kind": "drill", "stack": stack, "ok": False, "status": "failed", "reason": None,
         "target": target.url, "server": f"{pg.host}:{pg.port}",
+        "drill_target": "cluster" if scratch_cluster else "server",
         "live": {"db": guard.name, "oid": guard.oid},
         "objectives": {"rpo_minutes": backup.rpo_minutes, "rto_minutes": backup.rto_minutes},
         "started_at": mf.utc_iso(started), "finished_at": None, "finished_unix": None,
@@ -394,6 +398,10 @@ def run(
     name = None
     fs_root = Path(tempfile.mkdtemp(prefix="erpops-drill-fs-", dir=work_dir))
     try:
+        if scratch_cluster and guard.oid is not None:
+            raise PreflightError([f"drill.target is cluster, but {pg.host}:{pg.port} holds the live database "
+                                  f"{guard.name}: PGHOST names the live server, not the drill's own cluster "
+                                  "(erpops-drill-pg-rw); nothing was restored"], f"drill of {stack}")
         chosen = newest_complete_set(target, stack)
         created = mf.parse_utc(chosen["created_at"])
         report["set"] = {"set_id": chosen["set_id"], "created_at": chosen["created_at"],
@@ -495,7 +503,8 @@ def drill_markdown(r: dict[str, Any], render_rehearsal: Any) -> str:
         f"- Set `{s.get('set_id', '-')}`, created {s.get('created_at', '-')}, "
         f"{round(s['age_seconds'] / 60, 1) if s else '-'} min old at the start",
         f"- Scratch database `{r['db']}` on {r['server']}: {'dropped' if r['dropped'] else 'NOT dropped'}; "
-        f"the live database `{r['live']['db']}` (OID {r['live']['oid']}) was not touched",
+        + (f"the live database `{r['live']['db']}` (OID {r['live']['oid']}) was not touched"
+           if r["live"]["oid"] is not None else f"the live database `{r['live']['db']}` is not on this server"),
         f"- Leftovers of interrupted drills dropped: {len(r['leftovers']['dropped'])}"
         + "".join(f"\n  - `{d['db']}` ({d['why']})" for d in r["leftovers"]["dropped"]),
         "",
@@ -564,6 +573,7 @@ def drill_cmd(ctx: click.Context, stack: str, target: str | None, endpoint_url: 
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         report = run(t, sized=sized, pg=Pg.from_env(), report_dir=report_dir, deadline_seconds=deadline,
+                     scratch_cluster=d.target == "cluster",
                      pushgateway=pushgateway or d.pushgateway, metrics_file=metrics_file, upload=not no_upload,
                      jobs=jobs, work_dir=work_dir, reporter=_reporter(as_json), odoo_url=login_url,
                      odoo_wait_seconds=odoo_wait)

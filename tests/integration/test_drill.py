@@ -382,3 +382,52 @@ def test_the_odoo_double_refuses_a_database_outside_the_drill_filter(odoo: OdooD
         answer = json.loads(resp.read())
     assert answer["error"]["data"]["name"] == "odoo.exceptions.AccessError"
     assert answer["error"]["data"]["message"] == "Database not found."
+
+
+@pytest.fixture(scope="module")
+def cluster_project(tmp_path_factory: pytest.TempPathFactory, project: Path) -> Path:
+    """prod with drill.target: cluster."""
+    root = tmp_path_factory.mktemp("project-cluster")
+    shutil.copy(project / "Pulumi.yaml", root / "Pulumi.yaml")
+    prod = yaml.safe_load((project / "Pulumi.prod.yaml").read_text())
+    prod["config"]["erpops:spec"]["drill"]["target"] = "cluster"
+    (root / "Pulumi.prod.yaml").write_text(yaml.safe_dump(prod))
+    return root
+
+
+def test_a_scratch_cluster_drill_restores_on_its_own_server_and_never_the_live_one(
+        env: dict[str, str], cluster_project: Path, live: dict[str, Any], aws: LocalS3, pushgateway: str,
+        tmp_path: Path) -> None:
+    """drill.target: cluster. A second real PostgreSQL stands in for erpops-drill-pg (the drill's role made there as
+    CloudNativePG makes it); the drill restores, logs in and drops there. Pointed at the live server instead, it
+    refuses before restoring anything."""
+    url = f"s3://{BUCKET}/cluster"
+    make_set(live, url, aws.endpoint_url)
+    before = live["pg"].psql("SELECT datname FROM pg_database ORDER BY 1")
+    code, r, err = run_cli(["drill", "--stack", "prod", "--target", url, "--no-upload", "--report-dir",
+                            str(tmp_path / "live"), "--no-odoo-login", "--pushgateway", pushgateway, "--json"], env,
+                           cluster_project)
+    assert code == 1, (r, err)
+    assert r["drill_target"] == "cluster" and r["set"] is None and r["db"] is None
+    assert r["reason"].startswith("drill.target is cluster, but") and "holds the live database dr_prod" in r["reason"]
+    assert live["pg"].psql("SELECT datname FROM pg_database ORDER BY 1") == before
+
+    scratch_server = LocalPostgres()
+    scratch_server.start()
+    try:
+        own = Pg.from_local(scratch_server)
+        own.psql(f"CREATE ROLE {DRILL_ROLE} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE INHERIT CONNECTION LIMIT 9")
+        with OdooDouble(base_ms=0, jitter_ms=0, pg=Pg(own.host, own.port, DRILL_ROLE),
+                        dbfilter=drill_db_pattern(LIVE)) as sidecar:
+            code, r, err = run_cli(["drill", "--stack", "prod", "--target", url, "--no-upload", "--report-dir",
+                                    str(tmp_path / "own"), "--odoo-url", sidecar.url, "--pushgateway", pushgateway,
+                                    "--json"],
+                                   {**env, **scratch_server.env(), "PGUSER": DRILL_ROLE}, cluster_project)
+        assert code == 0, (r, err)
+        assert r["server"] == f"{own.host}:{own.port}" and r["live"] == {"db": LIVE, "oid": None}
+        assert {c["name"]: c["status"] for c in r["checks"]}["odoo_login"] == "passed"
+        assert r["dropped"] is True and drill_dbs(own) == []
+        assert "is not on this server" in Path(r["report"]["markdown"]).read_text()
+    finally:
+        scratch_server.stop()
+    assert live["pg"].psql("SELECT datname FROM pg_database ORDER BY 1") == before
