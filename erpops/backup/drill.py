@@ -345,11 +345,25 @@ def _login_step(report: dict[str, Any], pg: Any, db: str, odoo_url: str | None, 
 _signals: list[str] = []  # names of the signals that interrupted the running drill
 
 
+# Modules whose code holds a lock across lines: an exception raised inside them can leave the lock taken, and the
+# next thread to log (a transfer thread, the reporter) then blocks the cleanup until the kubelet's SIGKILL
+_LOCK_HOLDERS = frozenset({"logging", "logging.handlers", "threading", "queue"})
+_DEFER_SECONDS = 0.05
+
+
+def _holds_a_lock(frame: Any) -> bool:
+    return frame is not None and frame.f_globals.get("__name__") in _LOCK_HOLDERS
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
-    name = signal.Signals(signum).name
-    _signals.append(name)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
-    raise DrillInterrupted(f"drill interrupted by {name}")
+    if not _signals:
+        _signals.append(signal.Signals(signum).name)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+    if _holds_a_lock(frame):  # not inside logging's or threading's lock handling: raise a moment later
+        signal.signal(signal.SIGALRM, _raise_interrupted)
+        signal.setitimer(signal.ITIMER_REAL, _DEFER_SECONDS)
+        return
+    raise DrillInterrupted(f"drill interrupted by {_signals[0]}")
 
 
 def run(
@@ -570,7 +584,7 @@ def drill_cmd(ctx: click.Context, stack: str, target: str | None, endpoint_url: 
     login_url = None if no_odoo_login or not d.odoo_login else (odoo_url or DEFAULT_ODOO_URL)
     if login_url is not None and not re.fullmatch(r"https?://[^/\s]+/?", login_url):
         raise UsageError(f"--odoo-url {login_url!r} is not an Odoo base URL: write it as http(s)://host[:port]")
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous, previous_alarm = signal.signal(signal.SIGTERM, _raise_interrupted), signal.getsignal(signal.SIGALRM)
     try:
         report = run(t, sized=sized, pg=Pg.from_env(), report_dir=report_dir, deadline_seconds=deadline,
                      scratch_cluster=d.target == "cluster",
@@ -578,7 +592,10 @@ def drill_cmd(ctx: click.Context, stack: str, target: str | None, endpoint_url: 
                      jobs=jobs, work_dir=work_dir, reporter=_reporter(as_json), odoo_url=login_url,
                      odoo_wait_seconds=odoo_wait)
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGTERM, previous)
+        if previous_alarm is not None:
+            signal.signal(signal.SIGALRM, previous_alarm)
 
     def human(r: dict[str, Any]) -> None:
         click.echo(f"drill {stack}: {r['status'].upper()}" + (f": {r['reason']}" if r["reason"] else ""))
