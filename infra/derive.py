@@ -684,10 +684,9 @@ DRILL_ODOO_PORT = 8069
 DRILL_ODOO_URL = f"http://127.0.0.1:{DRILL_ODOO_PORT}"
 DRILL_ODOO_DB_MAXCONN = 4  # threaded Odoo, one login: the registry load's cursors and one spare
 DRILL_ODOO_CONF_DIR = "/run/odoo"
-# Odoo starts in seconds (no database is loaded at start); the login loads the copy's registry later
+# Odoo starts in seconds (no database is loaded at start); the login loads the copy's registry later. The drill
+# itself waits again for Odoo to answer (erpops drill --odoo-wait, 600 s by default) before the check fails.
 DRILL_ODOO_STARTUP_PERIOD_SECONDS, DRILL_ODOO_STARTUP_FAILURES = 5, 60
-# how long the drill waits for the sidecar to answer before the login check fails
-DRILL_ODOO_WAIT_SECONDS = 600
 
 
 def drill_connection_limit(sized: Sized) -> int:

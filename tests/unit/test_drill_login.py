@@ -55,3 +55,10 @@ def test_the_sidecars_dbfilter_admits_the_scratch_databases_only(live: str) -> N
     assert re.match(pattern, drill_db_name(live, when))  # Odoo's dbfilter is re.match
     assert not re.match(pattern, live) and not re.match(pattern, drill_db_name(live, when) + "x")
     assert not re.match(pattern, "other" + drill_db_name(live, when))
+
+
+def test_the_drill_defaults_to_the_sidecar_the_cronjob_runs() -> None:
+    from erpops.backup.drill import DEFAULT_ODOO_URL
+    from infra import derive
+
+    assert DEFAULT_ODOO_URL == derive.DRILL_ODOO_URL == f"http://127.0.0.1:{derive.DRILL_ODOO_PORT}"
