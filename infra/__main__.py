@@ -103,6 +103,7 @@ ops = {
                                               else f":{values['image']['tag']}"),
     "filestore": {"mode": spec.filestore.mode, "sessions": spec.filestore.session_store},
     "drill": ({"cronjob": derive.DRILL_NAME, "schedule": spec.drill.schedule, "db_role": derive.DRILL_DB_ROLE,
-               "reports": f"s3://{spec.object_storage.backup_bucket}/{stack}/drills/"} if drill else None),
+               "reports": f"s3://{spec.object_storage.backup_bucket}/{stack}/drills/",
+               "server": derive.drill_pg_host(sized, refs), "odoo_login": spec.drill.odoo_login} if drill else None),
 }
 pulumi.export("ops", ops)
