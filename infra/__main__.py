@@ -104,6 +104,7 @@ ops = {
                                               else f":{values['image']['tag']}"),
     "filestore": {"mode": spec.filestore.mode, "sessions": spec.filestore.session_store},
     "drill": ({"cronjob": derive.DRILL_NAME, "schedule": spec.drill.schedule, "db_role": derive.DRILL_DB_ROLE,
-               "reports": f"{stack_backup_target(spec, stack).url}/drills/"} if drill else None),
+               "reports": f"{stack_backup_target(spec, stack).url}/drills/",
+               "server": derive.drill_pg_host(sized, refs), "odoo_login": spec.drill.odoo_login} if drill else None),
 }
 pulumi.export("ops", ops)

@@ -17,16 +17,12 @@ import pytest
 from erpops import spec
 from erpops.naming import refs_for, stack_labels
 from infra import crdschema, derive
+from tests import paths
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ["dev", "staging", "prod"]
-HAVE_CRDS = any(crdschema.crds_dir().glob("*.yaml"))
-SOURCES = [
-    pytest.param("crds", marks=pytest.mark.skipif(
-        not HAVE_CRDS, reason=f"CloudNativePG CRDs absent from {crdschema.crds_dir()} (set ERPOPS_CRDS_DIR); "
-                              "the project's own used-fields schema is tested instead")),
-    "used-fields",
-]
+# without the CRDs (../shared/crds), the project's own used-fields schema is still tested
+SOURCES = [pytest.param("crds", marks=pytest.mark.needs_shared("crds")), "used-fields"]
 
 
 def objects(stack: str) -> dict[str, dict[str, Any]]:
@@ -90,7 +86,7 @@ def test_an_unknown_field_in_the_pooler_pod_template_fails(source: str) -> None:
     assert crdschema.validate(pooler, source)
 
 
-@pytest.mark.skipif(not HAVE_CRDS, reason=f"CloudNativePG CRDs absent from {crdschema.crds_dir()}")
+@pytest.mark.needs_shared("crds")
 def test_the_committed_used_fields_schema_is_current() -> None:
     """infra/schemas/cnpg-used-fields.json equals what the generator makes from the CRDs and today's objects."""
     _, crds = crdschema.schemas("crds")
@@ -154,3 +150,9 @@ def test_nullable_also_takes_null() -> None:
 def test_maps_keep_their_value_schema() -> None:
     s = crdschema.convert({"type": "object", "additionalProperties": {"type": "string"}})
     assert _ok(s, {"work_mem": "4MB"}) and not _ok(s, {"work_mem": 4})
+
+
+def test_the_tests_look_for_the_crds_where_the_schema_code_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert crdschema.crds_dir() == paths.crds_dir()
+    monkeypatch.setenv("ERPOPS_CRDS_DIR", "/elsewhere/crds")
+    assert crdschema.crds_dir() == paths.crds_dir() == Path("/elsewhere/crds")

@@ -11,7 +11,7 @@ import pytest
 
 from devtools import helmdocs
 from devtools.helmdocs import END_MARKER, START_MARKER, HelmDocsError, format_value, parse, render_table
-from tests.k8s import ODOO_CHART
+from tests.paths import ODOO_CHART
 
 
 def test_odoo_chart_readme_is_in_sync_with_values() -> None:

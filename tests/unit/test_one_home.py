@@ -11,7 +11,7 @@ import pytest
 
 from erpops import spec
 from erpops.helm_values import odoo_resources, odoo_values
-from erpops.naming import refs_for, stack_backup_target, stack_labels
+from erpops.naming import refs_for, stack_backup_target
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ["dev", "staging", "prod"]
@@ -100,16 +100,6 @@ def test_the_module_job_template_is_rendered_from_one_module() -> None:
     found = [f"{p.relative_to(ROOT)}:{line}" for p in _sources()
              for line, text in _strings(ast.parse(p.read_text())) if "job-modules.yaml" in text]
     assert [f.split(":")[0] for f in found] == ["infra/chart.py"], found
-
-
-def test_the_patchs_module_job_is_the_programs_with_the_stack_labels() -> None:
-    from infra.chart import module_job_manifests, stack_module_job
-
-    sized = spec.load("prod", ROOT)
-    refs = refs_for(sized)
-    job = stack_module_job(sized)
-    assert stack_labels(refs).items() <= job["metadata"]["labels"].items()
-    assert job in module_job_manifests(odoo_values(sized, refs), refs)
 
 
 # ---- the namespace quota reads the spec, not the chart's values ------------------------------------------

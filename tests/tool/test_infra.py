@@ -659,18 +659,6 @@ def test_a_managed_redis_is_reached_by_address_with_its_password_from_config() -
     assert "session_redis" in values["image"]["addons"] and values["sessionDb"]["enabled"] is False
 
 
-def test_odoo_health_may_be_probed_from_the_monitoring_namespace_only_when_asked() -> None:
-    raw = copy.deepcopy(spec.read_raw(spec.stack_file(ROOT, "prod")))
-    sized = spec.validate(raw, "prod")
-    assert "odoo-web-from-monitoring" not in dict(derive.network_policies(sized, refs_for(sized)))
-    raw["monitoring"]["scrape_odoo_health"] = True
-    sized = spec.validate(raw, "prod")
-    policy = dict(derive.network_policies(sized, refs_for(sized)))["odoo-web-from-monitoring"]
-    assert policy["ingress"] == [{"from": [{"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": "monitoring"}}}], "ports": [{"protocol": "TCP", "port": 8069}]}]
-    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "web"
-
-
 @pytest.mark.parametrize("namespace", ["erpops-staging", "kube-system", "cnpg-system"])
 def test_a_monitoring_namespace_that_would_open_the_environment_is_refused(namespace: str) -> None:
     raw = copy.deepcopy(spec.read_raw(spec.stack_file(ROOT, "prod")))

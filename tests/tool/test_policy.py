@@ -98,6 +98,27 @@ def test_every_rule_passes_on_every_stack(rendered: dict[str, Path], stack: str)
     assert violations(res) == []
 
 
+def test_every_rule_passes_on_a_drill_with_its_own_cluster(tmp_path: Path) -> None:
+    """drill.target: cluster (no shipped stack uses it): the scratch Cluster and its policies pass the pack too."""
+    from tests.tool.test_render import _scratch_cluster, variant_root
+
+    (tmp_path / "root").mkdir()
+    root = variant_root(tmp_path / "root", _scratch_cluster)
+    proc = subprocess.run([sys.executable, "-m", "infra.render", "--root", str(root), "--stack", "prod", "--out",
+                           str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    res = resources(tmp_path / "out", "prod")
+    assert _find(res, "kubernetes:postgresql.cnpg.io/v1:Cluster", "erpops-drill-pg")
+    assert violations(res) == []
+    # the sidecar is a container like any other: a literal secret in its env is caught
+    pod = _find(res, "kubernetes:batch/v1:CronJob", "erpops-drill").props["spec"]["jobTemplate"]["spec"]["template"]
+    pod["spec"]["initContainers"][0]["env"].append({"name": "PGPASSWORD_LITERAL", "value": "hunter2-literal"})
+    pod["spec"]["initContainers"][0]["resources"] = {}
+    found = violations(res)
+    assert {rule for rule, _ in found} == {"container-resources", "no-secret-literals"}, found
+    assert all("CronJob erpops-prod/erpops-drill" in message and "container odoo" in message for _, message in found)
+
+
 def _find(res: list[PolicyResource], token: str, name: str) -> PolicyResource:
     (r,) = [x for x in res if x.resource_type == token and (x.props.get("metadata") or {}).get("name", x.props.get(
         "bucket", x.props.get("name"))) == name]
@@ -194,10 +215,3 @@ def test_every_rule_is_mandatory_unless_a_stack_config_relaxes_it() -> None:
             level = value if isinstance(value, str) else value.get("enforcementLevel", "mandatory")
             assert level in levels, f"policy/config/{stack}.json: {name}: {level}"
     assert json.loads((ROOT / "policy" / "config" / "prod.json").read_text()) == {}  # prod relaxes nothing
-
-
-def test_the_pack_is_a_python_pack_of_this_repository() -> None:
-    meta = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
-    assert meta["runtime"]["name"] == "python" and meta["version"]
-    assert "pulumi-policy==1.21.0" in (ROOT / "policy" / "requirements.txt").read_text()
-    assert "pulumi-policy==1.21.0" in (ROOT / "requirements.lock").read_text().splitlines()

@@ -857,14 +857,6 @@ def test_every_problem_of_the_values_is_reported_at_once() -> None:
         assert fix in message, message
 
 
-def test_chart_metadata_names_an_icon_and_maintainers() -> None:
-    import yaml
-
-    chart = yaml.safe_load((ODOO_CHART / "Chart.yaml").read_text())
-    assert chart["icon"].startswith("https://") and chart["icon"].endswith(".svg")
-    assert chart["maintainers"] and all(m.get("name") for m in chart["maintainers"])
-
-
 EXPORTER = {"name": "odoo-exporter", "image": "registry.example.com/odoo-exporter:1.0", "resources": SMALL,
             "securityContext": RESTRICTED, "ports": [{"name": "metrics", "containerPort": 9273}]}
 
