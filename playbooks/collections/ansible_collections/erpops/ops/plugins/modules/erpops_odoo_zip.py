@@ -79,7 +79,7 @@ seealso:
   - module: erpops.ops.erpops_backup
   - module: erpops.ops.erpops_sets
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -193,7 +193,7 @@ def main() -> None:
             flag(args, "--odoo-version", p["odoo_version"])
             action = f"export database {p['db']} to {path}"
         else:
-            set_id, _ = cli.resolve_set(p["set_id"])
+            set_id = cli.resolve_set(p["set_id"])[0]
             args = [set_id]
             flag(args, "--work-dir", p["work_dir"])
             action = f"export set {set_id} to {path}"
