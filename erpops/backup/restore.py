@@ -168,7 +168,8 @@ def role_problems(pg: Pg, db: str, *, db_exists: bool, replace: bool, owner: str
         else:
             checks.append(f"{who} may hand the database to {owner}")
     if db_exists and replace:
-        row = pg.scalar(f"SELECT pg_get_userbyid(datdba) || '|' || pg_has_role(current_user, datdba, 'MEMBER') "
+        row = pg.scalar(f"SELECT pg_get_userbyid(datdba) || '|' || "
+                        f"CASE WHEN pg_has_role(current_user, datdba, 'MEMBER') THEN 't' ELSE 'f' END "
                         f"FROM pg_database WHERE datname = {quote_literal(db)}")
         db_owner, _, may = row.rpartition("|")
         if may == "t":

@@ -31,7 +31,8 @@ VENV_BIN = Path(sys.executable).parent
 BUCKET = "erpops-restore-check"
 SOURCE_DB = "rc_source"
 NO_CREATEDB = "rc_no_createdb"  # may log in, may not create databases
-CREATEDB_ONLY = "rc_createdb"  # may create databases, owns none
+CREATEDB_ONLY = "rc_createdb"  # may create databases, owns only OWNED_DB
+OWNED_DB = "rc_owned"
 AWS_SECRET = "rc-aws-secret-5e4d3c2b"
 RECAP = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
@@ -50,6 +51,7 @@ def databases(pg: LocalPostgres) -> set[str]:
 def roles(pg: LocalPostgres) -> Iterator[None]:
     pg.psql(f"CREATE ROLE {NO_CREATEDB} LOGIN; CREATE ROLE {CREATEDB_ONLY} LOGIN CREATEDB")
     yield
+    pg.psql(f"DROP DATABASE IF EXISTS {OWNED_DB}")
     pg.psql(f"DROP ROLE IF EXISTS {NO_CREATEDB}; DROP ROLE IF EXISTS {CREATEDB_ONLY}")
 
 
@@ -138,6 +140,15 @@ def test_check_mode_of_a_confirmed_replace_says_it_replaces(extra_vars: Path, pg
     assert (rc, changed) == (0, 1), out
     assert f"would=replace_database_{SOURCE_DB}" in out, out
     assert pg.psql(f"SELECT oid FROM pg_database WHERE datname = '{SOURCE_DB}'").strip() == oid
+
+
+def test_the_owner_of_a_database_may_replace_it_without_being_a_superuser(extra_vars: Path,
+                                                                        pg: LocalPostgres) -> None:
+    pg.psql(f"CREATE DATABASE {OWNED_DB} OWNER {CREATEDB_ONLY}")
+    rc, changed, out = restore_check(extra_vars, OWNED_DB, f"erpops_pg_user={CREATEDB_ONLY}",
+                                     "erpops_restore_replace=true", "erpops_restore_confirm=true")
+    assert (rc, changed) == (0, 1), out
+    assert f"would=replace_database_{OWNED_DB}" in out, out
 
 
 def test_a_real_restore_by_a_role_without_createdb_is_refused_before_anything(pg: LocalPostgres, s3: LocalS3,
