@@ -41,15 +41,22 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from erpops.errors import CredentialsError, ErpopsError, Inconclusive, OperationFailed, ServiceError, UsageError
+from erpops.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CredentialsError,
+    ErpopsError,
+    Inconclusive,
+    OperationFailed,
+    ServiceError,
+    UsageError,
+)
 from loadtests import modes, report, stats
 
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 PASSWORD_ENV = "ERPOPS_ODOO_PASSWORD"  # noqa: S105 (the variable's name)
-EXIT_PASS, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
-EXIT_INCONCLUSIVE = Inconclusive.exit_code
 WARMUP_HELP = ("Each run waits until every user has logged in and finished its start-up, then this much more, "
                "before measuring; use the same for record and gate.")
 PREFLIGHT_TIMEOUT = 60.0
@@ -58,7 +65,7 @@ PREFLIGHT_TIMEOUT = 60.0
 class SlowServer(ErpopsError):
     """The server accepted the connection but did not answer in time: it is up and slow, not unreachable."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 def parse_duration(text: str, option: str = "--duration", zero_ok: bool = False) -> float:
@@ -462,7 +469,7 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
         report.write_atomic(html, html_report.render(verdict, results, base, {**meta, "started_at": started_at}))
     json_file.write({**verdict.to_dict(), "read_only": target.read_only}, ok=verdict.passed)
     # sys.exit, not ctx.exit: erpops runs click with standalone_mode=False (see healthchecks/cli.py)
-    codes = {stats.PASS: EXIT_PASS, stats.FAIL: EXIT_REGRESSION, stats.INCONCLUSIVE: EXIT_INCONCLUSIVE}
+    codes = {stats.PASS: EXIT_OK, stats.FAIL: EXIT_FAILED, stats.INCONCLUSIVE: Inconclusive.exit_code}
     sys.exit(codes[verdict.status])
 
 

@@ -23,8 +23,7 @@ import click
 
 from erpops.errors import ErpopsError, PreflightError, SpecError, UsageError
 from erpops.jsonout import json_errors
-
-_TARGET_HELP = "Backup target: s3://bucket/prefix or file:///path (default: $ERPOPS_BACKUP_TARGET, else from --stack)."
+from erpops.options import endpoint_url_option, region_option, target_option
 
 
 def _stack_spec(ctx: click.Context, stack: str | None) -> Any:
@@ -50,9 +49,10 @@ def _target(ctx: click.Context, opts: dict[str, Any], *, writing: bool = False) 
         if s is None:
             raise UsageError("no backup target: pass --target s3://bucket/prefix (or file:///path), set "
                              "ERPOPS_BACKUP_TARGET, or pass --stack naming a Pulumi.<stack>.yaml")
-        url = f"s3://{s.object_storage.backup_bucket}/{opts['stack']}"
-        endpoint = endpoint or (s.object_storage.endpoint if s.object_storage.mode == "s3-compatible" else None)
-        region = region or s.object_storage.region
+        from erpops.naming import stack_backup_target
+
+        stack_target = stack_backup_target(s, opts["stack"])
+        url, endpoint, region = stack_target.url, endpoint or stack_target.endpoint_url, region or stack_target.region
     target = open_target(url, endpoint_url=endpoint, region=region, sse=opts.get("sse"),
                          kms_key_id=opts.get("kms_key_id"), storage_class=opts.get("storage_class"),
                          concurrency=opts.get("concurrency") or 4)
@@ -88,11 +88,10 @@ def _emit(as_json: bool, result: dict[str, Any], human: Callable[[dict[str, Any]
 
 def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--target", envvar="ERPOPS_BACKUP_TARGET", default=None, help=_TARGET_HELP),
+        target_option(),
         click.option("--stack", "-s", default=None, help="Stack name: default target, set id prefix, tier."),
-        click.option("--endpoint-url", envvar="ERPOPS_S3_ENDPOINT_URL", default=None,
-                     help="S3 endpoint (MinIO, Ceph, ...); default AWS, or the stack's."),
-        click.option("--region", default=None, help="S3 region (default: boto3's, or the stack's)."),
+        endpoint_url_option(),
+        region_option(),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
     ]
     for option in reversed(options):

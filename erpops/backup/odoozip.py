@@ -241,20 +241,16 @@ def _create_empty_database(pg: Pg, db: str, owner: str | None = None) -> None:
     """As odoo/service/db.py `_create_empty_database` with db_template = template0 (Odoo's default)."""
     from erpops.backup.leftovers import mark_sql
 
-    owner_sql = f" OWNER {quote_ident(owner)}" if owner else ""
     mark = mark_sql("DATABASE", quote_ident(db), "import")  # cleared once the import is complete
     try:
-        pg.psql(f"CREATE DATABASE {quote_ident(db)} ENCODING 'unicode' LC_COLLATE 'C' TEMPLATE template0{owner_sql};\n"
-                + mark)
+        pg.create_database(db, owner, same_session=mark)
     except ServiceError as exc:
         raise OperationFailed(f"cannot create database {db!r}: {exc}") from exc
-    # Odoo 17.0 restores the pre-15 behaviour so the Odoo role can create tables in public.
-    pg.psql("GRANT CREATE ON SCHEMA public TO PUBLIC", db)
 
 
 def _drop_database(pg: Pg, db: str, cause: BaseException) -> None:
     try:
-        pg.psql(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
+        pg.drop_database(db)
     except ServiceError as exc:
         cause.add_note(f"and the half-imported database {db!r} could not be dropped: {exc}; drop it by hand")
 

@@ -41,8 +41,11 @@ from typing import Any
 
 import click
 
+from erpops import plugins
 from erpops.backup.commands import _echo_lines, _emit, _opts, _reporter, _target, json_errors
 from erpops.errors import ErpopsError, PreflightError, UsageError
+from erpops.options import backup_target_options
+from erpops.plugins import HealthProbe, HealthRequest
 
 STEPS = ("select", "verify", "restore_db", "neutralize", "filestore", "checks")
 # Health checks run on the copy: (check name, whether its failure fails the rehearsal).
@@ -102,14 +105,14 @@ def _check(name: str, passed: bool | None, detail: str, *, advisory: bool = Fals
     return {"name": name, "status": status, "advisory": advisory, "detail": detail, **extra}
 
 
-def run_checks(pg: Any, db: str, manifest: Any, fs_dir: Path | None, to_sized: Any) -> tuple[list[dict[str, Any]],
-                                                                                             list[dict[str, Any]]]:
-    """(checks, row count table) of the restored copy. Never raises on findings: a check that cannot run fails."""
+def run_checks(pg: Any, db: str, manifest: Any, fs_dir: Path | None, to_sized: Any,
+               health: HealthProbe | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(checks, row count table) of the restored copy. Never raises on findings: a check that cannot run fails.
+
+    `health` runs the health checks (default: the installed provider, erpops.plugins.health_probe).
+    """
     from erpops.backup import engine
     from erpops.backup.neutralize import live_items
-    from healthchecks import postgres
-    from healthchecks.core import State, Targets, Thresholds
-    from healthchecks.core import run_checks as run_health
 
     checks: list[dict[str, Any]] = []
     try:
@@ -153,12 +156,10 @@ def run_checks(pg: Any, db: str, manifest: Any, fs_dir: Path | None, to_sized: A
         checks.append(_check("filestore", ok, detail, expected_files=len(want), files=len(have)))
 
     wanted = {name: blocking for name, blocking in HEALTH_CHECKS}
-    health = [c for c in (*postgres.CHECKS, *postgres.ODOO_DB_CHECKS) if c.name in wanted]
-    thresholds = Thresholds.from_sized(to_sized) if to_sized is not None else Thresholds.defaults()
-    for result in run_health(health, Targets(pg=pg, pg_db=db, odoo_db=db, host=False), thresholds):
-        passed = result.state in (State.OK, State.WARN)
-        checks.append(_check(f"health:{result.check}", passed, f"{result.state.name}: {result.message}",
-                             advisory=not wanted[result.check], state=result.state.name, metrics=result.metrics))
+    request = HealthRequest(pg=pg, pg_db=db, odoo_db=db, sized=to_sized, selected=lambda name: name in wanted)
+    for finding in (health or plugins.health_probe())(request):
+        checks.append(_check(f"health:{finding.check}", finding.passed, f"{finding.state}: {finding.message}",
+                             advisory=not wanted[finding.check], state=finding.state, metrics=finding.metrics))
     return checks, rows
 
 
@@ -423,11 +424,8 @@ def _json_report_on_error(fn: Any) -> Any:
 @click.command("rehearse")
 @click.option("--from", "from_stack", required=True, help="Stack whose backups are rehearsed (its RPO/RTO apply).")
 @click.option("--to", "to_stack", required=True, help="Stack whose PostgreSQL server receives the copy (not prod).")
-@click.option("--target", default=None,
-              help="Backup target of --from: s3://bucket/prefix or file:///path (default: s3://<backup_bucket>/<from>).")
-@click.option("--endpoint-url", envvar="ERPOPS_S3_ENDPOINT_URL", default=None,
-              help="S3 endpoint (MinIO, Ceph, ...); default AWS, or the --from stack's.")
-@click.option("--region", default=None, help="S3 region (default: boto3's, or the --from stack's).")
+@backup_target_options(from_env=False, target_default="s3://<backup_bucket>/<from>, the --from stack's",
+                       endpoint_default="AWS, or the --from stack's", region_default="boto3's, or the --from stack's")
 @click.option("--db", default=None, help="Name of the rehearsal database (default: <db>_rehearsal_<YYYYmmddHHMM>).")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Where rehearsal-<from>-<to>-<ts>.md and .json are written.")

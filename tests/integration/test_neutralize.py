@@ -30,7 +30,6 @@ from erpops.pg import Pg, quote_ident
 
 pytestmark = pytest.mark.integration
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 PRISTINE = "mfg_neutralize_src"
 _names = itertools.count()
 
@@ -41,11 +40,9 @@ def client(pg: LocalPostgres) -> Pg:
 
 
 @pytest.fixture(scope="module")
-def pristine(client: Pg, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pristine(client: Pg, tmp_path_factory: pytest.TempPathFactory, odoo_fixture: Path) -> Iterator[str]:
     """The fixture backup, imported once; tests work on copies of it."""
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo 17 backup fixture not found at {FIXTURE} (shared/fixtures/ sits beside the repo)")
-    import_odoo_zip(FIXTURE, client, PRISTINE, tmp_path_factory.mktemp("filestore"))
+    import_odoo_zip(odoo_fixture, client, PRISTINE, tmp_path_factory.mktemp("filestore"))
     yield PRISTINE
     client.psql(f"DROP DATABASE IF EXISTS {quote_ident(PRISTINE)} WITH (FORCE)")
 
@@ -338,13 +335,12 @@ def test_neutralize_or_drop_leaves_no_half_neutralized_import(client: Pg, db: st
     assert not client.database_exists(db) and not fs.exists()
 
 
-def test_import_odoo_zip_neutralize_through_the_cli(pg: LocalPostgres, client: Pg, tmp_path: Path) -> None:
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo 17 backup fixture not found at {FIXTURE}")
+def test_import_odoo_zip_neutralize_through_the_cli(pg: LocalPostgres, client: Pg, tmp_path: Path,
+                                                    odoo_fixture: Path) -> None:
     group = click.Group("erpops", commands={c.name: c for c in COMMANDS})
     name = f"mfg_cli_{next(_names)}"
     try:
-        result = CliRunner().invoke(group, ["import", "odoo-zip", str(FIXTURE), "--to", name, "--filestore",
+        result = CliRunner().invoke(group, ["import", "odoo-zip", str(odoo_fixture), "--to", name, "--filestore",
                                             str(tmp_path), "--neutralize", "--json"], env=pg.env())
         assert result.exit_code == 0, result.output
         out = json.loads(result.stdout)
@@ -384,13 +380,13 @@ def test_restore_refuses_neutralized_for_an_uncovered_module_unless_allowed(pg: 
         client.psql(f"DROP DATABASE IF EXISTS {quote_ident(restored)} WITH (FORCE)")
 
 
-def test_import_options_that_need_neutralize_are_refused_first(tmp_path: Path) -> None:
+def test_import_options_that_need_neutralize_are_refused_first(tmp_path: Path, odoo_fixture: Path) -> None:
     group = click.Group("erpops", commands={c.name: c for c in COMMANDS})
-    result = CliRunner().invoke(group, ["import", "odoo-zip", str(FIXTURE), "--to", "never_made",
+    result = CliRunner().invoke(group, ["import", "odoo-zip", str(odoo_fixture), "--to", "never_made",
                                         "--allow-unneutralized", "voip", "--json"])
     out = json.loads(result.stdout)
     assert out["exit_code"] == 2 and "need --neutralize" in out["error"]
-    result = CliRunner().invoke(group, ["import", "odoo-zip", str(FIXTURE), "--to", "never_made", "--neutralize",
+    result = CliRunner().invoke(group, ["import", "odoo-zip", str(odoo_fixture), "--to", "never_made", "--neutralize",
                                         "--addons-path", str(tmp_path / "missing"), "--json"])
     out = json.loads(result.stdout)
     assert out["exit_code"] == 2 and "--addons-path" in out["error"] and "is not a directory" in out["error"]

@@ -32,7 +32,6 @@ from erpops.pg import Pg
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO.parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 BUCKET = "erpops-rehearse-prod-backups"
 FIXTURE_FILES = 566
 
@@ -77,13 +76,11 @@ def env(pg: LocalPostgres, aws: LocalS3) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def source(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def source(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory, odoo_fixture: Path) -> dict[str, Any]:
     """The fixture as prod's database rh_prod, with its filestore."""
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo fixture {FIXTURE} is absent (it lives in shared/fixtures beside the repo, never in it)")
     root = tmp_path_factory.mktemp("rh-data") / "filestore"
     server = Pg.from_local(pg)
-    import_odoo_zip(FIXTURE, server, "rh_prod", root)
+    import_odoo_zip(odoo_fixture, server, "rh_prod", root)
     return {"pg": server, "root": root}
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from erpops import crdschema
+from infra import crdschema
 from tests.k8s import ODOO_CHART, deep_merge, find, pod_spec, render_chart, validate_k8s
 
 SMALL = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}

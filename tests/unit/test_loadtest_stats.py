@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import random
 import shlex
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
@@ -132,14 +130,6 @@ def test_bad_durations_are_bad_input(text: str) -> None:
     with pytest.raises(UsageError) as exc:
         parse_duration(text)
     assert exc.value.exit_code == 2
-
-
-def test_the_cli_does_not_import_locust_or_gevent() -> None:
-    code = ("import sys, erpops.cli, loadtests.cli, loadtests.stats, loadtests.report, loadtests.testing.odoo_double;"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('locust', 'gevent'));"
-            "print(bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 # ---- read-only mode and the prod guard ------------------------------------------------------------
