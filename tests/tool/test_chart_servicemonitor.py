@@ -3,7 +3,7 @@
 Odoo has no /metrics: the ServiceMonitor selects the chart's headless `<fullname>-metrics` Service, whose
 only port leads to the exporter sidecar's named container port in the web and cron pods. The rendered
 ServiceMonitor is checked against the project's strict schema of the fields it uses
-(infra/schemas/servicemonitor-used-fields.json, via erpops.crdschema, as the PodMonitor and PrometheusRule are);
+(infra/schemas/servicemonitor-used-fields.json, via infra.crdschema, as the PodMonitor and PrometheusRule are);
 the Service against Kubernetes' own schema.
 """
 
