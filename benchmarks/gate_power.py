@@ -6,7 +6,9 @@ they do for an Odoo worker), and a concurrent CPU load in another process (`--ho
 processes, each busy `--hog-duty` of the time in short random bursts) for the whole benchmark,
 baseline included.
 
-One baseline is recorded (`erpops loadtest record`, the runner in its own process as in CI), then
+One baseline of `--baseline-runs` runs is recorded (`erpops loadtest record`, the runner in its own
+process as in CI; ten runs, as `record` does by default: the baseline is paid for once, and half of
+every gate's interval is its uncertainty), then
 `--gates` gates run against the unchanged double and `--gates` against the double with one business
 request (`--name`, default `mrp.production:button_mark_done`) `--slowdown` times slower; each gate
 is a fresh `python -m loadtests gate` with the same flags, and its exit code is the verdict
@@ -14,7 +16,7 @@ is a fresh `python -m loadtests gate` with the same flags, and its exit code is 
 interval and the slow-down that gate could detect; then the outcome counts side by side and the
 wall time of one gate.
 
-    .venv/bin/python benchmarks/gate_power.py [--gates 10 --runs 5 --duration 6 --users 150 --slowdown 1.3]
+    .venv/bin/python benchmarks/gate_power.py [--gates 10 --runs 5 --baseline-runs 10 --duration 10 --users 150]
 
 Target: unchanged PASS 10/10; 1.3x slower FAIL >= 9/10.
 
@@ -92,8 +94,11 @@ def loadtest(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gates", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds per run")
+    parser.add_argument("--runs", type=int, default=5, help="runs per gate")
+    parser.add_argument("--baseline-runs", type=int, default=10,
+                        help="runs of the baseline, recorded once: each gate's interval holds the baseline's "
+                             "uncertainty too, and a sturdy baseline is paid for once")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (baseline and gates)")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--users", type=int, default=150)
     parser.add_argument("--think", type=float, nargs=2, default=(0.02, 0.05))
@@ -111,8 +116,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.nice and hasattr(os, "geteuid") and os.geteuid() == 0:
         os.nice(args.nice)
-    flags = ["--stack", "dev", "--db", DB, "--runs", str(args.runs), "--duration", f"{args.duration:g}s",
-             "--warmup", f"{args.warmup:g}s", "--users", str(args.users)]
+    flags = ["--stack", "dev", "--db", DB, "--duration", f"{args.duration:g}s", "--warmup", f"{args.warmup:g}s",
+             "--users", str(args.users)]
 
     stop = multiprocessing.Event()
     hogs = [multiprocessing.Process(target=hog, args=(args.hog_duty, stop), daemon=True) for _ in range(args.hog)]
@@ -126,11 +131,12 @@ def main() -> int:
             root = project(Path(tmp), tuple(args.think), args.detect)
             baseline = root / "baseline.json"
             t0 = time.monotonic()
-            done = loadtest(root, "record", "--host", odoo.url, "--baseline", str(baseline), *flags)
+            done = loadtest(root, "record", "--host", odoo.url, "--baseline", str(baseline), "--runs",
+                            str(args.baseline_runs), *flags)
             if done.returncode != 0:
                 print(done.stdout[-3000:], done.stderr[-3000:])
                 return 1
-            print(f"baseline: {args.runs} runs x {args.duration:g} s x {args.users} users in "
+            print(f"baseline: {args.baseline_runs} runs x {args.duration:g} s x {args.users} users in "
                   f"{time.monotonic() - t0:.0f} s; slo.detect {args.detect:g}, tolerance 0.10; noise: log-normal "
                   f"sigma {args.sigma}, jitter {args.jitter_ms} ms, "
                   f"cpu {args.cpu_ms} ms/request, {args.hog} CPU hog(s) at {args.hog_duty:.0%}, nice {os.nice(0)}, "
@@ -142,7 +148,7 @@ def main() -> int:
                 verdict_file = root / f"verdict-{i}.json"
                 t0 = time.monotonic()
                 done = loadtest(root, "gate", "--host", odoo.url, "--baseline", str(baseline), "--json",
-                                str(verdict_file), *flags)
+                                str(verdict_file), "--runs", str(args.runs), *flags)
                 wall = time.monotonic() - t0
                 verdict = VERDICTS.get(done.returncode, f"exit {done.returncode}")
                 row: dict[str, Any] = {"case": label, "verdict": verdict, "wall": wall}

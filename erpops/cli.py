@@ -12,8 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from erpops import __version__, jsonout, spec
-from erpops.errors import EXIT_INTERNAL, ErpopsError, SpecError, UsageError
+from erpops import __version__, jsonout, plugins, spec
+from erpops.errors import EXIT_INTERNAL, ErpopsError, ServiceError, SpecError, UsageError
 
 # Off a terminal (CI logs, pipes) rich would wrap at 80 columns: give tables room instead.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -34,7 +34,41 @@ def _stacks(root: Path, stack: str | None) -> list[str]:
     return stacks
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The `erpops` group: its commands are the `erpops.commands` entry points (erpops.plugins), loaded on use.
+
+    One way to assemble the command line: the core's commands and each tool's (health, loadtest, render)
+    are all registered in pyproject.toml, so this module imports none of the tool packages.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *plugins.command_names()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None:
+            try:
+                command = plugins.command(name)
+            except ImportError as exc:  # its package is not installed here (an image without infra/, ...)
+                command = _unavailable(name, exc)
+            if command is not None:
+                self.add_command(command, name)
+        return command
+
+
+def _unavailable(name: str, exc: ImportError) -> click.Command:
+    """A command whose package is absent: listed as such, and running it says what is missing (exit 3)."""
+    missing = exc.name or str(exc)
+
+    def fail() -> None:
+        raise ServiceError(f"`erpops {name}` is not available in this installation: {missing} cannot be "
+                           f"imported ({exc}); install the package that provides it")
+
+    return click.Command(name, callback=fail, help=f"(not available here: {missing} is not installed)",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="erpops")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Project root holding Pulumi.yaml and the stack files (default: found upwards).")
@@ -45,7 +79,7 @@ def cli(ctx: click.Context, root: Path | None) -> None:
     ctx.obj["root"] = root
 
 
-@cli.group("spec")
+@click.group("spec")
 def spec_group() -> None:
     """Read and check environment specs (Pulumi.<stack>.yaml, key erpops:spec)."""
 
@@ -135,7 +169,7 @@ def _capacity_plan(root: Path, stack: str, users: int, as_json: bool) -> None:
               f"poolers, max_connections {b.max_connections}; set odoo.web.target_users: {users} to deploy it")
 
 
-@cli.command("size")
+@click.command("size")
 @click.option("--stack", "-s", default=None, help="Stack to size (default: every stack file).")
 @click.option("--users", "-u", type=click.IntRange(1), default=None,
               help="Size for this many concurrent users: replicas, HPA bounds, pod memory, connections "
@@ -170,62 +204,15 @@ def size(ctx: click.Context, stack: str | None, users: int | None, as_json: bool
                   "at the configured replicas\n")
 
 
-@cli.command("render")
-@click.option("--stack", "-s", default=None, help="Stack to render (default: every stack, each into OUT/<stack>).")
-@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write the rendered objects to (created when missing).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json-output.md).")
-@click.pass_context
-@jsonout.json_errors
-def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path, as_json: bool) -> None:
-    """Write what `pulumi up` would create (Kubernetes objects, chart objects, AWS resources, ops output)."""
-    from erpops import render  # imports Pulumi: only this command pays for it
-
-    root = _root(ctx)
-    if stack:
-        written = render.render_to(stack, out_dir, root)
-        stacks = [{"stack": stack, "out": str(out_dir), "files": len(written)}]
-    else:
-        stacks = [{"stack": name, "out": str(directory)}
-                  for name, directory in render.render_all(out_dir, root).items()]
-    if as_json:
-        click.echo(json.dumps(jsonout.envelope({"stacks": stacks}), indent=2))
-        return
-    for s in stacks:
-        count = f"{s['files']} files in " if "files" in s else ""
-        out.print(f"[green]ok[/green] {s['stack']}: {count}{s['out']}")
-
-
-def _register_tool_commands() -> None:
-    """Commands whose code lives beside erpops (healthchecks/, erpops/backup/), one adapter each."""
-    from erpops.backup.commands import COMMANDS as backup_commands
-    from erpops.backup.drill import drill_cmd
-    from erpops.backup.interop import COMMANDS as interop_commands
-    from erpops.demo import demo
-    from erpops.filestore.cli import filestore
-    from erpops.patch import patch
-    from healthchecks.cli import health
-    from loadtests.cli import loadtest
-
-    for command in [*backup_commands, *interop_commands]:
-        cli.add_command(command)
-    cli.add_command(health)
-    cli.add_command(loadtest)
-    cli.add_command(demo)
-    cli.add_command(patch)
-    cli.add_command(drill_cmd)
-    cli.add_command(filestore)
-
-
-_register_tool_commands()
-
-
-def main() -> None:
+def run(command: click.Command, args: list[str] | None = None, prog_name: str | None = None,
+        obj: dict[str, Any] | None = None) -> None:
+    """Run a command with erpops' exit codes: `erpops` itself, and the commands run alone
+    (`python -m healthchecks`, `python -m loadtests`, `python -m erpops.patch`)."""
     from erpops.backup.leftovers import Terminated, handle_termination
 
     handle_termination()  # SIGTERM unwinds through every cleanup, as Ctrl-C does
     try:
-        cli.main(standalone_mode=False)
+        command.main(args, prog_name=prog_name, standalone_mode=False, obj=obj)
     except (click.exceptions.Abort, KeyboardInterrupt):
         err.print("interrupted: what this run had started was cleaned up")
         sys.exit(130)
@@ -243,6 +230,10 @@ def main() -> None:
         err.print(f"internal error in erpops (exit {EXIT_INTERNAL}): please report it with the traceback above",
                   markup=False, highlight=False)
         sys.exit(EXIT_INTERNAL)
+
+
+def main() -> None:
+    run(cli)
 
 
 if __name__ == "__main__":

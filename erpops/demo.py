@@ -96,7 +96,7 @@ def _load_database(pg: Pg, env: dict[str, str], filestore: Path, use_fixture: bo
 
         import_odoo_zip(FIXTURE, pg, "mfg", filestore)
         return "mfg", f"the Odoo 17 fixture ({FIXTURE.name})"
-    pg.psql("CREATE DATABASE demo")
+    pg.create_database("demo")
     pg.psql(ODOO_BASE_SQL + _DEMO_DATA_SQL, db="demo")
     (filestore / "demo").mkdir(parents=True)
     return "demo", "a small Odoo-shaped database made by the demo (the Odoo fixture zip is absent)"

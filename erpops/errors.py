@@ -16,13 +16,15 @@ Exit codes follow a fixed table so scripts and CI can tell failures apart:
 
 from __future__ import annotations
 
+EXIT_OK = 0
+EXIT_FAILED = 1  # a verdict of failure (and ErpopsError's own code)
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
 
 
 class ErpopsError(Exception):
     """Base class: every error erpops raises on purpose."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class SpecError(ErpopsError):

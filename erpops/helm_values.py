@@ -1,6 +1,6 @@
-"""Names every Pulumi component gives its objects, and the Odoo chart's values derived from the spec.
+"""The Odoo chart's values derived from the spec (the names they hold come from erpops.naming).
 
-Pure: no Pulumi, no I/O. The Pulumi program (infra/) names its objects from `refs_for()` and passes
+Pure: no Pulumi, no I/O. The Pulumi program (infra/) names its objects from `erpops.naming.refs_for()` and passes
 `odoo_values(sized, refs)` to the chart; `erpops render` renders the chart with those same values.
 Secrets are passed by reference only: a Secret name and a key, never a value.
 """
@@ -8,104 +8,33 @@ Secrets are passed by reference only: a Secret name and a key, never a value.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 from erpops import image as odoo_image
+from erpops.naming import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, Refs
 from erpops.spec import Sized, image_addons
 from erpops.units import format_mib_quantity
 
-POSTGRES_PORT = 5432
-REDIS_PORT = 6379
-ODOO_HTTP_PORT = 8069
-ODOO_WEBSOCKET_PORT = 8072
 # the proxy waits this long past Odoo's own limit, so Odoo's error (not a 504) reaches the user
 INGRESS_TIMEOUT_MARGIN_SECONDS = 60
-
-
-@dataclass(frozen=True)
-class Refs:
-    """Names of the objects of one stack: Services, Secrets (name + key), ServiceAccounts, buckets."""
-
-    stack: str
-    namespace: str
-    # Odoo (helm/odoo, release `odoo_release`): object names are <release>-<component>
-    odoo_release: str
-    odoo_web_service: str
-    odoo_web_sa: str
-    odoo_cron_sa: str
-    odoo_modules_sa: str
-    odoo_admin_secret: str
-    odoo_admin_key: str
-    # PostgreSQL (CloudNativePG)
-    pg_cluster: str
-    pg_rw_service: str
-    pg_app_secret: str  # made by CloudNativePG: keys username, password, uri, ...
-    pg_owner: str
-    pooler: str  # the Pooler and its Service share this name
-    scheduled_backup: str
-    # Redis
-    redis_service: str
-    redis_sa: str
-    redis_secret: str
-    redis_password_key: str
-    redis_prefix: str
-    # Object storage: CloudNativePG's Secret (barman, backup bucket only); Odoo's own (fs_attachment,
-    # filestore bucket only) exists only in filestore mode object-storage. Both use the same two keys.
-    s3_secret: str
-    s3_access_key_id_key: str
-    s3_secret_access_key_key: str
-    filestore_bucket: str
-    backup_bucket: str
-    odoo_s3_secret: str = "odoo-object-storage"  # noqa: S105 (a Secret's name)
-    # filestore mode shared-volume: the ReadWriteMany claim the program creates
-    filestore_claim: str = "odoo-filestore"
-    # outgoing mail: the Secret holding the SMTP password
-    smtp_secret: str = "odoo-smtp"  # noqa: S105 (a Secret's name)
-    smtp_password_key: str = "smtp-password"  # noqa: S105 (a Secret's key)
-
-
-def refs_for(sized: Sized) -> Refs:
-    """Every name is fixed per stack (no auto-naming), so runbooks and health checks can rely on them."""
-    release = "odoo"
-    cluster = "odoo-db"
-    storage = sized.spec.object_storage
-    return Refs(
-        stack=sized.stack,
-        namespace=sized.namespace,
-        odoo_release=release,
-        odoo_web_service=f"{release}-web",
-        odoo_web_sa=f"{release}-web",
-        odoo_cron_sa=f"{release}-cron",
-        # not <release>-modules: the chart's hook ServiceAccount had that name, and an object the chart
-        # deletes on its next update must not be one the program has just adopted
-        odoo_modules_sa=f"{release}-module-job",
-        odoo_admin_secret=f"{release}-admin",
-        odoo_admin_key="admin-password",
-        pg_cluster=cluster,
-        pg_rw_service=f"{cluster}-rw",
-        pg_app_secret=f"{cluster}-app",
-        pg_owner="odoo",
-        pooler=f"{cluster}-pooler-rw",
-        scheduled_backup=f"{cluster}-scheduled",
-        redis_service="redis",
-        redis_sa="redis",
-        redis_secret="redis-auth",  # noqa: S106 (a Secret's name or key, not a value)
-        redis_password_key="redis-password",  # noqa: S106 (a Secret's name or key, not a value)
-        # one Redis per stack already, the prefix keeps sessions apart should two stacks ever share one
-        redis_prefix=f"erpops-{sized.stack}",
-        s3_secret="object-storage-credentials",  # noqa: S106 (a Secret's name or key, not a value)
-        s3_access_key_id_key="access-key-id",
-        s3_secret_access_key_key="secret-access-key",  # noqa: S106 (a Secret's name or key, not a value)
-        filestore_bucket=storage.filestore_bucket,
-        backup_bucket=storage.backup_bucket,
-    )
 
 
 def _resources(cpu: str, memory_mib: int) -> dict[str, Any]:
     # requests = limits: Guaranteed QoS, and the namespace quota sums to exactly what runs
     quantity = {"cpu": str(cpu), "memory": format_mib_quantity(memory_mib)}
     return {"requests": dict(quantity), "limits": dict(quantity)}
+
+
+def odoo_resources(sized: Sized) -> dict[str, dict[str, Any]]:
+    """Requests and limits of each kind of Odoo pod (web, cron, module_job), from the spec. The chart's
+    values and the namespace quota (infra/derive.py) both read them here."""
+    web, cron = sized.spec.odoo.web, sized.spec.odoo.cron
+    return {
+        "web": _resources(web.cpu, web.memory_mib),
+        "cron": _resources(cron.cpu, cron.memory_mib),
+        # `odoo -u` loads every module like a web worker does: give it a web pod's size
+        "module_job": _resources(web.cpu, web.memory_mib),
+    }
 
 
 def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | None = None) -> dict[str, Any]:
@@ -124,6 +53,7 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
     store = fs.session_store
     annotations = dict(pod_annotations or {})
     autoscale = web.autoscale
+    resources = odoo_resources(sized)
     values: dict[str, Any] = {
         "fullnameOverride": refs.odoo_release,
         "commonLabels": {"erpops.io/stack": sized.stack},
@@ -156,7 +86,7 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
         "web": {
             "replicaCount": web.replicas,
             "workers": sized.odoo.workers,
-            "resources": _resources(web.cpu, web.memory_mib),
+            "resources": resources["web"],
             "autoscaling": {
                 "enabled": autoscale.enabled,
                 "minReplicas": autoscale.min_replicas,
@@ -171,15 +101,14 @@ def odoo_values(sized: Sized, refs: Refs, *, pod_annotations: dict[str, str] | N
             "enabled": cron.replicas > 0,
             "replicaCount": max(cron.replicas, 1),
             "maxCronThreads": sized.odoo.cron_threads,
-            "resources": _resources(cron.cpu, cron.memory_mib),
+            "resources": resources["cron"],
             "podAnnotations": annotations,
             "serviceAccount": {"create": False, "name": refs.odoo_cron_sa},
         },
         "moduleJob": {
             "enabled": True,
             "modules": list(odoo.modules),
-            # `odoo -u` loads every module like a web worker does: give it a web pod's size
-            "resources": _resources(web.cpu, web.memory_mib),
+            "resources": resources["module_job"],
             "serviceAccount": {"create": False, "name": refs.odoo_modules_sa},
         },
         "service": {"httpPort": ODOO_HTTP_PORT, "websocketPort": ODOO_WEBSOCKET_PORT},

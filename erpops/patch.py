@@ -58,14 +58,18 @@ from typing import Any
 
 import click
 
+from erpops import plugins
 from erpops.errors import ErpopsError, OperationFailed, PreflightError, SpecError, UsageError
 from erpops.jsonout import envelope, error
+from erpops.naming import stack_backup_target
+from erpops.options import backup_target_options
 from erpops.patch_drivers import CommandDriver, Driver, KubernetesDriver, PatchContext, run_shell
+from erpops.plugins import HealthProbe, HealthRequest
+from erpops.spec_types import image_pin
 
 STATE_FORMAT = 1
 SMOKE_TIMEOUT = 900.0  # seconds, when the driver names no timeout
 ACTIVE = ("running", "rolling_back")
-IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64}|:[A-Za-z0-9_.-]{1,128})$")
 MODULE_RE = re.compile(r"^[a-z0-9_]+$")
 WINDOW_RE = re.compile(r"^\s*(?P<start>[^/\s]+)\s*/\s*(?P<end>[^/\s]+)\s*$")
 
@@ -135,7 +139,7 @@ def parse_modules(text: str | None) -> list[str]:
 
 
 def check_image(image: str) -> str:
-    if not IMAGE_RE.match(image) or image.endswith(":latest"):
+    if image_pin(image) not in ("digest", "tag"):
         raise UsageError(f"--image {image!r}: give a pinned image, odoo:17.0-20261120 or odoo@sha256:<64 hex>")
     return image
 
@@ -338,7 +342,8 @@ class PatchOptions:
     filestore: Path | None = None
     health_checks: list[str] = field(default_factory=list)  # name prefixes; empty: all that apply
     odoo_url: str | None = None
-    thresholds: Any = None
+    sized: Any = None  # erpops.spec.Sized: the health checks' thresholds (defaults when None)
+    health_probe: HealthProbe | None = None  # default: the installed provider (erpops.plugins)
     smoke_cmd: str | None = None
     no_smoke: bool = False
     check: bool = False
@@ -409,21 +414,15 @@ class Patch:
 
     def health(self) -> tuple[bool, list[str]]:
         """(ok, one line per check): OK and WARN pass; CRIT and UNKNOWN fail."""
-        from healthchecks.core import State, Targets, Thresholds, run_checks
-        from healthchecks.suite import checks_for
-
-        targets = Targets(odoo_url=self.o.odoo_url, odoo_db=self.o.db if self.o.odoo_url else None,
-                          pg=self.o.pg, pg_db=self.o.db, host=False)
-        checks = [c for c in checks_for(targets)
-                  if not self.o.health_checks or any(c.name.startswith(p) for p in self.o.health_checks)]
+        prefixes = self.o.health_checks
+        request = HealthRequest(pg=self.o.pg, pg_db=self.o.db, odoo_url=self.o.odoo_url,
+                                odoo_db=self.o.db if self.o.odoo_url else None, sized=self.o.sized,
+                                selected=lambda name: not prefixes or any(name.startswith(p) for p in prefixes))
         lines: list[str] = []
         ok = True
-        if checks:
-            results = run_checks(checks, targets, self.o.thresholds or Thresholds.defaults())
-            for r in results:
-                bad = r.state.severity >= State.UNKNOWN.severity
-                ok = ok and not bad
-                lines.append(f"{r.check} {r.state.name}: {r.message}")
+        for finding in (self.o.health_probe or plugins.health_probe())(request):
+            ok = ok and finding.passed
+            lines.append(f"{finding.check} {finding.state}: {finding.message}")
         extra = self.o.driver.extra_health(self._ctx({**self._state_stub(), "run_id": "health"}))
         if extra is not None:
             ok = ok and extra[0]
@@ -832,10 +831,7 @@ def _human(result: dict[str, Any]) -> None:
 @click.option("--approved-by", default=None, help="Who approved the change (required for prod).")
 @click.option("--window", default=None, help="Change window START/END, UTC: 2026-11-29T22:00Z/2026-11-30T02:00Z.")
 @click.option("--db", default=None, help="Odoo database (default: the stack's).")
-@click.option("--target", envvar="ERPOPS_BACKUP_TARGET", default=None,
-              help="Backup target (default: $ERPOPS_BACKUP_TARGET, else s3://<backup_bucket>/<stack>).")
-@click.option("--endpoint-url", envvar="ERPOPS_S3_ENDPOINT_URL", default=None, help="S3 endpoint.")
-@click.option("--region", default=None, help="S3 region.")
+@backup_target_options(target_default="s3://<backup_bucket>/<stack>")
 @click.option("--filestore", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Local filestore root to back up and restore with the database (default: database only).")
 @click.option("--max-backup-age-hours", type=float, default=None,
@@ -868,7 +864,6 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
     from erpops import spec
     from erpops.backup.storage import open_target
     from erpops.pg import Pg
-    from healthchecks.core import Thresholds
 
     try:
         obj = ctx.find_root().obj
@@ -885,10 +880,10 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
         if not url:
             if sized is None:
                 raise UsageError("no backup target: pass --target s3://bucket/prefix or set ERPOPS_BACKUP_TARGET")
-            storage = sized.spec.object_storage
-            url = f"s3://{storage.backup_bucket}/{stack}"
-            endpoint_url = endpoint_url or (storage.endpoint if storage.mode == "s3-compatible" else None)
-            region = region or storage.region
+            stack_target = stack_backup_target(sized.spec, stack)
+            url = stack_target.url
+            endpoint_url = endpoint_url or stack_target.endpoint_url
+            region = region or stack_target.region
         store = open_target(url, endpoint_url=endpoint_url, region=region)
         store.check(create=False)
         log: Callable[[str], None] = lambda m: click.echo(m, err=True)  # noqa: E731
@@ -900,9 +895,9 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
         else:
             if sized is None:
                 raise UsageError(f"--driver kubernetes needs Pulumi.{stack}.yaml (context, namespace, chart values)")
-            from erpops.patch_drivers import load_job_file, render_module_job
+            from erpops.patch_drivers import load_job_file
 
-            job = load_job_file(module_job) if module_job else render_module_job(sized)
+            job = load_job_file(module_job) if module_job else plugins.module_job_source()(sized)
             driver = KubernetesDriver(context=sized.spec.kubernetes.context, namespace=sized.namespace,
                                       job_manifest=job, web_mode=web_mode, maintenance_cmd=maintenance_cmd,
                                       unmaintenance_cmd=unmaintenance_cmd, log=log)
@@ -918,7 +913,7 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
             max_backup_age_hours=max_backup_age_hours if max_backup_age_hours is not None
             else float(sized.spec.backup.max_age_for_patch_hours if sized else 24),
             filestore=filestore, health_checks=list(health_checks), odoo_url=odoo_url,
-            thresholds=Thresholds.from_sized(sized) if sized else Thresholds.defaults(),
+            sized=sized, health_probe=plugins.health_probe(),
             smoke_cmd=smoke_cmd, no_smoke=no_smoke, check=check, abort=abort, log=log,
         )
         result = Patch(opts).run()
@@ -939,17 +934,10 @@ def patch(ctx: click.Context, stack: str, to_image: str, modules: str, driver_na
 
 
 def main() -> None:
-    """`python -m erpops.patch ...`: the command alone, with erpops' exit codes (until the CLI registers it)."""
-    try:
-        patch.main(standalone_mode=False, obj={})
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except ErpopsError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(exc.exit_code)
+    """`python -m erpops.patch ...`: the command alone, with erpops' exit codes."""
+    from erpops.cli import run
+
+    run(patch, prog_name="erpops patch", obj={})
 
 
 if __name__ == "__main__":

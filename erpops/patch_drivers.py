@@ -30,13 +30,13 @@ from typing import Any, Protocol
 
 import yaml
 
-from erpops.errors import OperationFailed, ServiceError, UsageError
+from erpops.errors import OperationFailed, UsageError
 
 # Steps a command driver file may define. `freeze`, `apply` and `roll` are required.
 COMMAND_STEPS = ("current_image", "freeze", "apply", "roll", "health", "smoke")
 REQUIRED_STEPS = ("freeze", "apply", "roll")
 DEFAULT_TIMEOUT = 1800.0
-# helm/odoo object names with release `odoo` (erpops.helm_values.refs_for)
+# helm/odoo object names with release `odoo` (erpops.naming.refs_for)
 WEB_DEPLOY = "odoo-web"
 CRON_DEPLOY = "odoo-cron"
 CONTAINER = "odoo"
@@ -437,21 +437,6 @@ class KubernetesDriver:
                       shlex.join(self.cmd_job_status(name)) + "   # polled until Complete or Failed"],
             "roll": roll,
         }
-
-
-def render_module_job(sized: Any) -> dict[str, Any]:
-    """The chart's module Job of a stack (templates/job-modules.yaml, hook=false), as Pulumi applies it."""
-    from erpops.helm_values import module_job_values, odoo_values, refs_for
-    from erpops.render import render_chart
-
-    chart = Path(__file__).resolve().parents[1] / "helm" / "odoo"
-    refs = refs_for(sized)
-    objects = render_chart(chart, module_job_values(odoo_values(sized, refs)), refs.odoo_release, refs.namespace,
-                           template="templates/job-modules.yaml")
-    jobs = [o for o in objects if o.get("kind") == "Job"]
-    if len(jobs) != 1:
-        raise ServiceError(f"helm/odoo templates/job-modules.yaml rendered {len(jobs)} Jobs, expected 1")
-    return jobs[0]
 
 
 def load_job_file(path: Path) -> dict[str, Any]:

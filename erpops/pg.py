@@ -86,6 +86,21 @@ class Pg:
     def server_version_num(self) -> int:
         return int(self.scalar("SHOW server_version_num"))
 
+    def create_database(self, db: str, owner: str | None = None, *, same_session: str = "") -> None:
+        """An empty database the way Odoo's _create_empty_database makes one: template0, UTF8, collation C,
+        and (Odoo 17.0 on PostgreSQL 15+) CREATE on schema public granted to PUBLIC, which a restore with
+        --no-privileges would otherwise lose. `same_session` runs right after, in the same psql session
+        (a leftover marker: a SIGKILL in between leaves a marked database, never an unmarked one)."""
+        owner_sql = f" OWNER {quote_ident(owner)}" if owner else ""
+        after = f"\n{same_session}" if same_session else ""
+        self.psql(f"CREATE DATABASE {quote_ident(db)} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C'{owner_sql};"
+                  + after)
+        self.psql("GRANT CREATE ON SCHEMA public TO PUBLIC", db)
+
+    def drop_database(self, db: str) -> None:
+        """Drop db if it exists, ending its sessions first (WITH (FORCE), PostgreSQL 13+)."""
+        self.psql(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
+
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'

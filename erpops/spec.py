@@ -44,6 +44,7 @@ from erpops.spec_types import (
     Subdomain,
     Word,
     cron_gaps,
+    image_pin,
     suggest_label,
 )
 from erpops.units import mib, parse_cpu, parse_memory
@@ -185,15 +186,13 @@ class Odoo(_Model):
     @classmethod
     def _image(cls, v: str) -> str:
         # repository[:tag] or repository@sha256:<64 hex>; a tag is mandatory unless a digest is given
-        if re.fullmatch(r"[a-z0-9][a-z0-9._/:-]*@sha256:[a-f0-9]{64}", v):
-            return v
-        m = re.fullmatch(r"(?P<repo>[a-z0-9][a-z0-9._/-]*(?::\d+/[a-z0-9._/-]+)?):(?P<tag>[A-Za-z0-9_.-]{1,128})", v)
-        if not m:
+        pin = image_pin(v)
+        if pin is None:
             raise ValueError(
                 f"'{v}' is not an image with a tag or digest: write it as odoo:17.0-20241010 or "
                 "odoo@sha256:<64 hex digits>"
             )
-        if m["tag"] == "latest":
+        if pin == "latest":
             raise ValueError("'latest' is not a pinned tag: use a dated tag (odoo:17.0-20241010) or a digest")
         return v
 
@@ -547,6 +546,15 @@ class CloudNativePG(_Model):
         "cloudnative-pg Helm chart version when kubernetes.install_cnpg_operator; none uses the pinned one"))
 
 
+class DrillCluster(_Model):
+    """The drill's own small CloudNativePG cluster (drill.target: cluster): one instance, no backups of its own."""
+
+    cpu: CpuOf("250m", "1") = Field(default="1", description="CPU request and limit of its one instance")
+    memory: PodMemory = Field(default="2Gi", description="Memory request and limit of its one instance")
+    storage: StorageOf("1Gi", "50Gi") = Field(default="50Gi", description=(
+        "Its volume: room for one restored copy of the live database (and its WAL) at a time"))
+
+
 class Drill(_Model):
     """`erpops drill` as a CronJob of the stack: its newest backup restored, checked and dropped on a schedule."""
 
@@ -567,6 +575,15 @@ class Drill(_Model):
         "s3-compatible: Pulumi secret config key of the drill's own key (read-only on the backup bucket)"))
     s3_secret_access_key_key: str | None = Field(default=None, description=(
         "s3-compatible: Pulumi secret config key of the drill's own secret key"))
+    target: Literal["server", "cluster"] = Field(default="server", description=(
+        "Where the set is restored: server, a scratch database on the stack's own PostgreSQL; cluster, the "
+        "drill's own small CloudNativePG cluster (drill.cluster), so a drill never loads the live server"))
+    cluster: DrillCluster = Field(default=DrillCluster(), description="The scratch cluster of drill.target: cluster")
+    odoo_login: bool = Field(default=True, description=(
+        "Log in to the restored copy as a drill user through the stack's own Odoo image, run as a sidecar of the "
+        "drill on 127.0.0.1 (no workers, no cron, dbfilter on the scratch database only)"))
+    odoo_resources: Resources = Field(default=Resources(cpu="1", memory="1536Mi"), description=(
+        "Requests = limits of the Odoo sidecar (drill.odoo_login); Odoo loads the copy's registry on the login"))
 
     @field_validator("image")
     @classmethod

@@ -21,6 +21,21 @@ from pydantic import BeforeValidator
 
 from erpops.units import parse_cpu, parse_memory
 
+# An image reference pinned by digest, or by a tag (any tag but `latest`): the spec's odoo.image and
+# `erpops patch --image/--from-image` both read it here.
+IMAGE_DIGEST_RE = re.compile(r"[a-z0-9][a-z0-9._/:-]*@sha256:[a-f0-9]{64}")
+IMAGE_TAG_RE = re.compile(r"(?P<repo>[a-z0-9][a-z0-9._/-]*(?::\d+/[a-z0-9._/-]+)?):(?P<tag>[A-Za-z0-9_.-]{1,128})")
+
+
+def image_pin(ref: str) -> str | None:
+    """What pins the image: "digest", "tag", "latest" (a tag that pins nothing), or None (not an image ref)."""
+    if IMAGE_DIGEST_RE.fullmatch(ref):
+        return "digest"
+    m = IMAGE_TAG_RE.fullmatch(ref)
+    if not m:
+        return None
+    return "latest" if m["tag"] == "latest" else "tag"
+
 # The largest nodes any cloud sells (AWS u7in-32tb.224xlarge: 896 vCPUs, 32 TiB): no pod can ask more
 NODE_MAX_CORES = 896
 NODE_MAX_MEMORY = "32Ti"

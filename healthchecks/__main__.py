@@ -1,3 +1,6 @@
-from healthchecks.cli import main
+"""`python -m healthchecks ...`: the `health` command alone, with erpops' exit codes."""
 
-main()
+from erpops.cli import run
+from healthchecks.cli import health
+
+run(health, prog_name="erpops health", obj={})

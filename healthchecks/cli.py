@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 
 from erpops.errors import ErpopsError
+from erpops.naming import stack_backup_target
 from erpops.pg import Pg
 from healthchecks import output
 from healthchecks.core import State, Targets, Thresholds, run_checks, worst
@@ -50,7 +51,14 @@ def _thresholds(stack: str | None, root: Path | None) -> tuple[Thresholds, objec
 @click.option("--pg-user", envvar="PGUSER", default="postgres", show_default=True)
 @click.option("--pg-db", envvar="PGDATABASE", default=None,
               help="Database to connect to (default: --odoo-db or postgres).")
-@click.option("--redis-url", envvar="REDIS_URL", default=None, help="redis://[:password@]host:port/db")
+@click.option("--redis-url", envvar="REDIS_URL", default=None,
+              help="redis://[[user]:password@]host:port/db, rediss:// for TLS (with Sentinel: password, db, TLS only).")
+@click.option("--redis-ca-file", envvar="REDIS_CA_FILE", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="CA bundle of the Redis server's TLS certificate (implies TLS).")
+@click.option("--redis-sentinel", "redis_sentinels", multiple=True, metavar="HOST:PORT",
+              help="Reach Redis through this Sentinel (repeatable): the sentinels name the master.")
+@click.option("--redis-sentinel-master", default=None,
+              help="The master's name at the sentinels (default: mymaster).")
 @click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL_S3", default=None, help="S3 endpoint (default: AWS).")
 @click.option("--s3-bucket", default=None,
               help="Backup bucket (default: from $ERPOPS_BACKUP_TARGET, else the stack's backup_bucket).")
@@ -72,7 +80,8 @@ def _thresholds(stack: str | None, root: Path | None) -> tuple[Thresholds, objec
 @click.pass_context
 def health(ctx: click.Context, stack: str | None, odoo_url: str | None, odoo_db: str | None,
            odoo_login: str | None, pg_host: str | None, pg_port: int, pg_user: str, pg_db: str | None,
-           redis_url: str | None, s3_endpoint: str | None, s3_bucket: str | None, s3_prefix: str | None,
+           redis_url: str | None, redis_ca_file: str | None, redis_sentinels: tuple[str, ...],
+           redis_sentinel_master: str | None, s3_endpoint: str | None, s3_bucket: str | None, s3_prefix: str | None,
            data_paths: tuple[str, ...], no_host: bool, only: tuple[str, ...], timeout: float | None,
            patch_state_dir: Path | None, as_json: bool, as_nagios: bool, prom_file: Path | None) -> None:
     """Check Odoo, PostgreSQL, Redis, S3 backups and this host; exit 0/1/2/3 like a Nagios plugin."""
@@ -91,21 +100,30 @@ def health(ctx: click.Context, stack: str | None, odoo_url: str | None, odoo_db:
         s3_bucket, s3_prefix = env_target.netloc, s3_prefix if s3_prefix is not None else env_target.path
     if sized is not None:
         odoo_db = odoo_db or sized.database  # type: ignore[attr-defined]
-        storage = sized.spec.object_storage  # type: ignore[attr-defined]
+        backup = stack_backup_target(sized.spec, sized.stack)  # type: ignore[attr-defined]
         if not s3_bucket:
-            s3_bucket, s3_prefix = storage.backup_bucket, s3_prefix if s3_prefix is not None else stack
-        s3_endpoint = s3_endpoint or storage.endpoint
+            s3_bucket, s3_prefix = backup.bucket, s3_prefix if s3_prefix is not None else backup.prefix
+        s3_endpoint = s3_endpoint or backup.endpoint_url
         odoo_url = odoo_url or f"https://{sized.spec.kubernetes.host}"  # type: ignore[attr-defined]
     unknown = [c for c in only if not any(n.startswith(c) for n in all_names())]
     if unknown:
         err.print(f"no check named {', '.join(unknown)}: pick from {', '.join(all_names())}")
         _exit(State.UNKNOWN)
+    sentinels = []
+    for address in redis_sentinels:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            err.print(f"--redis-sentinel {address}: give HOST:PORT, e.g. --redis-sentinel 10.0.0.5:26379")
+            _exit(State.UNKNOWN)
+        sentinels.append((host.strip("[]"), int(port)))
     targets = Targets(
         odoo_url=odoo_url, odoo_db=odoo_db, odoo_login=odoo_login,
         odoo_password=os.environ.get("ERPOPS_ODOO_PASSWORD"),
         pg=Pg(host=pg_host, port=pg_port, user=pg_user, password=os.environ.get("PGPASSWORD")) if pg_host else None,
         pg_db=pg_db or odoo_db or "postgres",
-        redis_url=redis_url, s3_endpoint=s3_endpoint, s3_bucket=s3_bucket, s3_prefix=(s3_prefix or "").strip("/"),
+        redis_url=redis_url, redis_ca_file=redis_ca_file, redis_sentinels=tuple(sentinels),
+        redis_sentinel_master=redis_sentinel_master,
+        s3_endpoint=s3_endpoint, s3_bucket=s3_bucket, s3_prefix=(s3_prefix or "").strip("/"),
         s3_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         or (sized.spec.object_storage.region if sized is not None else None),  # type: ignore[attr-defined]
         data_paths=list(data_paths), host=not no_host,
@@ -140,8 +158,3 @@ def _default_patch_dir(root: Path | None) -> Path | None:
         return None
     candidate = Path(base) / ".erpops"
     return candidate if candidate.is_dir() else None
-
-
-def main() -> None:
-    """Standalone entry point (`python -m healthchecks`), until erpops registers the command."""
-    health(obj={})

@@ -120,6 +120,9 @@ class Targets:
     pg: Pg | None = None
     pg_db: str = "postgres"
     redis_url: str | None = None
+    redis_ca_file: str | None = None  # CA bundle that signed the server's TLS certificate (implies TLS)
+    redis_sentinels: tuple[tuple[str, int], ...] = ()  # Sentinel: (host, port) of each sentinel
+    redis_sentinel_master: str | None = None  # the master's name at the sentinels (default mymaster)
     s3_endpoint: str | None = None
     s3_bucket: str | None = None
     s3_prefix: str = ""

@@ -17,7 +17,7 @@ def checks_for(targets: Targets) -> list[Check]:
         checks += postgres.CHECKS
         if targets.odoo_db:
             checks += postgres.ODOO_DB_CHECKS
-    if targets.redis_url:
+    if targets.redis_url or targets.redis_sentinels:
         checks += redis.CHECKS
     if targets.s3_bucket:
         checks += s3.CHECKS

@@ -10,7 +10,8 @@ import pulumi
 
 from erpops import spec as erpops_spec
 from erpops.errors import SpecError
-from erpops.helm_values import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, odoo_values, refs_for
+from erpops.helm_values import odoo_values
+from erpops.naming import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, refs_for, stack_backup_target
 from infra import derive
 from infra.components import Drill, Environment, ObjectStorage, Odoo, OdooImage, Postgres, Redis
 
@@ -52,7 +53,7 @@ refs = refs_for(sized)
 values = odoo_values(sized, refs,
                      pod_annotations={derive.ROTATION_ANNOTATION: redis_rotation} if in_cluster_redis else None)
 
-env = Environment("env", sized, refs, values)
+env = Environment("env", sized, refs)
 base = [env.namespace, *env.service_accounts.values()]
 storage = ObjectStorage("storage", sized, refs, env.provider, [env.namespace], s3_keys)
 postgres = Postgres("postgres", sized, refs, env.provider, [env.namespace, storage.secret])
@@ -103,6 +104,7 @@ ops = {
                                               else f":{values['image']['tag']}"),
     "filestore": {"mode": spec.filestore.mode, "sessions": spec.filestore.session_store},
     "drill": ({"cronjob": derive.DRILL_NAME, "schedule": spec.drill.schedule, "db_role": derive.DRILL_DB_ROLE,
-               "reports": f"s3://{spec.object_storage.backup_bucket}/{stack}/drills/"} if drill else None),
+               "reports": f"{stack_backup_target(spec, stack).url}/drills/",
+               "server": derive.drill_pg_host(sized, refs), "odoo_login": spec.drill.odoo_login} if drill else None),
 }
 pulumi.export("ops", ops)

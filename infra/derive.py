@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from erpops.helm_values import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, Refs
+from erpops.helm_values import odoo_resources
+from erpops.naming import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, POSTGRES_PORT, REDIS_PORT, Refs, stack_labels
 from erpops.spec import CNPG_NAMESPACE, PG_MINOR, Retention, Sized
 from erpops.units import format_mib_quantity, mib, parse_cpu, parse_memory
 
@@ -151,45 +152,52 @@ class PodGroup:
     memory_request_mib: int
     cpu_limit_m: int
     memory_limit_mib: int
+    # False: containers of another group's pods (a native sidecar): their resources count, not their pods
+    own_pods: bool = True
 
 
 def _millicores(cpu: str | int | float) -> int:
     return math.ceil(parse_cpu(cpu) * 1000)
 
 
-def _group(name: str, count: int, resources: dict[str, Any]) -> PodGroup:
+def _group(name: str, count: int, resources: dict[str, Any], own_pods: bool = True) -> PodGroup:
     req, lim = resources["requests"], resources["limits"]
     return PodGroup(name, count, _millicores(req["cpu"]), mib(req["memory"]), _millicores(lim["cpu"]),
-                    mib(lim["memory"]))
+                    mib(lim["memory"]), own_pods)
 
 
 def _surge(replicas: int) -> int:
     return math.ceil(replicas * SURGE_RATIO)
 
 
-def pod_groups(sized: Sized, odoo_values: dict[str, Any]) -> list[PodGroup]:
-    """Every pod the namespace may run at once, at maximum scale and mid-rollout."""
+def pod_groups(sized: Sized) -> list[PodGroup]:
+    """Every pod the namespace may run at once, at maximum scale and mid-rollout (from the spec itself)."""
     spec = sized.spec
     pg = spec.postgres
     pg_res = {"requests": {"cpu": pg.cpu, "memory": pg.memory}, "limits": {"cpu": pg.cpu, "memory": pg.memory}}
     pooler_res = {"requests": {"cpu": POOLER_CPU, "memory": f"{POOLER_MEMORY_MIB}Mi"},
                   "limits": {"cpu": POOLER_CPU, "memory": f"{POOLER_MEMORY_MIB}Mi"}}
+    odoo = odoo_resources(sized)
     web_max = spec.web_replicas_max
     groups = [
-        _group("odoo-web", web_max + _surge(web_max), odoo_values["web"]["resources"]),
+        _group("odoo-web", web_max + _surge(web_max), odoo["web"]),
         # CloudNativePG runs one initdb/join Job pod, sized like an instance, while it adds an instance
         _group("postgres", pg.instances + 1, pg_res),
         _group("pooler", spec.pooler.instances + _surge(spec.pooler.instances), pooler_res),
     ]
-    cron = odoo_values["cron"]
-    if cron["enabled"]:
-        groups.append(_group("odoo-cron", cron["replicaCount"] + _surge(cron["replicaCount"]), cron["resources"]))
-    if odoo_values["moduleJob"]["enabled"]:
-        groups.append(_group("odoo-modules-job", 1, odoo_values["moduleJob"]["resources"]))
+    cron_replicas = spec.odoo.cron.replicas
+    if cron_replicas > 0:
+        groups.append(_group("odoo-cron", cron_replicas + _surge(cron_replicas), odoo["cron"]))
+    # the program applies the module Job on every stack (infra/components/odoo.py)
+    groups.append(_group("odoo-modules-job", 1, odoo["module_job"]))
     if spec.redis.enabled and spec.redis.mode == "in-cluster":
         groups.append(_group("redis", 1, redis_resources(sized)))
     if spec.drill.enabled:  # concurrencyPolicy Forbid: one drill pod at a time
         groups.append(_group("drill", 1, drill_resources(sized)))
+        if spec.drill.odoo_login:  # its Odoo sidecar: a container of the same pod, counted on its own
+            groups.append(_group("drill-odoo", 1, drill_odoo_resources(sized), own_pods=False))
+        if spec.drill.target == "cluster":  # the scratch cluster's instance, and its initdb Job's pod
+            groups.append(_group("drill-postgres", 2, drill_cluster_resources(sized)))
     return groups
 
 
@@ -230,12 +238,15 @@ def pvc_plan(sized: Sized) -> tuple[int, int]:
     if spec.filestore.mode == "shared-volume" and volume is not None:
         count += 1
         total_mib += mib(volume.size)
+    if spec.drill.enabled and spec.drill.target == "cluster":  # the scratch cluster's one instance
+        count += 1
+        total_mib += mib(spec.drill.cluster.storage)
     return count, total_mib
 
 
-def resource_quota(sized: Sized, odoo_values: dict[str, Any]) -> dict[str, str]:
-    groups = pod_groups(sized, odoo_values)
-    pods = sum(g.count for g in groups)
+def resource_quota(sized: Sized) -> dict[str, str]:
+    groups = pod_groups(sized)
+    pods = sum(g.count for g in groups if g.own_pods)
     cpu_req = sum(g.count * g.cpu_request_m for g in groups)
     mem_req = sum(g.count * g.memory_request_mib for g in groups)
     cpu_lim = sum(g.count * g.cpu_limit_m for g in groups)
@@ -255,12 +266,14 @@ def resource_quota(sized: Sized, odoo_values: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def limit_range(sized: Sized, odoo_values: dict[str, Any]) -> list[dict[str, Any]]:
+def limit_range(sized: Sized) -> list[dict[str, Any]]:
     """Defaults for containers that set no resources, and a ceiling at the largest container we run."""
-    groups = pod_groups(sized, odoo_values)
+    groups = pod_groups(sized)
     max_cpu = max(g.cpu_limit_m for g in groups)
     max_mem = max(g.memory_limit_mib for g in groups)
-    pvc_max = max(mib(sized.spec.postgres.storage), mib(sized.spec.redis.storage))
+    drill = sized.spec.drill
+    pvc_max = max(mib(sized.spec.postgres.storage), mib(sized.spec.redis.storage),
+                  mib(drill.cluster.storage) if drill.enabled and drill.target == "cluster" else 0)
     return [
         {
             "type": "Container",
@@ -477,11 +490,6 @@ def restricted_pod_security(uid: int | None = None, gid: int | None = None) -> d
 # Object specs: CloudNativePG Cluster, ScheduledBackup, Pooler; the Redis StatefulSet
 # --------------------------------------------------------------------------------------------
 
-def stack_labels(refs: Refs) -> dict[str, str]:
-    return {"app.kubernetes.io/part-of": "erpops", "app.kubernetes.io/managed-by": "pulumi",
-            "erpops.io/stack": refs.stack}
-
-
 ROTATION_ANNOTATION = "erpops.io/redis-password-rotation"
 
 
@@ -529,8 +537,8 @@ def cluster_spec(sized: Sized, refs: Refs) -> dict[str, Any]:
             "retentionPolicy": cnpg_retention_policy(spec.backup.retention),
         },
     }
-    if spec.drill.enabled:
-        out["managed"] = {"roles": [drill_role(refs)]}
+    if spec.drill.enabled and spec.drill.target == "server":
+        out["managed"] = {"roles": [drill_role(sized)]}
     if pg.instances > 1:
         out["affinity"] = {
             "enablePodAntiAffinity": True,
@@ -665,9 +673,22 @@ DRILL_S3_SECRET = "erpops-drill-s3"  # noqa: S105 (a Secret's name)
 DRILL_SPEC_CONFIGMAP = "erpops-drill-spec"
 DRILL_UID = 10001  # the erpops user of images/erpops
 DRILL_PG_JOBS = 2
-# pg_restore -j 2, psql and the health check at once, plus one spare
-DRILL_CONNECTION_LIMIT = DRILL_PG_JOBS + 3
 DRILL_JOB_TTL_SECONDS = 7 * 24 * 3600
+# drill.target: cluster: the drill's own CloudNativePG cluster
+DRILL_CLUSTER = "erpops-drill-pg"
+# drill.odoo_login: the stack's Odoo image as a native sidecar of the drill pod, on loopback only
+DRILL_ODOO_PORT = 8069
+DRILL_ODOO_URL = f"http://127.0.0.1:{DRILL_ODOO_PORT}"
+DRILL_ODOO_DB_MAXCONN = 4  # threaded Odoo, one login: the registry load's cursors and one spare
+DRILL_ODOO_CONF_DIR = "/run/odoo"
+# Odoo starts in seconds (no database is loaded at start); the login loads the copy's registry later. The drill
+# itself waits again for Odoo to answer (erpops drill --odoo-wait, 600 s by default) before the check fails.
+DRILL_ODOO_STARTUP_PERIOD_SECONDS, DRILL_ODOO_STARTUP_FAILURES = 5, 60
+
+
+def drill_connection_limit(sized: Sized) -> int:
+    """pg_restore -j 2, psql and the health check at once, one spare; plus the Odoo sidecar's pool."""
+    return DRILL_PG_JOBS + 3 + (DRILL_ODOO_DB_MAXCONN if sized.spec.drill.odoo_login else 0)
 
 
 def drill_labels() -> dict[str, str]:
@@ -680,7 +701,7 @@ def drill_resources(sized: Sized) -> dict[str, Any]:
     return {"requests": dict(q), "limits": dict(q)}
 
 
-def drill_role(refs: Refs) -> dict[str, Any]:
+def drill_role(sized: Sized) -> dict[str, Any]:
     """CloudNativePG managed role of the drill: logs in, creates (and so owns and may drop) its scratch
     databases, nothing else. Not a superuser, not a member of the Odoo owner: it cannot touch the live
     database's objects, and DROP DATABASE of the live one is refused by PostgreSQL itself (not the owner)."""
@@ -689,7 +710,7 @@ def drill_role(refs: Refs) -> dict[str, Any]:
         # INHERIT: as owner of its scratch databases the role is pg_database_owner there, which owns schema
         # public (PostgreSQL 15+); NOINHERIT would deny pg_restore that schema. It is granted no other role.
         "createrole": False, "replication": False, "bypassrls": False, "inherit": True, "inRoles": [],
-        "connectionLimit": DRILL_CONNECTION_LIMIT, "passwordSecret": {"name": DRILL_DB_SECRET},
+        "connectionLimit": drill_connection_limit(sized), "passwordSecret": {"name": DRILL_DB_SECRET},
         "comment": "erpops restore drill: scratch databases only",
     }
 
@@ -709,6 +730,61 @@ def drill_s3_policy(bucket_arn: str, stack: str) -> dict[str, Any]:
     }
 
 
+def drill_odoo_resources(sized: Sized) -> dict[str, Any]:
+    r = sized.spec.drill.odoo_resources
+    q = {"cpu": r.cpu, "memory": r.memory}
+    return {"requests": dict(q), "limits": dict(q)}
+
+
+def drill_cluster_resources(sized: Sized) -> dict[str, Any]:
+    c = sized.spec.drill.cluster
+    q = {"cpu": c.cpu, "memory": c.memory}
+    return {"requests": dict(q), "limits": dict(q)}
+
+
+def drill_cluster_labels() -> dict[str, str]:
+    # not the drill pod's labels: the drill's NetworkPolicies must not select the scratch cluster's pods
+    return {"cnpg.io/cluster": DRILL_CLUSTER, "cnpg.io/podRole": "instance"}
+
+
+def drill_pg_host(sized: Sized, refs: Refs) -> str:
+    return f"{DRILL_CLUSTER}-rw" if sized.spec.drill.target == "cluster" else refs.pg_rw_service
+
+
+def drill_cluster_parameters(sized: Sized) -> dict[str, str]:
+    """A small server for one restore at a time: PGTune's ratios on drill.cluster.memory, few connections."""
+    memory = mib(sized.spec.drill.cluster.memory)
+    return {
+        "max_connections": str(drill_connection_limit(sized) + 10),
+        "shared_buffers": f"{memory // 4}MB",
+        "effective_cache_size": f"{memory * 3 // 4}MB",
+        "maintenance_work_mem": f"{min(memory // 8, 2048)}MB",
+        "work_mem": "16MB",
+        "max_wal_size": "4GB",
+        "checkpoint_timeout": "15min",
+    }
+
+
+def drill_cluster_spec(sized: Sized, refs: Refs) -> dict[str, Any]:
+    """drill.target: cluster: one instance, its own small volume, no backups (no barmanObjectStore, no
+    ScheduledBackup: what it holds is a copy for minutes); the drill's managed role is created here."""
+    spec = sized.spec
+    return {
+        "instances": 1,
+        "imageName": pg_image(spec.postgres.major_version, spec.cnpg.image),
+        "primaryUpdateStrategy": "unsupervised",
+        "enableSuperuserAccess": False,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "inheritedMetadata": {"labels": {**stack_labels(refs), "app.kubernetes.io/component": "restore-drill-db"}},
+        "resources": drill_cluster_resources(sized),
+        "storage": {"size": spec.drill.cluster.storage, "storageClass": spec.kubernetes.storage_class},
+        "postgresql": {"parameters": drill_cluster_parameters(sized)},
+        "bootstrap": {"initdb": {"database": "app", "owner": "app", "dataChecksums": True, "encoding": "UTF8",
+                                 "localeCollate": "C", "localeCType": "C"}},
+        "managed": {"roles": [drill_role(sized)]},
+    }
+
+
 def drill_pushgateway(sized: Sized) -> tuple[str, int]:
     parts = urlsplit(sized.spec.drill.pushgateway or "")
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
@@ -718,12 +794,7 @@ def drill_cronjob_spec(sized: Sized, refs: Refs) -> dict[str, Any]:
     d, storage = sized.spec.drill, sized.spec.object_storage
     secret = {"name": DRILL_S3_SECRET}
     env: list[dict[str, Any]] = [
-        {"name": "PGHOST", "value": refs.pg_rw_service},
-        {"name": "PGPORT", "value": str(POSTGRES_PORT)},
-        {"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": DRILL_DB_SECRET, "key": "username"}}},
-        {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": DRILL_DB_SECRET, "key": "password"}}},
-        # CloudNativePG serves TLS: never fall back to a clear-text connection
-        {"name": "PGSSLMODE", "value": "require"},
+        *drill_pg_env(sized, refs),
         {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {**secret, "key": refs.s3_access_key_id_key}}},
         {"name": "AWS_SECRET_ACCESS_KEY",
          "valueFrom": {"secretKeyRef": {**secret, "key": refs.s3_secret_access_key_key}}},
@@ -734,6 +805,17 @@ def drill_cronjob_spec(sized: Sized, refs: Refs) -> dict[str, Any]:
     ]
     if storage.mode == "s3-compatible" and storage.endpoint:
         env.append({"name": "ERPOPS_S3_ENDPOINT_URL", "value": storage.endpoint})
+    args = ["--root", "/etc/erpops", "drill", "--stack", refs.stack, "--work-dir", "/scratch",
+            "--report-dir", "/scratch/reports", "--jobs", str(DRILL_PG_JOBS)]
+    args += ["--odoo-url", DRILL_ODOO_URL] if d.odoo_login else ["--no-odoo-login"]
+    volumes: list[dict[str, Any]] = [
+        {"name": "scratch", "emptyDir": {"sizeLimit": d.scratch_size}},
+        {"name": "spec", "configMap": {"name": DRILL_SPEC_CONFIGMAP}},
+    ]
+    if d.odoo_login:
+        volumes += [{"name": "odoo-data", "emptyDir": {"sizeLimit": "1Gi"}},
+                    {"name": "odoo-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                    {"name": "odoo-tmp", "emptyDir": {"sizeLimit": "512Mi"}}]
     pod = {
         "metadata": {"labels": {**stack_labels(refs), **drill_labels()}},
         "spec": {
@@ -748,8 +830,7 @@ def drill_cronjob_spec(sized: Sized, refs: Refs) -> dict[str, Any]:
                 "name": "drill",
                 "image": d.image,
                 "imagePullPolicy": "IfNotPresent",
-                "args": ["--root", "/etc/erpops", "drill", "--stack", refs.stack, "--work-dir", "/scratch",
-                         "--report-dir", "/scratch/reports", "--jobs", str(DRILL_PG_JOBS)],
+                "args": args,
                 "env": env,
                 "resources": drill_resources(sized),
                 "securityContext": restricted_container_security(),
@@ -758,12 +839,11 @@ def drill_cronjob_spec(sized: Sized, refs: Refs) -> dict[str, Any]:
                     {"name": "spec", "mountPath": "/etc/erpops", "readOnly": True},
                 ],
             }],
-            "volumes": [
-                {"name": "scratch", "emptyDir": {"sizeLimit": d.scratch_size}},
-                {"name": "spec", "configMap": {"name": DRILL_SPEC_CONFIGMAP}},
-            ],
+            "volumes": volumes,
         },
     }
+    if d.odoo_login:
+        pod["spec"]["initContainers"] = [drill_odoo_sidecar(sized, refs)]
     return {
         "schedule": d.schedule,
         "timeZone": "Etc/UTC",
@@ -784,6 +864,95 @@ def drill_cronjob_spec(sized: Sized, refs: Refs) -> dict[str, Any]:
     }
 
 
+def drill_pg_env(sized: Sized, refs: Refs) -> list[dict[str, Any]]:
+    """libpq's variables for the drill and its Odoo sidecar: the drill's own role, TLS required."""
+    return [
+        {"name": "PGHOST", "value": drill_pg_host(sized, refs)},
+        {"name": "PGPORT", "value": str(POSTGRES_PORT)},
+        {"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": DRILL_DB_SECRET, "key": "username"}}},
+        {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": DRILL_DB_SECRET, "key": "password"}}},
+        # CloudNativePG serves TLS: never fall back to a clear-text connection
+        {"name": "PGSSLMODE", "value": "require"},
+    ]
+
+
+def drill_odoo_uid(sized: Sized) -> int:
+    # the official image's odoo user (helm/odoo _helpers.tpl odoo.runAsUser): 100 on 18.0's noble, else 101
+    return 100 if sized.spec.odoo.version == "18.0" else 101
+
+
+DRILL_ODOO_GID = 101
+
+
+def drill_odoo_conf(sized: Sized) -> str:
+    """odoo.conf of the sidecar without admin_passwd (added at start, random): loopback, threaded, no cron, no
+    database list, the drill's scratch databases only, through the drill's own role (libpq's PG* variables)."""
+    from erpops import image as odoo_image
+    from erpops.backup.drill import drill_db_pattern
+
+    running = odoo_image.odoo_image(sized)
+    addons = ["/mnt/extra-addons", *([odoo_image.ADDONS_PATH] if running.built else [])]
+    return "\n".join([
+        "[options]",
+        f"addons_path = {','.join(addons)}",
+        "data_dir = /var/lib/odoo",
+        f"dbfilter = {drill_db_pattern(sized.database)}",
+        "list_db = False",
+        "http_interface = 127.0.0.1",
+        f"http_port = {DRILL_ODOO_PORT}",
+        "workers = 0",
+        "max_cron_threads = 0",
+        "db_sslmode = require",
+        f"db_maxconn = {DRILL_ODOO_DB_MAXCONN}",
+        "server_wide_modules = base,web",
+        "proxy_mode = False",
+        "log_level = info",
+    ]) + "\n"
+
+
+def drill_odoo_sidecar(sized: Sized, refs: Refs) -> dict[str, Any]:
+    """The stack's own Odoo image as a native sidecar (an init container with restartPolicy Always, Kubernetes
+    1.29+): started before the drill, stopped after it. It reads the copy through the drill's role and has no
+    S3 key, no mail server (the copy is neutralized) and no listener but 127.0.0.1."""
+    from erpops import image as odoo_image
+
+    conf = f"{DRILL_ODOO_CONF_DIR}/odoo.conf"
+    # $$( is Kubernetes' escape for a literal $( : the shell gets command substitution
+    script = "\n".join([
+        "umask 077",
+        f"cat > {conf} <<'EOF'",
+        drill_odoo_conf(sized).rstrip("\n"),
+        "EOF",
+        "printf 'admin_passwd = %s\\n' \"$$(od -An -N32 -tx1 /dev/urandom | tr -d ' \\n')\" >> " + conf,
+        f"exec odoo --config={conf}",
+    ])
+    health = f"http://127.0.0.1:{DRILL_ODOO_PORT}/web/health"
+    uid = drill_odoo_uid(sized)
+    return {
+        "name": "odoo",
+        "image": odoo_image.odoo_image(sized).ref,
+        "imagePullPolicy": "IfNotPresent",
+        "restartPolicy": "Always",
+        "command": ["/bin/sh", "-ec", script],
+        "env": drill_pg_env(sized, refs),
+        "resources": drill_odoo_resources(sized),
+        "securityContext": {**restricted_container_security(), "runAsUser": uid, "runAsGroup": DRILL_ODOO_GID},
+        # bound to 127.0.0.1, so the kubelet cannot reach it over HTTP: the probe runs inside the container
+        "startupProbe": {
+            "exec": {"command": ["python3", "-c", f"import urllib.request; urllib.request.urlopen({health!r}, "
+                                                  "timeout=4).read()"]},
+            "periodSeconds": DRILL_ODOO_STARTUP_PERIOD_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": DRILL_ODOO_STARTUP_FAILURES,
+        },
+        "volumeMounts": [
+            {"name": "odoo-data", "mountPath": "/var/lib/odoo"},
+            {"name": "odoo-run", "mountPath": DRILL_ODOO_CONF_DIR},
+            {"name": "odoo-tmp", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir in the pod)
+        ],
+    }
+
+
 def drill_network_policies(sized: Sized, refs: Refs) -> list[tuple[str, dict[str, Any]]]:
     """The drill reaches PostgreSQL (directly: CREATE DATABASE and pg_restore -j, not through the pooler),
     the backup bucket and the Pushgateway; PostgreSQL admits it. Nothing reaches the drill."""
@@ -794,22 +963,45 @@ def drill_network_policies(sized: Sized, refs: Refs) -> list[tuple[str, dict[str
     push_peer = _ns(monitoring) if monitoring and in_cluster else {"ipBlock": {"cidr": "0.0.0.0/0",
                                                                               "except": [LINK_LOCAL]}}
     drill = drill_labels()
-    return [
+    scratch_cluster = sized.spec.drill.target == "cluster"
+    server = drill_cluster_labels() if scratch_cluster else postgres_labels(refs)
+    # the Odoo sidecar shares the pod (a NetworkPolicy selects pods, not containers): it listens on loopback
+    # only, which no policy governs, and it is given no S3 key; nothing may connect to the pod at all
+    policies: list[tuple[str, dict[str, Any]]] = [
         ("drill-egress", {
             "podSelector": {"matchLabels": drill},
             "policyTypes": ["Ingress", "Egress"],
             "egress": [
-                {"to": [{"podSelector": {"matchLabels": postgres_labels(refs)}}], "ports": _ports(POSTGRES_PORT)},
+                {"to": [{"podSelector": {"matchLabels": server}}], "ports": _ports(POSTGRES_PORT)},
                 {"to": [s3_peer(sized)], "ports": _ports(s3_port(sized))},
                 {"to": [push_peer], "ports": _ports(port)},
             ],
         }),
-        ("postgres-from-drill", {
-            "podSelector": {"matchLabels": postgres_labels(refs)},
+    ]
+    if not scratch_cluster:
+        policies.append(("postgres-from-drill", {
+            "podSelector": {"matchLabels": server},
             "policyTypes": ["Ingress"],
             "ingress": [{"from": [{"podSelector": {"matchLabels": drill}}], "ports": _ports(POSTGRES_PORT)}],
-        }),
-    ]
+        }))
+        return policies
+    own = {"podSelector": {"matchLabels": {"cnpg.io/cluster": DRILL_CLUSTER}}}
+    api_peer = {"ipBlock": {"cidr": "0.0.0.0/0", "except": [LINK_LOCAL]}}
+    policies.append(("drill-postgres", {
+        # the scratch cluster: the drill connects, the operator manages it; it backs up nothing, so no S3
+        "podSelector": {"matchLabels": {"cnpg.io/cluster": DRILL_CLUSTER}},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [
+            {"from": [{"podSelector": {"matchLabels": drill}}], "ports": _ports(POSTGRES_PORT)},
+            {"from": [own], "ports": _ports(POSTGRES_PORT, 8000)},
+            {"from": [_ns(CNPG_NAMESPACE)], "ports": _ports(8000, POSTGRES_PORT)},
+        ],
+        "egress": [
+            {"to": [own], "ports": _ports(POSTGRES_PORT, 8000)},
+            {"to": [api_peer], "ports": _ports(443, 6443)},
+        ],
+    }))
+    return policies
 
 
 def drill_alert_rules(sized: Sized, refs: Refs) -> dict[str, Any]:

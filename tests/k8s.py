@@ -16,8 +16,8 @@ import helm_python as helm
 import kubernetes_validate
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-ODOO_CHART = REPO / "helm" / "odoo"
+from tests.paths import ODOO_CHART
+
 KUBE_VERSION = "1.30.0"
 # libyaml's loader when PyYAML was built with it: ten times faster on rendered charts
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -23,8 +23,7 @@ import click
 
 from erpops.errors import ErpopsError, PreflightError, SpecError, UsageError
 from erpops.jsonout import json_errors
-
-_TARGET_HELP = "Backup target: s3://bucket/prefix or file:///path (default: $ERPOPS_BACKUP_TARGET, else from --stack)."
+from erpops.options import endpoint_url_option, region_option, target_option
 
 
 def _stack_spec(ctx: click.Context, stack: str | None) -> Any:
@@ -59,9 +58,10 @@ def _target(ctx: click.Context, opts: dict[str, Any], *, writing: bool = False) 
         if s is None:
             raise UsageError("no backup target: pass --target s3://bucket/prefix (or file:///path), set "
                              "ERPOPS_BACKUP_TARGET, or pass --stack naming a Pulumi.<stack>.yaml")
-        url = f"s3://{s.object_storage.backup_bucket}/{opts['stack']}"
-        endpoint = endpoint or (s.object_storage.endpoint if s.object_storage.mode == "s3-compatible" else None)
-        region = region or s.object_storage.region
+        from erpops.naming import stack_backup_target
+
+        stack_target = stack_backup_target(s, opts["stack"])
+        url, endpoint, region = stack_target.url, endpoint or stack_target.endpoint_url, region or stack_target.region
     target = open_target(url, endpoint_url=endpoint, region=region, sse=opts.get("sse"),
                          kms_key_id=opts.get("kms_key_id"), storage_class=opts.get("storage_class"),
                          concurrency=opts.get("concurrency") or 4)
@@ -97,11 +97,10 @@ def _emit(as_json: bool, result: dict[str, Any], human: Callable[[dict[str, Any]
 
 def target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--target", envvar="ERPOPS_BACKUP_TARGET", default=None, help=_TARGET_HELP),
+        target_option(),
         click.option("--stack", "-s", default=None, help="Stack name: default target, set id prefix, tier."),
-        click.option("--endpoint-url", envvar="ERPOPS_S3_ENDPOINT_URL", default=None,
-                     help="S3 endpoint (MinIO, Ceph, ...); default AWS, or the stack's."),
-        click.option("--region", default=None, help="S3 region (default: boto3's, or the stack's)."),
+        endpoint_url_option(),
+        region_option(),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
     ]
     for option in reversed(options):
@@ -145,6 +144,13 @@ human_size = _size
               help="Parallel filestore transfers (and S3 parts in flight: at most 4).")
 @click.option("--neutralized", is_flag=True,
               help="Back up a neutralized copy: copy to a scratch database, neutralize it, dump that, drop it.")
+@click.option("--addons-path", "addons_path", multiple=True, metavar="DIRS",
+              help="With --neutralized: Odoo's addons directories (comma-separated, as Odoo's); the installed "
+                   "modules' own data/neutralize.sql run from there, as odoo-bin neutralize does "
+                   "(default: erpops' rules).")
+@click.option("--allow-unneutralized", "allow_unneutralized", multiple=True, metavar="MODULE",
+              help="With --neutralized: accept this installed module's neutralize file as not covered "
+                   "(repeatable); otherwise such a module fails the neutralized backup.")
 @click.option("--from-zip", "from_zip", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Store an Odoo database-manager zip as a set instead (no database needed).")
 @click.option("--sse", type=click.Choice(["AES256", "aws:kms"]), default=None, help="S3 server-side encryption.")
@@ -157,11 +163,19 @@ human_size = _size
 @json_errors
 def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
                region: str | None, as_json: bool, db: str | None, filestore: str | None, jobs: int,
-               neutralized: bool, from_zip: Path | None, sse: str | None, kms_key_id: str | None,
-               storage_class: str | None, dry_run: bool) -> None:
+               neutralized: bool, addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...],
+               from_zip: Path | None, sse: str | None, kms_key_id: str | None, storage_class: str | None,
+               dry_run: bool) -> None:
     """Back up a database and its filestore into a new set (dump + filestore + manifest.json)."""
     from erpops.backup import engine
+    from erpops.backup.neutralize import odoo_addons_files, parse_addons_path
     from erpops.pg import Pg
+
+    paths = parse_addons_path(addons_path)
+    if (paths or allow_unneutralized) and not neutralized:
+        raise UsageError("--addons-path and --allow-unneutralized need --neutralized")
+    if paths:
+        odoo_addons_files(paths, ())  # a wrong --addons-path is bad input, found before the target is touched
 
     t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region, sse=sse,
                            kms_key_id=kms_key_id, storage_class=storage_class, concurrency=min(jobs, 4)),
@@ -181,7 +195,8 @@ def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
             raise UsageError("--db is required (the database to back up)")
         result = engine.backup(t, Pg.from_env(), db, stack=stack or "adhoc", filestore=filestore,
                                filestore_endpoint_url=endpoint_url, filestore_region=region, neutralized=neutralized,
-                               workers=jobs, reporter=reporter)
+                               addons_path=paths or None, allow_unneutralized=allow_unneutralized, workers=jobs,
+                               reporter=reporter)
 
     def human(r: dict[str, Any]) -> None:
         dump = r["artifacts"][0]
@@ -192,7 +207,8 @@ def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
             f"  filestore: {fs['count']} files, {_size(fs['bytes'])} ({fs['uploaded']} uploaded, "
             f"{fs['skipped_existing']} already stored)",
             f"  neutralized: {'yes' if r['neutralized'] else 'no'}; {r['duration_seconds']:.1f} s",
-        ])
+        ] + ([f"  NOT neutralized, accepted: {', '.join(accepted)} (--allow-unneutralized)"]
+             if (accepted := (r.get("neutralize_report") or {}).get("uncovered_allowed")) else []))
 
     _emit(as_json, result, human)
 
@@ -290,21 +306,33 @@ def verify_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
 @click.option("--untrusted", is_flag=True,
               help="The dump comes from a source you do not trust: screen it and run it as a fresh role without "
                    "rights (always done for plain SQL dumps from Odoo zips).")
+@click.option("--dry-run", is_flag=True,
+              help="Pre-flight only: the set is complete, the server answers with these credentials, the role may "
+                   "create (and replace) the database, the database state and the disk are right; print the plan; "
+                   "change nothing (exit 6 when a check fails, 3 unreachable or credentials refused).")
 @click.pass_context
 @json_errors
 def restore_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
                 region: str | None, as_json: bool, set_id: str, db: str, filestore: Path | None,
                 skip_filestore: bool, replace: bool, yes: bool, neutralize: bool | None,
                 addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...], odoo_version: str | None,
-                owner: str | None, jobs: int, work_dir: Path | None, untrusted: bool) -> None:
+                owner: str | None, jobs: int, work_dir: Path | None, untrusted: bool, dry_run: bool) -> None:
     """Restore a set into a NEW database (or --replace one), after pre-flight checks and a verify."""
     from erpops.backup.neutralize import parse_addons_path
-    from erpops.backup.restore import restore
+    from erpops.backup.restore import restore, restore_plan
     from erpops.pg import Pg
 
     t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region))
     if neutralize is None and _tier(ctx, stack) == "prod":
         neutralize = False  # else None: the library neutralizes Odoo databases, leaves others alone
+    if dry_run:
+        plan = restore_plan(t, set_id, pg=Pg.from_env(), db=db, filestore_root=filestore,
+                            skip_filestore=skip_filestore, replace=replace, neutralize=neutralize,
+                            addons_path=parse_addons_path(addons_path) or None, odoo_version=odoo_version,
+                            owner=owner, untrusted=untrusted)
+        _emit(as_json, plan, lambda r: _echo_lines([f"dry run: would {r['action']} from set {r['set_id']}", *(
+            f"  ok: {c}" for c in r["checks"]), *(f"  note: {n}" for n in r["notes"])]))
+        return
 
     def confirm(name: str) -> bool:
         if yes:

@@ -159,16 +159,13 @@ def create_database(pg: Pg, db: str, owner: str | None = None, *, kind: str | No
     """An empty database the way Odoo's _create_empty_database makes one: template0, UTF8, collation C,
     and (Odoo 17.0 on PostgreSQL 15+) CREATE on schema public granted to PUBLIC, which a restore
     with --no-privileges would otherwise lose."""
-    owner_sql = f" OWNER {quote_ident(owner)}" if owner else ""
     # The leftover marker is set in the same session: a SIGKILL right after leaves a marked database.
-    mark = "\n" + leftovers.mark_sql("DATABASE", quote_ident(db), kind) if kind else ""
-    pg.psql(f"CREATE DATABASE {quote_ident(db)} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C'{owner_sql};{mark}")
-    pg.psql("GRANT CREATE ON SCHEMA public TO PUBLIC", db)
+    pg.create_database(db, owner, same_session=leftovers.mark_sql("DATABASE", quote_ident(db), kind) if kind else "")
 
 
 def drop_database(pg: Pg, db: str) -> None:
     """Drop db, ending its sessions first (WITH (FORCE), PostgreSQL 13+)."""
-    pg.psql(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
+    pg.drop_database(db)
 
 
 def is_local_host(host: str) -> bool:

@@ -170,6 +170,8 @@ def backup(
     filestore_endpoint_url: str | None = None,
     filestore_region: str | None = None,
     neutralized: bool = False,
+    addons_path: list[Path] | None = None,
+    allow_unneutralized: tuple[str, ...] = (),
     workers: int = DEFAULT_WORKERS,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
@@ -177,7 +179,8 @@ def backup(
 
     neutralized=True backs up a neutralized copy instead: the database is copied into a scratch
     database (pg_dump | pg_restore), neutralized there (erpops.backup.neutralize), dumped, and
-    the scratch database dropped. Production is never modified.
+    the scratch database dropped. Production is never modified. addons_path / allow_unneutralized:
+    as erpops.backup.neutralize.neutralize (Odoo's own files; modules accepted as not covered).
     """
     reporter = reporter or Reporter()
     mf.check_db_name(db)
@@ -193,6 +196,10 @@ def backup(
         if isinstance(fs_source, FileTarget) and not fs_source.root.is_dir():
             raise UsageError(f"no filestore for {db} in {filestore} (no directory {fs_source.root}); "
                              "leave --filestore out to back up the database alone")
+    if neutralized and addons_path:  # a wrong --addons-path is refused before anything starts
+        from erpops.backup.neutralize import odoo_addons_files
+
+        odoo_addons_files(addons_path, ())
     leftovers.sweep(pg, note=reporter.note)
     writer = _SetWriter(target, set_id)
     writer.start({"started_at": mf.utc_iso(created), "host": socket.gethostname(), "pid": os.getpid(), "db": db})
@@ -206,7 +213,8 @@ def backup(
             copy_database(pg, db, scratch)
             from erpops.backup.neutralize import neutralize
 
-            neutralize_report = neutralize(pg, scratch)
+            neutralize_report = neutralize(pg, scratch, addons_path=addons_path,
+                                           allow_unneutralized=allow_unneutralized)
             dump_db = scratch
         key = mf.set_key(set_id, mf.DUMP_CUSTOM)
         previous: dict[str, mf.FilestoreFile] = {}
@@ -254,6 +262,7 @@ def backup(
                       "skipped_existing": copied.skipped, "ignored": len(copied.ignored)},
         "row_counts": facts.row_counts,
         "neutralized": neutralized,
+        "neutralize_report": neutralize_report,
         "duration_seconds": manifest.duration_seconds,
     }
 

@@ -214,7 +214,7 @@ def sweep(pg: Any, tmp_dirs: Iterable[Path | str | None] = (),
             continue
         try:
             if item.what == "database":
-                pg.psql(f"DROP DATABASE IF EXISTS {quote_ident(item.name)} WITH (FORCE)")
+                pg.drop_database(item.name)
             elif item.what == "role":
                 for db in pg.psql("SELECT datname FROM pg_database WHERE datallowconn").split():
                     with contextlib.suppress(ErpopsError):

@@ -54,7 +54,7 @@ from pathlib import Path
 
 from erpops.backup.neutralize_modules import KNOWN as KNOWN_NEUTRALIZE
 from erpops.errors import OperationFailed, ServiceError, UsageError
-from erpops.pg import Pg, client_bin, quote_ident, quote_literal
+from erpops.pg import Pg, client_bin, quote_literal
 
 # The dummy outgoing server Odoo 17.0+ inserts so that a `--smtp` server given on the command line
 # cannot be used as a fallback. Its host is the reserved `.invalid` name: it can never deliver.
@@ -1097,7 +1097,7 @@ def neutralize_or_drop(
     try:
         return neutralize(pg, db, addons_path=addons_path, allow_unneutralized=allow_unneutralized)
     except BaseException as exc:
-        pg.psql(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
+        pg.drop_database(db)
         if filestore_dir is not None:
             shutil.rmtree(filestore_dir, ignore_errors=True)
         exc.add_note(f"the imported database {db} and its filestore were removed")

@@ -21,6 +21,15 @@ checked against the odoo/odoo index (e.g. addons/google_recaptcha, addons/websit
 - 18.0: the packaged nightly `odoo 18.0.post20250506` (github ManuelGil/dockerized-odoo-18,
   commit 350b3b290085, odoo/addons): 57 modules.
 
+Checked again against the official odoo/odoo repository (2026-12-07, the search index of public
+GitHub code): the whole repository cannot be brought here (a 19.4 GB snapshot, 0.5 GB the most), and
+the index holds file versions without their branch, so a path found there is in some version of
+odoo/odoo, not known to be in a given series. Found there: `addons/<m>/data/neutralize.sql` for
+payment_stripe, payment_razorpay_oauth, payment_nuvei, payment_worldline, pos_paytm, pos_pine_labs,
+certificate, sale_gelato, l10n_in, l10n_ro_edi, website_event_jitsi. Not in the index (which is not
+complete, so not a proof that the file is absent): l10n_ro_efactura (17.0 list) and payment_alipay
+(16.0 and 17.0 lists). The per-series lists above therefore still rest on the Community snapshots.
+
 ENTERPRISE_18 lists Enterprise modules seen with a `data/neutralize.sql` in a public tree that
 mixes the 18.0 Enterprise addons into Community (github AhmedElarabyy/odoo-18, commit c7678f850974):
 names only, as a fact for the coverage check; erpops has rules for a few of them and treats the

@@ -41,6 +41,7 @@ from typing import Any
 
 import click
 
+from erpops import plugins
 from erpops.backup.commands import cli_reporter as _reporter
 from erpops.backup.commands import cli_target as _target
 from erpops.backup.commands import echo_lines as _echo_lines
@@ -48,6 +49,8 @@ from erpops.backup.commands import emit as _emit
 from erpops.backup.commands import json_errors
 from erpops.backup.commands import target_opts as _opts
 from erpops.errors import ErpopsError, PreflightError, UsageError
+from erpops.options import backup_target_options
+from erpops.plugins import HealthProbe, HealthRequest
 
 STEPS = ("select", "verify", "restore_db", "neutralize", "filestore", "checks")
 # Health checks run on the copy: (check name, whether its failure fails the rehearsal).
@@ -107,14 +110,17 @@ def _check(name: str, passed: bool | None, detail: str, *, advisory: bool = Fals
     return {"name": name, "status": status, "advisory": advisory, "detail": detail, **extra}
 
 
-def run_checks(pg: Any, db: str, manifest: Any, fs_dir: Path | None, to_sized: Any) -> tuple[list[dict[str, Any]],
-                                                                                             list[dict[str, Any]]]:
-    """(checks, row count table) of the restored copy. Never raises on findings: a check that cannot run fails."""
+check_entry = _check  # public: the drill reports its own checks the same way
+
+
+def run_checks(pg: Any, db: str, manifest: Any, fs_dir: Path | None, to_sized: Any,
+               health: HealthProbe | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(checks, row count table) of the restored copy. Never raises on findings: a check that cannot run fails.
+
+    `health` runs the health checks (default: the installed provider, erpops.plugins.health_probe).
+    """
     from erpops.backup import engine
     from erpops.backup.neutralize import live_items
-    from healthchecks import postgres
-    from healthchecks.core import State, Targets, Thresholds
-    from healthchecks.core import run_checks as run_health
 
     checks: list[dict[str, Any]] = []
     try:
@@ -158,12 +164,10 @@ def run_checks(pg: Any, db: str, manifest: Any, fs_dir: Path | None, to_sized: A
         checks.append(_check("filestore", ok, detail, expected_files=len(want), files=len(have)))
 
     wanted = {name: blocking for name, blocking in HEALTH_CHECKS}
-    health = [c for c in (*postgres.CHECKS, *postgres.ODOO_DB_CHECKS) if c.name in wanted]
-    thresholds = Thresholds.from_sized(to_sized) if to_sized is not None else Thresholds.defaults()
-    for result in run_health(health, Targets(pg=pg, pg_db=db, odoo_db=db, host=False), thresholds):
-        passed = result.state in (State.OK, State.WARN)
-        checks.append(_check(f"health:{result.check}", passed, f"{result.state.name}: {result.message}",
-                             advisory=not wanted[result.check], state=result.state.name, metrics=result.metrics))
+    request = HealthRequest(pg=pg, pg_db=db, odoo_db=db, sized=to_sized, selected=lambda name: name in wanted)
+    for finding in (health or plugins.health_probe())(request):
+        checks.append(_check(f"health:{finding.check}", finding.passed, f"{finding.state}: {finding.message}",
+                             advisory=not wanted[finding.check], state=finding.state, metrics=finding.metrics))
     return checks, rows
 
 
@@ -186,13 +190,16 @@ def rehearse(
     allow_prod: bool = False,
     on_created: Any = None,
     write: bool = True,
+    addons_path: list[Path] | None = None,
+    allow_unneutralized: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run one rehearsal and write its reports; returns the report (see the module docstring).
 
     `erpops drill` (erpops.backup.drill) runs the same engine inside the stack itself: `select(target,
     stack)` picks the set instead of select_set, `allow_prod` lifts the prod-tier refusal (the drill has its
     own guard), `on_created(db)` is called as soon as the scratch database exists (to mark it), and
-    `write=False` leaves the report files to the caller.
+    `write=False` leaves the report files to the caller. `addons_path` / `allow_unneutralized` go to the
+    neutralization as in `erpops restore` (Odoo's own files; installed modules accepted as not covered).
 
     Raises PreflightError before anything is done (--to a prod tier, no verified set, database
     exists), the restore's own error after writing a report with status "error", and never for
@@ -265,7 +272,8 @@ def rehearse(
     try:
         r0 = time.monotonic()
         result = restore(target, set_id, pg=pg, db=name, filestore_root=fs_root, neutralize=True, jobs=jobs,
-                         work_dir=work_dir, reporter=reporter, on_created=on_created)
+                         work_dir=work_dir, reporter=reporter, on_created=on_created, addons_path=addons_path,
+                         allow_unneutralized=allow_unneutralized)
         restored = report["restored"] = True
         wall = time.monotonic() - r0
         timings = result["timings"]
@@ -277,7 +285,8 @@ def rehearse(
         steps["restore_other"] = round(max(0.0, wall - sum(steps[s] for s in STEPS[1:5])), 3)
         report["notes"] += result["notes"]
         report["neutralize"] = {k: result["neutralize_report"].get(k) for k in
-                                ("changed", "remaining", "uuid_changed", "secret_changed", "is_neutralized")} \
+                                ("mode", "changed", "remaining", "uuid_changed", "secret_changed", "is_neutralized",
+                                 "uncovered_allowed", "not_in_addons_path")} \
             if result["neutralize_report"] else None
         c0 = time.monotonic()
         report["checks"], report["row_counts"] = run_checks(pg, name, manifest, fs_dir, to_sized)
@@ -354,7 +363,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"- Set `{s['set_id']}` (database `{s['db']}`, Odoo {s['odoo_version']}), created {s['created_at']}, "
         f"verified {s['verified_at']}{' (deep)' if s['verified_deep'] else ''}",
         f"- From target `{r['target']}` into database `{r['db']}` on {r['to']['server']} "
-        f"({r['to']['tier']} tier), neutralized",
+        f"({r['to']['tier']} tier), neutralized" + (
+            f" except {', '.join(accepted)} (NOT neutralized, accepted with --allow-unneutralized)"
+            if (accepted := (r.get("neutralize") or {}).get("uncovered_allowed")) else ""),
         f"- The rehearsal database was {fate}",
         "",
         "## Objectives",
@@ -428,11 +439,8 @@ def _json_report_on_error(fn: Any) -> Any:
 @click.command("rehearse")
 @click.option("--from", "from_stack", required=True, help="Stack whose backups are rehearsed (its RPO/RTO apply).")
 @click.option("--to", "to_stack", required=True, help="Stack whose PostgreSQL server receives the copy (not prod).")
-@click.option("--target", default=None,
-              help="Backup target of --from: s3://bucket/prefix or file:///path (default: s3://<backup_bucket>/<from>).")
-@click.option("--endpoint-url", envvar="ERPOPS_S3_ENDPOINT_URL", default=None,
-              help="S3 endpoint (MinIO, Ceph, ...); default AWS, or the --from stack's.")
-@click.option("--region", default=None, help="S3 region (default: boto3's, or the --from stack's).")
+@backup_target_options(from_env=False, target_default="s3://<backup_bucket>/<from>, the --from stack's",
+                       endpoint_default="AWS, or the --from stack's", region_default="boto3's, or the --from stack's")
 @click.option("--db", default=None, help="Name of the rehearsal database (default: <db>_rehearsal_<YYYYmmddHHMM>).")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Where rehearsal-<from>-<to>-<ts>.md and .json are written.")
@@ -442,13 +450,20 @@ def _json_report_on_error(fn: Any) -> Any:
 @click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(1, 64), help="pg_restore jobs.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the dump is decompressed for pg_restore -j (default: $TMPDIR).")
+@click.option("--addons-path", "addons_path", multiple=True, metavar="DIRS",
+              help="Odoo's addons directories (comma-separated, as Odoo's): run the installed modules' own "
+                   "data/neutralize.sql from there, as odoo-bin neutralize does (default: erpops' rules).")
+@click.option("--allow-unneutralized", "allow_unneutralized", multiple=True, metavar="MODULE",
+              help="Accept this installed module's neutralize file as not covered (repeatable); otherwise such a "
+                   "module fails the rehearsal (exit 4, the copy rolled back).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.pass_context
 @json_errors
 @_json_report_on_error
 def rehearse_cmd(ctx: click.Context, from_stack: str, to_stack: str, target: str | None, endpoint_url: str | None,
                  region: str | None, db: str | None, report_dir: Path, keep: bool, filestore: Path | None, jobs: int,
-                 work_dir: Path | None, as_json: bool) -> None:
+                 work_dir: Path | None, addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...],
+                 as_json: bool) -> None:
     """Restore the newest verified set of --from into a new, neutralized database of --to; check it; report RPO/RTO.
 
     Exit 0: every check passed and RPO/RTO were met; 1: the rehearsal completed but a check failed or
@@ -456,8 +471,12 @@ def rehearse_cmd(ctx: click.Context, from_stack: str, to_stack: str, target: str
     The rehearsal database is dropped at the end unless --keep.
     """
     from erpops import spec
+    from erpops.backup.neutralize import odoo_addons_files, parse_addons_path
     from erpops.pg import Pg
 
+    paths = parse_addons_path(addons_path)
+    if paths:
+        odoo_addons_files(paths, ())  # a wrong --addons-path is bad input, found before anything else
     root = _root(ctx)
     from_sized = spec.load(from_stack, root)
     to_sized = spec.load(to_stack, root)
@@ -469,7 +488,8 @@ def rehearse_cmd(ctx: click.Context, from_stack: str, to_stack: str, target: str
     t = _target(ctx, _opts(target=target, stack=from_stack, endpoint_url=endpoint_url, region=region))
     report = rehearse(t, from_stack=from_stack, from_sized=from_sized, to_stack=to_stack, to_sized=to_sized,
                       pg=Pg.from_env(), report_dir=report_dir, db=db, filestore_root=filestore, keep=keep, jobs=jobs,
-                      work_dir=work_dir, reporter=_reporter(as_json))
+                      work_dir=work_dir, reporter=_reporter(as_json), addons_path=paths or None,
+                      allow_unneutralized=allow_unneutralized)
 
     def human(r: dict[str, Any]) -> None:
         rto = r["rto"]
@@ -482,6 +502,9 @@ def rehearse_cmd(ctx: click.Context, from_stack: str, to_stack: str, target: str
                  + ", ".join(f"{k} {v:.1f} s" for k, v in rto["steps"].items()) + ")"]
         lines += [f"  {c['status']:7} {c['name']}{' (advisory)' if c['advisory'] else ''}: {c['detail']}"
                   for c in r["checks"]]
+        accepted = (r.get("neutralize") or {}).get("uncovered_allowed")
+        if accepted:
+            lines.append(f"  NOT neutralized, accepted: {', '.join(accepted)} (--allow-unneutralized)")
         lines += [f"  FAILED: {f}" for f in r["failures"]]
         lines.append(f"  report: {r['report']['markdown']}")
         _echo_lines(lines)

@@ -550,7 +550,7 @@ def execute_untrusted_sql(
     except BaseException as exc:
         if created:
             try:
-                admin.psql(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
+                admin.drop_database(db)
             except ErpopsError as drop_exc:
                 exc.add_note(f"and the database {db} could not be dropped: {drop_exc}; drop it by hand")
         with contextlib.suppress(ErpopsError):

@@ -15,6 +15,7 @@ from erpops.backup.progress import make_reporter
 from erpops.errors import ErpopsError, PreflightError
 from erpops.filestore.migrate import DEFAULT_CODE, Migration, Report, raise_for
 from erpops.filestore.stores import parse_location
+from erpops.options import endpoint_url_option, region_option
 from erpops.pg import Pg
 
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -61,9 +62,8 @@ def filestore() -> None:
               help="Rows per batch: one checkpoint and one switch transaction each.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint file (default: ~/.local/state/erpops/filestore-<db>-<hash>.json).")
-@click.option("--endpoint-url", envvar="ERPOPS_S3_ENDPOINT_URL", default=None,
-              help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS).")
-@click.option("--region", default=None, help="S3 region (default: boto3's).")
+@endpoint_url_option(default="AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS")
+@region_option(default="boto3's")
 @click.option("--allow-connected", is_flag=True,
               help="Run although other sessions are connected to the database (only when they are not Odoo).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")

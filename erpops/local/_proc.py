@@ -30,6 +30,8 @@ from erpops.errors import ServiceError
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+# free_port() cannot reserve the port it finds: a server that lost it to another program retries this often
+PORT_ATTEMPTS = 3
 
 _cleanups: dict[int, Callable[[], None]] = {}
 _atexit_hooked = False
@@ -246,6 +248,34 @@ class LocalService:
 
     def start(self) -> Self:  # pragma: no cover - each server starts its own way
         raise NotImplementedError
+
+    def _start_on_free_port(self, what: str, launch: Callable[[int], subprocess.Popen[bytes]],
+                            wait_ready: Callable[[], bool]) -> None:
+        """Start the server on the requested port, or on a free one: `launch(port)` spawns it (logging to
+        log_path), `wait_ready()` says whether it came up. free_port() cannot reserve the port it finds:
+        when another program took it first ("Address already in use" in this attempt's log), try another
+        one, up to PORT_ATTEMPTS times; any other failure, or a requested port, fails at once."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = self._requested_port or free_port()
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self._port = port
+            self._proc = launch(port)
+            if wait_ready():
+                return
+            clash = "Address already in use" in self._log_since(offset)
+            stop_group(self._proc, timeout=self.stop_timeout)
+            self._proc = None
+            if not clash or self._requested_port is not None or attempt == PORT_ATTEMPTS:
+                raise ServiceError(f"{what} did not start on {self.host}:{port}; log tail:\n" + log_tail(self.log_path))
+            log.info("port %s was taken before %s bound it; retrying on another port", port, what)
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def stop(self) -> None:  # pragma: no cover
         raise NotImplementedError

@@ -26,7 +26,6 @@ from erpops.local._proc import (
     LOOPBACK,
     LocalService,
     alive,
-    free_port,
     kill_pid,
     log_tail,
     register_cleanup,
@@ -42,7 +41,6 @@ PG_MAJOR = 15
 DEFAULT_BINDIR = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
 INSTALL_HINT = f"apt-get install postgresql-{PG_MAJOR}"
 REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres", "pg_isready", "psql")
-_PORT_ATTEMPTS = 3
 # Server messages are parsed (port clash detection): keep them untranslated.
 _SERVER_ENV = {"LC_ALL": "C", "LANG": "C"}
 
@@ -310,31 +308,9 @@ class LocalPostgres(LocalService):
         return self._as_server_user(argv)
 
     def _start_server(self) -> None:
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            port = self._requested_port or free_port()
-            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-            self._port = port
-            self._proc = spawn(
-                self._server_argv(port), log_path=self.log_path, cwd=self._workdir(), env=self._server_env()
-            )
-            if self._wait_ready():
-                return
-            clash = "Address already in use" in self._log_since(offset)
-            stop_group(self._proc, timeout=self.stop_timeout)
-            self._proc = None
-            if not clash or self._requested_port is not None or attempt == _PORT_ATTEMPTS:
-                raise ServiceError(
-                    f"PostgreSQL did not start on {self.host}:{port}; server log tail:\n" + log_tail(self.log_path)
-                )
-            log.info("port %s was taken before PostgreSQL bound it; retrying on another port", port)
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(offset)
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        self._start_on_free_port("PostgreSQL", lambda port: spawn(
+            self._server_argv(port), log_path=self.log_path, cwd=self._workdir(), env=self._server_env()),
+            self._wait_ready)
 
     def _wait_ready(self) -> bool:
         """Wait until our postmaster is ready and answers a query; False if it exited.

@@ -15,7 +15,6 @@ from erpops.local._proc import (
     LOOPBACK,
     LocalService,
     alive,
-    free_port,
     listens,
     log_tail,
     register_cleanup,
@@ -30,7 +29,6 @@ from erpops.local.resp import RespClient
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "apt-get install redis-server"
-_PORT_ATTEMPTS = 3
 
 
 def find_redis_server() -> Path:
@@ -100,19 +98,8 @@ class LocalRedis(LocalService):
         self._tmp = Path(tempfile.mkdtemp(prefix="erpops-redis-", dir=self._base_dir))
         register_cleanup(self, self.stop)
         try:
-            for attempt in range(1, _PORT_ATTEMPTS + 1):
-                port = self._requested_port or free_port()
-                self._port = port
-                self._proc = spawn(self._argv(binary, port), log_path=self.log_path, cwd=self._tmp)
-                if self._wait_ready():
-                    break
-                clash = "Address already in use" in log_tail(self.log_path, 5)
-                stop_group(self._proc, timeout=self.stop_timeout)
-                self._proc = None
-                if not clash or self._requested_port is not None or attempt == _PORT_ATTEMPTS:
-                    raise ServiceError(
-                        f"redis-server did not start on {self.host}:{port}; log tail:\n" + log_tail(self.log_path)
-                    )
+            self._start_on_free_port("redis-server", lambda port: spawn(
+                self._argv(binary, port), log_path=self.log_path, cwd=self._tmp), self._wait_ready)
         except BaseException:
             self.stop()
             raise

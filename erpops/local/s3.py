@@ -20,7 +20,6 @@ from erpops.errors import ServiceError
 from erpops.local._proc import (
     LOOPBACK,
     LocalService,
-    free_port,
     listens,
     log_tail,
     register_cleanup,
@@ -36,7 +35,6 @@ log = logging.getLogger(__name__)
 ACCESS_KEY_ID = "testing"
 SECRET_ACCESS_KEY = "testing"  # noqa: S105 - dummy: moto accepts any key pair
 REGION = "us-east-1"
-_PORT_ATTEMPTS = 3
 
 
 def find_moto_server() -> Path:
@@ -118,20 +116,9 @@ class LocalS3(LocalService):
         register_cleanup(self, self.stop)
         env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
         try:
-            for attempt in range(1, _PORT_ATTEMPTS + 1):
-                port = self._requested_port or free_port()
-                self._port = port
-                argv = [str(binary), "-H", LOOPBACK, "-p", str(port)]
-                self._proc = spawn(argv, log_path=self.log_path, cwd=self._tmp, env=env)
-                if self._wait_ready():
-                    break
-                clash = "Address already in use" in log_tail(self.log_path, 10)
-                stop_group(self._proc, timeout=self.stop_timeout)
-                self._proc = None
-                if not clash or self._requested_port is not None or attempt == _PORT_ATTEMPTS:
-                    raise ServiceError(
-                        f"moto_server did not start on {self.host}:{port}; log tail:\n" + log_tail(self.log_path)
-                    )
+            self._start_on_free_port("moto_server", lambda port: spawn(
+                [str(binary), "-H", LOOPBACK, "-p", str(port)], log_path=self.log_path, cwd=self._tmp, env=env),
+                self._wait_ready)
         except BaseException:
             self.stop()
             raise

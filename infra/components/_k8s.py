@@ -7,12 +7,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from erpops.helm_values import Refs
-from infra import derive
+from erpops.naming import Refs, stack_labels
 
 
 def labels(refs: Refs, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {**derive.stack_labels(refs), **(extra or {})}
+    return {**stack_labels(refs), **(extra or {})}
 
 
 def meta(name: str, refs: Refs, extra_labels: dict[str, str] | None = None,

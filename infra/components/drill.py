@@ -4,6 +4,8 @@ Its own everything: a ServiceAccount without an API token, a CloudNativePG manag
 (and drop) its scratch databases, an S3 identity read-only on the backup sets (made by ObjectStorage), a
 NetworkPolicy reaching PostgreSQL, S3 and the Pushgateway only, the stack's spec in a ConfigMap (key names,
 no secret values), and the alert rules as a PrometheusRule when the Prometheus Operator's CRDs are installed.
+With drill.target: cluster, its own one-instance CloudNativePG cluster (no backups) to restore into; with
+drill.odoo_login, the CronJob's pod runs the stack's Odoo image as a sidecar for the login check.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
-from erpops.helm_values import Refs
+from erpops.naming import Refs
 from erpops.spec import SPEC_KEY, Sized
 from infra import derive
 from infra.components._k8s import child_opts, labels, meta
@@ -44,6 +46,13 @@ class Drill(pulumi.ComponentResource):
             data={"Pulumi.yaml": "name: erpops\nruntime: python\nmain: infra/\n",
                   f"Pulumi.{sized.stack}.yaml": stack_file},
             opts=in_ns)
+        self.scratch_cluster = None
+        if sized.spec.drill.target == "cluster":  # the drill's own small CloudNativePG cluster, no backups
+            self.scratch_cluster = k8s.apiextensions.CustomResource(
+                f"{name}-pg", api_version="postgresql.cnpg.io/v1", kind="Cluster",
+                metadata=meta(derive.DRILL_CLUSTER, refs, {"app.kubernetes.io/component": "restore-drill-db"}),
+                spec=derive.drill_cluster_spec(sized, refs),
+                opts=child_opts(self, provider, [*depends_on, self.db_secret]))
         self.network_policies = [
             k8s.networking.v1.NetworkPolicy(f"{name}-netpol-{policy}", metadata=meta(policy, refs), spec=body,
                                             opts=in_ns)
@@ -52,11 +61,13 @@ class Drill(pulumi.ComponentResource):
             f"{name}-cronjob", metadata=meta(derive.DRILL_NAME, refs, drill_meta),
             spec=derive.drill_cronjob_spec(sized, refs),
             opts=child_opts(self, provider, [*depends_on, self.db_secret, self.service_account, self.spec_config,
-                                             *self.network_policies]))
+                                             *self.network_policies,
+                                             *([self.scratch_cluster] if self.scratch_cluster else [])]))
         self.alert_rules = None
         if sized.spec.monitoring.pod_monitors:  # the Prometheus Operator's CRDs are installed
             self.alert_rules = k8s.apiextensions.CustomResource(
                 f"{name}-alerts", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
                 metadata={**meta(derive.DRILL_NAME, refs, drill_meta), "labels": labels(refs, drill_meta)},
                 spec=derive.drill_alert_rules(sized, refs), opts=in_ns)
-        self.register_outputs({"cronjob": self.cronjob.metadata["name"], "schedule": sized.spec.drill.schedule})
+        self.register_outputs({"cronjob": self.cronjob.metadata["name"], "schedule": sized.spec.drill.schedule,
+                               "target": sized.spec.drill.target})

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pulumi
 import pulumi_kubernetes as k8s
 
-from erpops.helm_values import Refs
+from erpops.naming import Refs
 from erpops.spec import Sized
 from infra import derive
 from infra.components._k8s import child_opts, labels, meta
@@ -30,8 +28,7 @@ class Environment(pulumi.ComponentResource):
     provider: k8s.Provider
     namespace: k8s.core.v1.Namespace
 
-    def __init__(self, name: str, sized: Sized, refs: Refs, odoo_values: dict[str, Any],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, sized: Sized, refs: Refs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("erpops:k8s:Environment", name, None, opts)
         spec = sized.spec
         # Explicit provider: a stack only ever talks to the context its spec names, whatever the
@@ -52,13 +49,13 @@ class Environment(pulumi.ComponentResource):
         self.quota = k8s.core.v1.ResourceQuota(
             f"{name}-quota",
             metadata=meta("erpops-quota", refs),
-            spec={"hard": derive.resource_quota(sized, odoo_values)},
+            spec={"hard": derive.resource_quota(sized)},
             opts=in_ns,
         )
         self.limits = k8s.core.v1.LimitRange(
             f"{name}-limits",
             metadata=meta("erpops-limits", refs),
-            spec={"limits": derive.limit_range(sized, odoo_values)},
+            spec={"limits": derive.limit_range(sized)},
             opts=in_ns,
         )
         self.network_policies = [

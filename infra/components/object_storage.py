@@ -16,7 +16,7 @@ import warnings
 import pulumi
 import pulumi_kubernetes as k8s
 
-from erpops.helm_values import Refs
+from erpops.naming import Refs
 from erpops.spec import Sized
 from infra import derive
 from infra.components._k8s import child_opts, meta

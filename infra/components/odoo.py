@@ -20,14 +20,10 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from erpops.helm_values import Refs, chart_values, module_job_values
-from infra import derive
+from erpops.helm_values import chart_values
+from erpops.naming import Refs
+from infra.chart import CHART_DIR, module_job_manifests
 from infra.components._k8s import child_opts, meta
-
-CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "odoo"
-MODULE_JOB_TEMPLATE = "templates/job-modules.yaml"
-# Pulumi waits this long past the Job's activeDeadlineSeconds (image pull, scheduling) before giving up
-JOB_AWAIT_MARGIN_SECONDS = 600
 
 _KINDS = {
     "ConfigMap": k8s.core.v1.ConfigMap,
@@ -39,35 +35,6 @@ _KINDS = {
 def chart_path() -> str:
     """The chart's path relative to the working directory, so the state holds no machine's absolute path."""
     return os.path.relpath(CHART_DIR, Path.cwd())
-
-
-def job_annotations(job: dict[str, Any]) -> dict[str, str]:
-    """Pulumi-kubernetes annotations of the module Job.
-
-    - No `pulumi.com/skipAwait`: the provider waits until the Job is Complete and fails the update when it
-      fails, so nothing that depends on it (the chart) is touched after a failed migration.
-    - `pulumi.com/timeoutSeconds`: the default Job await is 10 minutes, a module update may take up to
-      activeDeadlineSeconds.
-    - `pulumi.com/replaceUnready`: a Job that failed stays (no TTL) with its logs; the next `pulumi up`
-      replaces it (runs it again) instead of waiting forever on the failed one.
-    """
-    deadline = int(job["spec"]["activeDeadlineSeconds"])
-    return {
-        "pulumi.com/timeoutSeconds": str(deadline + JOB_AWAIT_MARGIN_SECONDS),
-        "pulumi.com/replaceUnready": "true",
-    }
-
-
-def module_job_objects(values: dict[str, Any], release: str, namespace: str) -> list[dict[str, Any]]:
-    """The chart's templates/job-modules.yaml rendered with `moduleJob.hook=false`: ConfigMap and Job (and
-    a ServiceAccount when the values ask the chart to create one). Pure: no Pulumi resource."""
-    from erpops.render import render_chart
-
-    objects = render_chart(CHART_DIR, module_job_values(values), release, namespace, template=MODULE_JOB_TEMPLATE)
-    unexpected = sorted({o.get("kind", "") for o in objects} - set(_KINDS))
-    if unexpected or not [o for o in objects if o.get("kind") == "Job"]:
-        raise pulumi.RunError(f"{MODULE_JOB_TEMPLATE} rendered kinds {unexpected or 'without a Job'}")
-    return objects
 
 
 class Odoo(pulumi.ComponentResource):
@@ -104,12 +71,8 @@ class Odoo(pulumi.ComponentResource):
         # Secrets and the ServiceAccounts; the Job's init container also waits until the database answers.
         job_deps = list(depends_on)
         self.module_job_objects: list[pulumi.CustomResource] = []
-        for obj in module_job_objects(values, refs.odoo_release, refs.namespace):
-            kind = obj["kind"]
-            metadata = dict(obj["metadata"])
-            metadata["labels"] = {**metadata.get("labels", {}), **derive.stack_labels(refs)}
-            if kind == "Job":
-                metadata["annotations"] = {**metadata.get("annotations", {}), **job_annotations(obj)}
+        for obj in module_job_manifests(values, refs):
+            kind, metadata = obj["kind"], obj["metadata"]
             body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
             # a stable Pulumi name: a new Job name (new image or modules) shows as a replacement, created
             # (and awaited) before the chart is updated; the old Job is deleted at the end of the update

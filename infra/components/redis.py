@@ -6,7 +6,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from erpops.helm_values import REDIS_PORT, Refs
+from erpops.naming import REDIS_PORT, Refs
 from erpops.spec import Sized
 from infra import derive
 from infra.components._k8s import child_opts, meta

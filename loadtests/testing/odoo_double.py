@@ -39,6 +39,13 @@ Knobs (constructor, `set()`, or `POST /__double__/control` with a JSON object of
   serie        "16.0", "17.0" or "18.0"                                    (default "17.0")
   workers      requests served at once, as Odoo's prefork workers (0 = unbounded; default 0): with
                workers=W and base_ms=S (jitter 0) the double saturates at W x 1000/S req/s
+Database-backed login (`pg=`, a erpops.pg.Pg, and `dbfilter=`): `/web/session/authenticate` then checks the
+credentials as Odoo 16.0-18.0 do against a real database's res_users: the db must match dbfilter (else
+AccessError "Database not found."), the login must be an active user (res_users.login, exact) and the
+password must verify against the stored hash, passlib's `$pbkdf2-sha512$<rounds>$<salt>$<checksum>` (or a
+legacy plaintext value, which Odoo's CryptContext still accepts); else AccessDenied "Access Denied", a JSON-RPC
+error with HTTP 200. A successful login answers the user's real id and the database, and keeps a session
+open on that database, as Odoo's registry does (so a DROP DATABASE must end it).
 `GET /__double__/stats` returns the request count per name. `served` counts the (model, method) pairs
 call_kw actually executed (from the JSON-RPC params, which is what Odoo dispatches on, not the URL),
 and `snapshot()` is a deep copy of every record: a read-only load must leave both without writes.
@@ -49,12 +56,16 @@ Standalone: `python -m loadtests.testing.odoo_double --port 8069 [--serie 16.0 -
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import copy
+import hashlib
+import hmac
 import itertools
 import json
 import random
 import re
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -120,8 +131,12 @@ class OdooDouble:
 
     def __init__(self, port: int = 0, serie: str = "17.0", base_ms: float = 5.0, jitter_ms: float = 2.0,
                  error_rate: float = 0.0, seed: int | None = None, template_only_boms: bool = False,
-                 sigma: float = 0.0, cpu_ms: float = 0.0, workers: int = 0, max_records: int = 2000) -> None:
+                 sigma: float = 0.0, cpu_ms: float = 0.0, workers: int = 0, max_records: int = 2000,
+                 pg: Any = None, dbfilter: str | None = None) -> None:
         self.serie = serie
+        self.pg = pg  # database-backed login: res_users of the database the client names
+        self.dbfilter = dbfilter
+        self._db_sessions: list[subprocess.Popen] = []
         self.workers = workers
         self._slots = threading.BoundedSemaphore(workers) if workers else None
         self.base_ms = base_ms
@@ -166,6 +181,9 @@ class OdooDouble:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        for proc in self._db_sessions:
+            proc.kill()
+            proc.wait()
 
     def __enter__(self) -> OdooDouble:
         return self.start()
@@ -194,6 +212,49 @@ class OdooDouble:
         """A deep copy of every record, to compare before and after a load."""
         with self._lock:
             return copy.deepcopy(self._records)
+
+    # ---- database-backed login ---------------------------------------------------------------
+    @staticmethod
+    def verify_password(password: str, stored: str) -> bool:
+        """passlib's pbkdf2_sha512 (Odoo's default scheme) or plaintext (the legacy scheme Odoo still verifies)."""
+        if not password or not stored:
+            return False
+        if not stored.startswith("$"):
+            return hmac.compare_digest(password, stored)
+        parts = stored.split("$")
+        if len(parts) != 5 or parts[1] != "pbkdf2-sha512" or not parts[2].isdigit():
+            return False
+
+        def ab64(text: str) -> bytes:
+            text = text.replace(".", "+")
+            return base64.b64decode(text + "=" * (-len(text) % 4))
+
+        try:
+            salt, checksum = ab64(parts[3]), ab64(parts[4])
+        except ValueError:
+            return False
+        digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(parts[2]), dklen=len(checksum))
+        return hmac.compare_digest(digest, checksum)
+
+    def _authenticate_db(self, db: str, login: str, password: str) -> dict[str, Any]:
+        from erpops.errors import ErpopsError
+        from erpops.pg import client_bin, quote_literal
+
+        if not db or (self.dbfilter and not re.match(self.dbfilter, db)):
+            raise RpcFault("odoo.exceptions.AccessError", "Database not found.")
+        try:
+            row = self.pg.psql(f"SELECT id, COALESCE(password, '') FROM res_users WHERE login = {quote_literal(login)} "
+                               "AND active", db).strip()
+        except ErpopsError as exc:  # no such database, no res_users: Odoo fails to load the registry
+            raise RpcFault("psycopg2.OperationalError", str(exc).splitlines()[0]) from None
+        uid, _, stored = row.partition("|")
+        if not uid or not self.verify_password(password, stored):
+            raise RpcFault("odoo.exceptions.AccessDenied", "Access Denied")
+        session = subprocess.Popen([client_bin("psql"), "-X", "-q", "-d", db], stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.pg.env())
+        with self._lock:
+            self._db_sessions.append(session)
+        return {"uid": int(uid), "db": db, "username": login}
 
     # ---- data ------------------------------------------------------------------------------
     def _seed_data(self) -> None:
@@ -862,13 +923,18 @@ class OdooDouble:
                 if path == "/web/session/authenticate":
                     double.counts["session:authenticate"] += 1
                     double._delay("session:authenticate")
-                    if (params.get("db"), params.get("login"), params.get("password")) != (DB, LOGIN, PASSWORD):
+                    if double.pg is not None:
+                        who = double._authenticate_db(str(params.get("db") or ""), str(params.get("login") or ""),
+                                                      str(params.get("password") or ""))
+                    elif (params.get("db"), params.get("login"), params.get("password")) != (DB, LOGIN, PASSWORD):
                         raise RpcFault("odoo.exceptions.AccessDenied", "Access Denied")
+                    else:
+                        who = {"uid": 2, "db": DB, "username": LOGIN}
                     sid = f"{random.getrandbits(128):032x}"
                     with double._lock:
                         double._sessions.add(sid)
-                    return ({"uid": 2, "db": DB, "username": LOGIN, "server_version": double.serie,
-                             "user_context": {"lang": "en_US", "tz": "Europe/Brussels", "uid": 2}},
+                    return ({**who, "server_version": double.serie,
+                             "user_context": {"lang": "en_US", "tz": "Europe/Brussels", "uid": who["uid"]}},
                             {"Set_Cookie": f"session_id={sid}; Path=/; HttpOnly"})
                 if self._session() not in double._sessions:
                     raise RpcFault("odoo.http.SessionExpiredException", "Session expired")

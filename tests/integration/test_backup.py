@@ -28,7 +28,6 @@ from erpops.pg import Pg
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 BUCKET = "erpops-backup-roundtrip"
 # From shared/fixtures/README.md
 FIXTURE_COUNTS = {"res_partner": 42, "product_product": 48, "mrp_production": 6, "stock_move": 81,
@@ -55,15 +54,14 @@ def s3_target(s3: LocalS3, prefix: str) -> Target:
 
 
 @pytest.fixture(scope="module")
-def mfg(pg: LocalPostgres, aws: LocalS3, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def mfg(pg: LocalPostgres, aws: LocalS3, tmp_path_factory: pytest.TempPathFactory,
+        odoo_fixture: Path) -> dict[str, Any]:
     """The fixture zip stored as a set, then restored as database `mfg` with its filestore."""
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo fixture {FIXTURE} is absent (it lives in shared/fixtures, never in the repo)")
     server = Pg.from_local(pg)
     root = tmp_path_factory.mktemp("odoo-data") / "filestore"
     target = s3_target(aws, "imported")
     t0 = time.monotonic()
-    imported = engine.import_odoo_zip(target, FIXTURE, stack="dev", db="mfg")
+    imported = engine.import_odoo_zip(target, odoo_fixture, stack="dev", db="mfg")
     t1 = time.monotonic()
     restored = restore(target, imported["set_id"], pg=server, db="mfg", filestore_root=root, jobs=1)
     t2 = time.monotonic()

@@ -33,7 +33,6 @@ from erpops.pg import Pg
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO.parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 TEMPLATE = "fsm_template"
 BUCKET = "erpops-fsm-unused"  # the aws fixture creates it; every test makes its own bucket
 CODE = "erpops_filestore"
@@ -76,12 +75,10 @@ def sha1(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def template(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo 17 backup fixture not found at {FIXTURE} (shared/fixtures/ sits beside the repo)")
+def template(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory, odoo_fixture: Path) -> Path:
     client = Pg.from_local(pg)
     root = tmp_path_factory.mktemp("fsm")
-    import_odoo_zip(FIXTURE, client, TEMPLATE, root)
+    import_odoo_zip(odoo_fixture, client, TEMPLATE, root)
     # what installing OCA fs_storage + fs_attachment adds (the columns this migration reads and writes)
     client.psql("ALTER TABLE ir_attachment ADD COLUMN fs_filename varchar;"
                 "CREATE TABLE fs_storage (id serial PRIMARY KEY, name jsonb, code varchar NOT NULL UNIQUE, "

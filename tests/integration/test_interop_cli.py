@@ -27,7 +27,6 @@ from erpops.pg import Pg
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 BUCKET = "erpops-interop"
 # From shared/fixtures/README.md
 FIXTURE_COUNTS = {"res_partner": 42, "product_product": 48, "mrp_production": 6, "stock_move": 81,
@@ -59,12 +58,10 @@ def env(pg: LocalPostgres, aws: LocalS3) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def imported(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def imported(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, odoo_fixture: Path) -> dict[str, Any]:
     """`erpops import odoo-zip <fixture> --to ix_mfg` once for the module."""
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo fixture {FIXTURE} is absent (it lives in shared/fixtures beside the repo, never in it)")
     root = tmp_path_factory.mktemp("ix-data") / "filestore"
-    code, out, err = run_cli(["import", "odoo-zip", str(FIXTURE), "--to", "ix_mfg", "--filestore", str(root),
+    code, out, err = run_cli(["import", "odoo-zip", str(odoo_fixture), "--to", "ix_mfg", "--filestore", str(root),
                               "--json"], env)
     assert code == 0, (out, err)
     return {"root": root, "result": out}
@@ -78,7 +75,7 @@ def stored_set(pg: LocalPostgres, aws: LocalS3, imported: dict[str, Any]) -> dic
 
 
 def test_import_cli_creates_the_database_with_the_fixture_rows(pg: LocalPostgres, env: dict[str, str],
-                                                               imported: dict[str, Any]) -> None:
+                                                               imported: dict[str, Any], odoo_fixture: Path) -> None:
     out = imported["result"]
     assert out["ok"] and out["db"] == "ix_mfg" and out["odoo_version"] == "17.0" and out["modules"] == 69
     assert out["filestore"]["count"] == FIXTURE_FILES
@@ -87,7 +84,7 @@ def test_import_cli_creates_the_database_with_the_fixture_rows(pg: LocalPostgres
     files = sha1_tree(imported["root"] / "ix_mfg")
     assert len(files) == FIXTURE_FILES and all(p.split("/")[1] == sha1 for p, sha1 in files.items())
 
-    code, again, _ = run_cli(["import", "odoo-zip", str(FIXTURE), "--to", "ix_mfg", "--filestore",
+    code, again, _ = run_cli(["import", "odoo-zip", str(odoo_fixture), "--to", "ix_mfg", "--filestore",
                               str(imported["root"]), "--json"], env)
     assert code == 2 and again["ok"] is False and "already exists" in again["error"]
 
@@ -147,17 +144,15 @@ def test_export_refuses_a_corrupted_set_and_leaves_no_zip(pg: LocalPostgres, env
 
 
 def test_export_of_a_set_stored_from_an_odoo_zip_gives_back_the_same_dump(env: dict[str, str],
-                                                                          tmp_path: Path) -> None:
+                                                                          tmp_path: Path, odoo_fixture: Path) -> None:
     """A set made by `erpops backup --from-zip` keeps Odoo's plain dump.sql: the export streams it back unchanged."""
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo fixture {FIXTURE} is absent (it lives in shared/fixtures beside the repo, never in it)")
     url = f"file://{tmp_path / 'zipset'}"
-    set_id = engine.import_odoo_zip(open_target(url), FIXTURE, stack="dev")["set_id"]
+    set_id = engine.import_odoo_zip(open_target(url), odoo_fixture, stack="dev")["set_id"]
     out = tmp_path / "again.zip"
     code, result, err = run_cli(["export", "odoo-zip", set_id, "--out", str(out), "--target", url, "--json"], env)
     assert code == 0, (result, err)
     assert result["dump_format"] == "plain" and result["filestore_files"] == FIXTURE_FILES
-    with zipfile.ZipFile(FIXTURE) as original, zipfile.ZipFile(out) as exported:
+    with zipfile.ZipFile(odoo_fixture) as original, zipfile.ZipFile(out) as exported:
         assert hashlib.sha256(exported.read("dump.sql")).digest() == hashlib.sha256(original.read("dump.sql")).digest()
         assert json.loads(exported.read("manifest.json")) == json.loads(original.read("manifest.json"))
         assert {n for n in exported.namelist() if n.startswith("filestore/")} == \

@@ -28,7 +28,6 @@ from healthchecks.postgres import erpops_leftovers
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 ROWS = 1_500_000
 
 
@@ -38,13 +37,11 @@ def server(pg: LocalPostgres) -> Pg:
 
 
 @pytest.fixture(scope="module")
-def odoo_db(server: Pg, tmp_path_factory: pytest.TempPathFactory) -> str:
+def odoo_db(server: Pg, tmp_path_factory: pytest.TempPathFactory, odoo_fixture: Path) -> str:
     """The Odoo 17 fixture plus a large table, so that copying it into a scratch database takes a while."""
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo 17 backup fixture not found at {FIXTURE} (shared/fixtures/ sits beside the repo)")
     from erpops.backup.odoozip import import_odoo_zip
 
-    import_odoo_zip(FIXTURE, server, "intr_odoo", tmp_path_factory.mktemp("fs"))
+    import_odoo_zip(odoo_fixture, server, "intr_odoo", tmp_path_factory.mktemp("fs"))
     server.psql(f"CREATE TABLE erpops_bulk AS SELECT g AS id, md5(g::text) AS a, md5((g * 7)::text) AS b "
                 f"FROM generate_series(1, {ROWS}) g", "intr_odoo")
     return "intr_odoo"

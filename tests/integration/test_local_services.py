@@ -199,8 +199,8 @@ def test_port_taken_before_the_server_binds_is_retried(service_class: type, monk
     with socket.create_server(("127.0.0.1", 0)) as squatter:
         busy = squatter.getsockname()[1]
         offered = iter([busy])
-        module = sys.modules[service_class.__module__]
-        monkeypatch.setattr(module, "free_port", lambda: next(offered, None) or free_port())
+        # the start loop every server shares (LocalService._start_on_free_port) asks _proc for a port
+        monkeypatch.setattr(sys.modules["erpops.local._proc"], "free_port", lambda: next(offered, None) or free_port())
         with service_class() as service:
             assert service.port != busy
             assert port_open(service.host, service.port)

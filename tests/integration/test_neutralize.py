@@ -30,7 +30,6 @@ from erpops.pg import Pg, quote_ident
 
 pytestmark = pytest.mark.integration
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 PRISTINE = "mfg_neutralize_src"
 _names = itertools.count()
 
@@ -41,11 +40,9 @@ def client(pg: LocalPostgres) -> Pg:
 
 
 @pytest.fixture(scope="module")
-def pristine(client: Pg, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pristine(client: Pg, tmp_path_factory: pytest.TempPathFactory, odoo_fixture: Path) -> Iterator[str]:
     """The fixture backup, imported once; tests work on copies of it."""
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo 17 backup fixture not found at {FIXTURE} (shared/fixtures/ sits beside the repo)")
-    import_odoo_zip(FIXTURE, client, PRISTINE, tmp_path_factory.mktemp("filestore"))
+    import_odoo_zip(odoo_fixture, client, PRISTINE, tmp_path_factory.mktemp("filestore"))
     yield PRISTINE
     client.psql(f"DROP DATABASE IF EXISTS {quote_ident(PRISTINE)} WITH (FORCE)")
 
@@ -338,13 +335,12 @@ def test_neutralize_or_drop_leaves_no_half_neutralized_import(client: Pg, db: st
     assert not client.database_exists(db) and not fs.exists()
 
 
-def test_import_odoo_zip_neutralize_through_the_cli(pg: LocalPostgres, client: Pg, tmp_path: Path) -> None:
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo 17 backup fixture not found at {FIXTURE}")
+def test_import_odoo_zip_neutralize_through_the_cli(pg: LocalPostgres, client: Pg, tmp_path: Path,
+                                                    odoo_fixture: Path) -> None:
     group = click.Group("erpops", commands={c.name: c for c in COMMANDS})
     name = f"mfg_cli_{next(_names)}"
     try:
-        result = CliRunner().invoke(group, ["import", "odoo-zip", str(FIXTURE), "--to", name, "--filestore",
+        result = CliRunner().invoke(group, ["import", "odoo-zip", str(odoo_fixture), "--to", name, "--filestore",
                                             str(tmp_path), "--neutralize", "--json"], env=pg.env())
         assert result.exit_code == 0, result.output
         out = json.loads(result.stdout)
@@ -384,13 +380,70 @@ def test_restore_refuses_neutralized_for_an_uncovered_module_unless_allowed(pg: 
         client.psql(f"DROP DATABASE IF EXISTS {quote_ident(restored)} WITH (FORCE)")
 
 
-def test_import_options_that_need_neutralize_are_refused_first(tmp_path: Path) -> None:
+def test_backup_neutralized_refuses_an_uncovered_module_unless_allowed(pg: LocalPostgres, client: Pg, db: str,
+                                                                      tmp_path: Path) -> None:
+    from erpops.backup import engine
+    from erpops.backup.commands import COMMANDS as BACKUP_COMMANDS
+    from erpops.backup.storage import open_target
+
+    install(client, db, "voip")
+    target_url = f"file://{tmp_path / 'sets'}"
+    (tmp_path / "sets").mkdir()
+    group = click.Group("erpops", commands={c.name: c for c in BACKUP_COMMANDS})
+    env = {**pg.env(), "ERPOPS_BACKUP_TARGET": target_url}
+    before = set(client.psql("SELECT datname FROM pg_database").split())
+
+    refused = CliRunner().invoke(group, ["backup", "--db", db, "--neutralized", "--json"], env=env)
+    out = json.loads(refused.stdout)
+    assert out["ok"] is False and out["exit_code"] == 4, refused.output
+    assert "voip" in out["error"] and "--allow-unneutralized voip" in out["error"]
+    assert engine.list_sets(open_target(target_url)) == [], "a refused neutralized backup stores no set"
+    assert set(client.psql("SELECT datname FROM pg_database").split()) == before, "the scratch copy is dropped"
+    assert live_mail_servers(client, db) == ["Production SMTP"], "the source database is never touched"
+
+    allowed = CliRunner().invoke(group, ["backup", "--db", db, "--neutralized", "--allow-unneutralized", "voip"],
+                                 env=env)
+    assert allowed.exit_code == 0, allowed.output
+    assert "neutralized: yes" in allowed.stdout
+    assert "NOT neutralized, accepted: voip (--allow-unneutralized)" in allowed.stdout
+    [stored] = engine.list_sets(open_target(target_url))
+    manifest = engine.load_manifest(open_target(target_url), stored["set_id"])
+    assert manifest.neutralized is True
+    assert manifest.source["neutralize_report"]["uncovered_allowed"] == ["voip"]
+    restored = f"{db}_from_neutralized"
+    try:
+        from erpops.backup.restore import restore
+
+        restore(open_target(target_url), stored["set_id"], pg=client, db=restored, skip_filestore=True,
+                neutralize=False)
+        assert live_items(client, restored) == [] and live_mail_servers(client, restored) == []
+    finally:
+        client.psql(f"DROP DATABASE IF EXISTS {quote_ident(restored)} WITH (FORCE)")
+    assert live_mail_servers(client, db) == ["Production SMTP"]
+
+
+def test_backup_neutralize_options_are_checked_first(pg: LocalPostgres, client: Pg, db: str, tmp_path: Path) -> None:
+    from erpops.backup.commands import COMMANDS as BACKUP_COMMANDS
+
+    group = click.Group("erpops", commands={c.name: c for c in BACKUP_COMMANDS})
+    env = {**pg.env(), "ERPOPS_BACKUP_TARGET": f"file://{tmp_path}"}
+    result = CliRunner().invoke(group, ["backup", "--db", db, "--allow-unneutralized", "voip", "--json"], env=env)
+    out = json.loads(result.stdout)
+    assert out["exit_code"] == 2 and "need --neutralized" in out["error"]
+    result = CliRunner().invoke(group, ["backup", "--db", db, "--neutralized", "--addons-path",
+                                        str(tmp_path / "missing"), "--json"], env=env)
+    out = json.loads(result.stdout)
+    assert out["exit_code"] == 2 and "--addons-path" in out["error"] and "is not a directory" in out["error"]
+    assert list(tmp_path.iterdir()) == [], "nothing written to the target"
+
+
+def test_import_options_that_need_neutralize_are_refused_first(tmp_path: Path, odoo_fixture: Path) -> None:
     group = click.Group("erpops", commands={c.name: c for c in COMMANDS})
-    result = CliRunner().invoke(group, ["import", "odoo-zip", str(FIXTURE), "--to", "never_made",
+    result = CliRunner().invoke(group, ["import", "odoo-zip", str(odoo_fixture), "--to", "never_made",
                                         "--allow-unneutralized", "voip", "--json"])
     out = json.loads(result.stdout)
     assert out["exit_code"] == 2 and "need --neutralize" in out["error"]
-    result = CliRunner().invoke(group, ["import", "odoo-zip", str(FIXTURE), "--to", "never_made", "--neutralize",
+    result = CliRunner().invoke(group, ["import", "odoo-zip", str(odoo_fixture), "--to", "never_made", "--neutralize",
                                         "--addons-path", str(tmp_path / "missing"), "--json"])
     out = json.loads(result.stdout)
     assert out["exit_code"] == 2 and "--addons-path" in out["error"] and "is not a directory" in out["error"]

@@ -24,7 +24,6 @@ from erpops.pg import Pg, quote_ident
 
 pytestmark = pytest.mark.integration
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 # From shared/fixtures/README.md, and counted in the restored database.
 ROW_COUNTS = {
     "res_partner": 42,
@@ -43,12 +42,6 @@ ROW_COUNTS = {
 # 858 attachments are stored in the filestore; several share their bytes, so it holds 566 files.
 STORED_ATTACHMENTS = 858
 FILESTORE_FILES = 566
-
-
-def fixture_zip() -> Path:
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo 17 backup fixture not found at {FIXTURE} (shared/fixtures/ sits beside the repo)")
-    return FIXTURE
 
 
 def count(pg: Pg, db: str, table: str) -> int:
@@ -92,9 +85,10 @@ def client(pg: LocalPostgres) -> Pg:
 
 
 @pytest.fixture(scope="module")
-def imported(client: Pg, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, dict]]:
+def imported(client: Pg, tmp_path_factory: pytest.TempPathFactory,
+             odoo_fixture: Path) -> Iterator[tuple[str, Path, dict]]:
     """The fixture zip imported once for this module: (db, filestore dir, returned manifest)."""
-    zip_path = fixture_zip()
+    zip_path = odoo_fixture
     root = tmp_path_factory.mktemp("filestore")
     manifest = import_odoo_zip(zip_path, client, "mfg_import", root)
     yield "mfg_import", root / "mfg_import", manifest
@@ -117,9 +111,9 @@ def test_import_restores_every_row(client: Pg, imported: tuple[str, Path, dict],
     assert count(client, db, table) == expected
 
 
-def test_import_returns_the_zip_manifest(imported: tuple[str, Path, dict]) -> None:
+def test_import_returns_the_zip_manifest(imported: tuple[str, Path, dict], odoo_fixture: Path) -> None:
     _, _, manifest = imported
-    assert manifest == read_manifest(FIXTURE)
+    assert manifest == read_manifest(odoo_fixture)
     assert (manifest["odoo_dump"], manifest["db_name"], manifest["version"]) == ("1", "mfg", "17.0")
     assert len(manifest["modules"]) == 69
 
@@ -145,12 +139,13 @@ def test_import_creates_the_database_as_odoo_does(client: Pg, imported: tuple[st
     assert (encoding, collate) == ("UTF8", "C")
 
 
-def test_import_onto_an_existing_database_is_refused_and_leaves_it_untouched(client: Pg, tmp_path: Path) -> None:
+def test_import_onto_an_existing_database_is_refused_and_leaves_it_untouched(client: Pg, tmp_path: Path,
+                                                                               odoo_fixture: Path) -> None:
     client.psql('CREATE DATABASE "occupied"')
     try:
         client.psql("CREATE TABLE keep (v text); INSERT INTO keep VALUES ('mine')", "occupied")
         with pytest.raises(UsageError, match=r"'occupied' already exists.*dropdb occupied"):
-            import_odoo_zip(fixture_zip(), client, "occupied", tmp_path / "fs")
+            import_odoo_zip(odoo_fixture, client, "occupied", tmp_path / "fs")
         assert client.scalar("SELECT v FROM keep", "occupied") == "mine"
         assert client.scalar("SELECT to_regclass('res_partner') IS NULL", "occupied") == "t"
         assert not (tmp_path / "fs" / "occupied").exists()
@@ -239,7 +234,7 @@ def test_copy_data_starting_with_a_backslash_is_data(client: Pg, tmp_path: Path)
 
 
 def test_export_then_import_round_trips_rows_filestore_and_manifest(
-    client: Pg, imported: tuple[str, Path, dict], tmp_path: Path
+    client: Pg, imported: tuple[str, Path, dict], tmp_path: Path, odoo_fixture: Path
 ) -> None:
     db, filestore, _ = imported
     out = tmp_path / "out" / "mfg.zip"
@@ -253,7 +248,7 @@ def test_export_then_import_round_trips_rows_filestore_and_manifest(
         assert all(n.startswith("filestore/") for n in names[2:])
         manifest = json.loads(zf.read("manifest.json"))
     assert list(manifest) == list(MANIFEST_KEYS)
-    original = read_manifest(FIXTURE)
+    original = read_manifest(odoo_fixture)
     assert manifest["modules"] == original["modules"]
     for key in ("odoo_dump", "version", "version_info", "major_version", "pg_version"):
         assert manifest[key] == original[key], key

@@ -32,7 +32,6 @@ from erpops.pg import Pg
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("drop_databases_made_here")]
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO.parent / "shared" / "fixtures" / "odoo17-mfg.zip"
 BUCKET = "erpops-rehearse-prod-backups"
 FIXTURE_FILES = 566
 
@@ -77,13 +76,11 @@ def env(pg: LocalPostgres, aws: LocalS3) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def source(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def source(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory, odoo_fixture: Path) -> dict[str, Any]:
     """The fixture as prod's database rh_prod, with its filestore."""
-    if not FIXTURE.is_file():
-        pytest.skip(f"Odoo fixture {FIXTURE} is absent (it lives in shared/fixtures beside the repo, never in it)")
     root = tmp_path_factory.mktemp("rh-data") / "filestore"
     server = Pg.from_local(pg)
-    import_odoo_zip(FIXTURE, server, "rh_prod", root)
+    import_odoo_zip(odoo_fixture, server, "rh_prod", root)
     return {"pg": server, "root": root}
 
 
@@ -196,3 +193,36 @@ def test_rehearse_into_prod_is_refused(env: dict[str, str], project: Path, tmp_p
     code, r, _ = run_cli(["rehearse", "--from", "prod", "--to", "prod", "--target", f"file://{tmp_path}", "--json"],
                          env, project)
     assert code == 6 and r["error_type"] == "PreflightError" and "never land in production" in r["error"]
+
+
+def test_rehearse_refuses_an_uncovered_module_unless_allowed(
+        env: dict[str, str], project: Path, source: dict[str, Any], tmp_path: Path) -> None:
+    """voip (Enterprise) ships a neutralize file erpops has no rule for: the rehearsal stops (exit 4, the copy
+    rolled back) unless --allow-unneutralized names it; then the report says it was accepted."""
+    pg: Pg = source["pg"]
+    pg.psql("CREATE DATABASE rh_voip TEMPLATE rh_prod")
+    pg.psql("UPDATE ir_module_module SET state = 'installed' WHERE name = 'voip';"
+            "INSERT INTO ir_module_module (name, state) SELECT 'voip', 'installed' "
+            "WHERE NOT EXISTS (SELECT 1 FROM ir_module_module WHERE name = 'voip')", "rh_voip")
+    url = f"file://{tmp_path / 'voip'}"
+    set_id = engine.backup(open_target(url), pg, "rh_voip", stack="prod")["set_id"]
+    assert engine.verify(open_target(url), set_id)["ok"]
+    base = ["rehearse", "--from", "prod", "--to", "staging", "--target", url, "--db", "rh_voip_copy",
+            "--report-dir", str(tmp_path / "reports"), "--json"]
+
+    code, r, _ = run_cli(base, env, project)
+    assert code == 4 and r["ok"] is False and r["status"] == "error", r
+    assert "voip" in r["error"] and "--allow-unneutralized voip" in r["error"]
+    assert r["restored"] is False and not pg.database_exists("rh_voip_copy")
+
+    code, r, _ = run_cli([*base, "--addons-path", str(tmp_path / "missing")], env, project)
+    assert code == 2 and "--addons-path" in r["error"] and "is not a directory" in r["error"]
+
+    code, r, _ = run_cli([*base, "--allow-unneutralized", "voip"], env, project)
+    assert code == 0 and r["ok"] and r["status"] == "passed", r
+    assert r["neutralize"]["uncovered_allowed"] == ["voip"] and r["neutralize"]["remaining"] == []
+    assert {c["name"]: c["status"] for c in r["checks"]}["neutralized"] == "passed"
+    assert r["dropped"] is True and not pg.database_exists("rh_voip_copy")
+    assert "except voip (NOT neutralized, accepted with --allow-unneutralized)" in \
+        Path(r["report"]["markdown"]).read_text()
+    engine.drop_database(pg, "rh_voip")

@@ -1,4 +1,4 @@
-"""erpops.crdschema: CloudNativePG objects validated strictly, with the shared CRDs and with our own schema.
+"""infra.crdschema: CloudNativePG objects validated strictly, with the shared CRDs and with our own schema.
 
 kubernetes-validate passes unknown kinds with a warning, so a typo in a Cluster would otherwise reach the
 API server (or worse, be pruned silently). Each schema source must accept what erpops renders and reject
@@ -14,19 +14,15 @@ from typing import Any
 
 import pytest
 
-from erpops import crdschema, spec
-from erpops.helm_values import refs_for
-from infra import derive
+from erpops import spec
+from erpops.naming import refs_for, stack_labels
+from infra import crdschema, derive
+from tests import paths
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ["dev", "staging", "prod"]
-HAVE_CRDS = any(crdschema.crds_dir().glob("*.yaml"))
-SOURCES = [
-    pytest.param("crds", marks=pytest.mark.skipif(
-        not HAVE_CRDS, reason=f"CloudNativePG CRDs absent from {crdschema.crds_dir()} (set ERPOPS_CRDS_DIR); "
-                              "the project's own used-fields schema is tested instead")),
-    "used-fields",
-]
+# without the CRDs (../shared/crds), the project's own used-fields schema is still tested
+SOURCES = [pytest.param("crds", marks=pytest.mark.needs_shared("crds")), "used-fields"]
 
 
 def objects(stack: str) -> dict[str, dict[str, Any]]:
@@ -36,7 +32,7 @@ def objects(stack: str) -> dict[str, dict[str, Any]]:
 
     def obj(kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"apiVersion": "postgresql.cnpg.io/v1", "kind": kind,
-                "metadata": {"name": name, "namespace": refs.namespace, "labels": derive.stack_labels(refs)},
+                "metadata": {"name": name, "namespace": refs.namespace, "labels": stack_labels(refs)},
                 "spec": body}
 
     return {
@@ -90,7 +86,7 @@ def test_an_unknown_field_in_the_pooler_pod_template_fails(source: str) -> None:
     assert crdschema.validate(pooler, source)
 
 
-@pytest.mark.skipif(not HAVE_CRDS, reason=f"CloudNativePG CRDs absent from {crdschema.crds_dir()}")
+@pytest.mark.needs_shared("crds")
 def test_the_committed_used_fields_schema_is_current() -> None:
     """infra/schemas/cnpg-used-fields.json equals what the generator makes from the CRDs and today's objects."""
     _, crds = crdschema.schemas("crds")
@@ -99,7 +95,7 @@ def test_the_committed_used_fields_schema_is_current() -> None:
     committed = json.loads(crdschema.USED_FIELDS_SCHEMA.read_text())
     assert committed == json.loads(json.dumps(expected)), (
         "infra/schemas/cnpg-used-fields.json is stale: run `erpops render --out /tmp/r` then "
-        "`python -m erpops.crdschema --write-used-fields /tmp/r/*`")
+        "`python -m infra.crdschema --write-used-fields /tmp/r/*`")
 
 
 def test_without_the_crds_the_own_schema_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,3 +150,9 @@ def test_nullable_also_takes_null() -> None:
 def test_maps_keep_their_value_schema() -> None:
     s = crdschema.convert({"type": "object", "additionalProperties": {"type": "string"}})
     assert _ok(s, {"work_mem": "4MB"}) and not _ok(s, {"work_mem": 4})
+
+
+def test_the_tests_look_for_the_crds_where_the_schema_code_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert crdschema.crds_dir() == paths.crds_dir()
+    monkeypatch.setenv("ERPOPS_CRDS_DIR", "/elsewhere/crds")
+    assert crdschema.crds_dir() == paths.crds_dir() == Path("/elsewhere/crds")

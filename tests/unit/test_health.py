@@ -346,3 +346,45 @@ def test_cli_resolves_the_backup_target_like_the_backup_engine(
     assert result.exit_code == 0, result.output
     expected_bucket = bucket or spec.load("prod", ROOT).spec.object_storage.backup_bucket
     assert (seen[0].s3_bucket, seen[0].s3_prefix) == (expected_bucket, prefix)
+
+
+# ---- Redis over redis-py: TLS and Sentinel options --------------------------------------------------
+
+def test_redis_tls_options_come_from_the_url_and_the_ca_file(tmp_path: Path) -> None:
+    from healthchecks import redis
+
+    plain = redis.connection_options(Targets(redis_url="redis://:s%40cret@10.0.0.7:6380/2"), 3.0)
+    assert plain == {"socket_timeout": 3.0, "socket_connect_timeout": 3.0, "db": 2, "password": "s@cret"}
+    tls = redis.connection_options(Targets(redis_url="rediss://app:pw@redis.example.com/0"), 3.0)
+    assert tls["ssl"] is True and tls["username"] == "app" and "ssl_ca_certs" not in tls
+    ca = tmp_path / "ca.pem"
+    with_ca = redis.connection_options(Targets(redis_url="redis://redis.example.com", redis_ca_file=str(ca)), 3.0)
+    assert with_ca["ssl"] is True and with_ca["ssl_ca_certs"] == str(ca)
+
+
+def test_redis_refuses_another_scheme() -> None:
+    from healthchecks import redis
+
+    with pytest.raises(Unknown, match="redis:// or rediss://"):
+        redis.connection_options(Targets(redis_url="http://redis.example.com"), 3.0)
+
+
+def test_redis_through_sentinel_asks_the_sentinels_for_the_named_master() -> None:
+    from redis.sentinel import SentinelConnectionPool
+
+    from healthchecks import redis
+
+    t = Targets(redis_url="rediss://:pw@ignored/1", redis_sentinels=(("10.0.0.5", 26379), ("10.0.0.6", 26379)),
+                redis_sentinel_master="sessions")
+    client = redis.client(t, 2.0)  # no connection yet: redis-py connects on the first command
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "sessions"
+    assert [s.connection_pool.connection_kwargs["port"] for s in pool.sentinel_manager.sentinels] == [26379, 26379]
+    assert pool.connection_kwargs["password"] == "pw" and pool.connection_kwargs["db"] == 1
+
+
+def test_sentinels_alone_are_a_redis_target() -> None:
+    from healthchecks.suite import checks_for
+
+    names = [c.name for c in checks_for(Targets(redis_sentinels=(("10.0.0.5", 26379),), host=False))]
+    assert names == ["redis.ping", "redis.memory", "redis.evictions", "redis.clients", "redis.persistence"]

@@ -1,4 +1,4 @@
-"""erpops.helmdocs: the chart README's parameter table is generated from values.yaml and never drifts."""
+"""devtools.helmdocs: the chart README's parameter table is generated from values.yaml and never drifts."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from erpops import helmdocs
-from erpops.helmdocs import END_MARKER, START_MARKER, HelmDocsError, format_value, parse, render_table
-from tests.k8s import ODOO_CHART
+from devtools import helmdocs
+from devtools.helmdocs import END_MARKER, START_MARKER, HelmDocsError, format_value, parse, render_table
+from tests.paths import ODOO_CHART
 
 
 def test_odoo_chart_readme_is_in_sync_with_values() -> None:
     diff = helmdocs.drift(ODOO_CHART)
-    assert diff == "", f"run `python -m erpops.helmdocs helm/odoo`:\n{diff}"
+    assert diff == "", f"run `python -m devtools.helmdocs helm/odoo`:\n{diff}"
 
 
 def test_every_odoo_value_is_in_the_table() -> None:

@@ -18,6 +18,7 @@ import yaml
 from erpops import image as odoo_image
 from erpops import spec
 from infra import derive
+from tests import paths
 
 ROOT = Path(__file__).resolve().parents[2]
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)==(?P<version>[0-9][0-9A-Za-z.+-]*) --hash=sha256:[0-9a-f]{64}$")
@@ -77,9 +78,7 @@ def test_the_built_tag_follows_the_build_context_and_the_base(tmp_path: Path,
 
 
 def test_the_cnpg_operator_pin_matches_the_crds_the_renders_are_checked_against() -> None:
-    readme = ROOT.parent / "shared" / "crds" / "README.md"
-    if not readme.exists():
-        pytest.skip(f"{readme} is absent: the CRDs are not on this machine")
+    readme = paths.require(paths.CRDS_README, "The CloudNativePG CRDs' README (it names the operator version)")
     (version,) = set(re.findall(r"\bv(\d+\.\d+\.\d+)\b", readme.read_text()))
     assert version == derive.CNPG_OPERATOR_VERSION
     assert derive.CNPG_CHART["version"] == "0.29.0"  # the chart whose appVersion is 1.30.0
@@ -98,7 +97,7 @@ def test_postgres_images_and_operator_chart_are_overridable_in_the_spec() -> Non
 
 
 def _refs(sized: spec.Sized):
-    from erpops.helm_values import refs_for
+    from erpops.naming import refs_for
 
     return refs_for(sized)
 

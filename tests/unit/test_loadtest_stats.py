@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import random
 import shlex
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
@@ -132,14 +130,6 @@ def test_bad_durations_are_bad_input(text: str) -> None:
     with pytest.raises(UsageError) as exc:
         parse_duration(text)
     assert exc.value.exit_code == 2
-
-
-def test_the_cli_does_not_import_locust_or_gevent() -> None:
-    code = ("import sys, erpops.cli, loadtests.cli, loadtests.stats, loadtests.report, loadtests.testing.odoo_double;"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('locust', 'gevent'));"
-            "print(bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 # ---- read-only mode and the prod guard ------------------------------------------------------------
@@ -318,3 +308,62 @@ def test_the_spec_refuses_a_detect_the_tolerance_swallows() -> None:
         Slo(requests={"sale.order:create": {"detect": 1.05}})
     slo = Slo(requests={"sale.order:create": {"detect": 1.5}})
     assert slo.thresholds("sale.order:create") == (0.10, 1.5) and slo.thresholds("x:y") == (0.10, 1.30)
+
+
+# The gate's power on a model of the noise measured against the Odoo test double on a shared 2-core machine
+# (benchmarks/gate_power.py prints the same outcomes measured for real): service times of 1 s x U(1, 1.1) x
+# log-normal(0.1); each run as a whole a little faster or slower (the machine, sd 2%); and in some runs a stall
+# of the machine that holds every request in flight (+400-900 ms for 5-20% of the run's requests, every name).
+POWER_NAMES = {"mrp.production:read": 120, "mrp.production:button_mark_done": 80, "stock.picking:create": 32,
+               "page:load_menus": 20}  # requests per run of 10 s (150 users): the busiest to the sparsest declared
+
+
+def _noisy_run(rng: random.Random, slow: dict[str, float]) -> dict:
+    machine = rng.gauss(1.0, 0.02)
+    stalled = rng.random() < 0.2
+    share, stall_ms = (rng.uniform(0.05, 0.2), rng.uniform(400, 900)) if stalled else (0.0, 0.0)
+    hists = {}
+    for name, n in POWER_NAMES.items():
+        h: dict[int, int] = {}
+        for _ in range(n):
+            ms = 1000 * rng.uniform(1.0, 1.1) * rng.lognormvariate(0, 0.1) * machine * slow.get(name, 1.0)
+            ms += stall_ms if rng.random() < share else 0.0
+            h[round(ms)] = h.get(round(ms), 0) + 1
+        hists[name] = h
+    run = _run(hists)
+    run["declared"] = sorted(POWER_NAMES)
+    return run
+
+
+@pytest.mark.parametrize(("baseline_runs", "gate_runs", "slowed", "verdict", "at_least"), [
+    (10, 5, {}, stats.PASS, 10),
+    (10, 5, {"mrp.production:button_mark_done": 1.3}, stats.FAIL, 9),
+])
+def test_the_gate_passes_the_unchanged_and_fails_a_slower_request(baseline_runs: int, gate_runs: int,
+                                                                  slowed: dict[str, float], verdict: str,
+                                                                  at_least: int) -> None:
+    """10 gates, each against the same baseline: the outcome the issue asks of the gate (10/10, >= 9/10)."""
+    rng = random.Random(1234)
+    baseline = stats.summarize([_noisy_run(rng, {}) for _ in range(baseline_runs)])
+    verdicts = [stats.judge("dev", "http://x", baseline, [_noisy_run(rng, slowed) for _ in range(gate_runs)],
+                            0.01, 1.0, detect=1.5, seed=g).status for g in range(10)]
+    assert verdicts.count(verdict) >= at_least, verdicts
+    if slowed:
+        assert stats.PASS not in verdicts, verdicts  # a 1.3x slower request never passes as unchanged
+
+
+def test_a_gate_too_short_for_its_sparsest_name_says_so() -> None:
+    """The same noise with 3 requests of a declared name per run: INCONCLUSIVE (exit 7), not PASS."""
+    rng = random.Random(99)
+    sparse = {**POWER_NAMES, "page:load_menus": 3}
+    baseline = stats.summarize([_noisy_run(rng, {}) for _ in range(10)])
+    POWER_NAMES_BACKUP = dict(POWER_NAMES)
+    try:
+        POWER_NAMES.update(sparse)
+        gate = [_noisy_run(rng, {}) for _ in range(5)]
+    finally:
+        POWER_NAMES.update(POWER_NAMES_BACKUP)
+    verdict = stats.judge("dev", "http://x", baseline, gate, 0.01, 1.0, detect=1.5, seed=0)
+    assert verdict.status == stats.INCONCLUSIVE
+    [open_] = [c for c in verdict.checks if c.ok and not c.conclusive]
+    assert open_.name == "page:load_menus"

@@ -1,4 +1,4 @@
-"""erpops.podsecurity: each Pod Security Standards rule fails on a pod crafted to break it, and only it."""
+"""devtools.podsecurity: each Pod Security Standards rule fails on a pod crafted to break it, and only it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from erpops import podsecurity
-from erpops.podsecurity import BASELINE, HOUSE, RESTRICTED, Violation, check, check_all
+from devtools import podsecurity
+from devtools.podsecurity import BASELINE, HOUSE, RESTRICTED, Violation, check, check_all
 
 
 def good_pod() -> dict[str, Any]:

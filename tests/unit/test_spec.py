@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -194,21 +193,6 @@ def test_cross_stack_segregation_refuses_shared_bucket() -> None:
     problems = spec.cross_stack_problems([dev, staging])
     assert any("also used by stack dev" in msg for _, msg in problems)
     assert spec.cross_stack_problems([spec.load(s, ROOT) for s in ("dev", "staging", "prod")]) == []
-
-
-def test_console_script_exit_code_and_size_json(tmp_path: Path) -> None:
-    erpops = Path(sys.executable).with_name("erpops")
-    ok = subprocess.run([erpops, "--root", ROOT, "size", "--stack", "prod", "--json"],
-                        capture_output=True, text=True, check=False)
-    assert ok.returncode == 0, ok.stderr
-    assert '"max_connections"' in ok.stdout and '"formula"' in ok.stdout
-    raw = copy.deepcopy(raw_spec("dev"))
-    put(raw, "odoo.version", "15.0")
-    root = write_project(tmp_path, "dev", raw)
-    bad = subprocess.run([erpops, "--root", root, "size", "--stack", "dev"],
-                         capture_output=True, text=True, check=False)
-    assert bad.returncode == 2
-    assert "odoo.version" in bad.stderr and bad.stdout == ""
 
 
 def _prod_with(**changes: Any) -> dict[str, Any]:

@@ -1,16 +1,16 @@
 """Never a traceback on input: the shipped stack files, mutated, answer exit 0 or exit 2 with a key path.
 
 Hypothesis mutates `Pulumi.{dev,staging,prod}.yaml` (types, signs, sizes, unicode, missing and extra
-keys) and runs `erpops spec validate --stack S`, `erpops size --stack S` (in process, through the
-console entry point's `main`) and `render` (in process, fewer examples: it runs the Pulumi program
-and the chart). Derandomized, with a bounded number of examples, so `./run test` stays quick and the
-same on every run; ERPOPS_FUZZ_EXAMPLES=500 ERPOPS_FUZZ_RANDOM=1 makes a longer, random hunt.
+keys) and runs `erpops spec validate --stack S` and `erpops size --stack S` (in process, through the
+console entry point's `main`); tests/tool/test_spec_fuzz_render.py feeds the same cases to `render`
+(fewer examples: it runs the Pulumi program and the chart). Derandomized, with a bounded number of
+examples, so `./run test` stays quick and the same on every run; ERPOPS_FUZZ_EXAMPLES=500
+ERPOPS_FUZZ_RANDOM=1 makes a longer, random hunt.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 import tempfile
@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from erpops import cli, spec
-from erpops.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ("dev", "staging", "prod")
@@ -154,44 +153,3 @@ def test_validate_and_size_answer_exit_0_or_2_with_a_key_path(case: tuple[str, d
         for command in (["spec", "validate", "--stack", stack], ["size", "--stack", stack, "--json"]):
             code, err = run(["--root", str(root), *command], capsys)
             assert_answered(code, err, " ".join(command))
-
-
-@settings(_FUZZ, max_examples=RENDER_EXAMPLES)
-@given(case=mutated())
-def test_render_answers_a_spec_error_or_renders(case: tuple[str, dict[str, Any]]) -> None:
-    from erpops import render
-
-    stack, raw = case
-    with tempfile.TemporaryDirectory() as tmp:
-        root = project(Path(tmp), stack, raw)
-        for linked in ("infra", "helm", "images"):
-            (root / linked).symlink_to(ROOT / linked)
-        try:
-            rendered = render.render(stack, root)
-        except SpecError as exc:
-            assert exc.problems and all(path for path, _ in exc.problems), str(exc)
-        else:
-            assert rendered.manifests, "rendered nothing"
-
-
-# Values at the documented bounds: the validator lets them through, so render (the program and the chart)
-# must build them; a refusal here would be a rule the validator is missing.
-EDGES = [("postgres.storage", "64Ti"), ("odoo.web.cpu", "250m"), ("kubernetes.host", "a" * 63 + ".example.com")]
-
-
-@pytest.mark.parametrize(("path", "value"), EDGES, ids=[p for p, _ in EDGES])
-def test_a_value_at_its_bound_renders(path: str, value: str, tmp_path: Path) -> None:
-    from erpops import render
-
-    raw = copy.deepcopy(shipped("prod"))
-    node = raw
-    *parents, leaf = path.split(".")
-    for key in parents:
-        node = node[key]
-    node[leaf] = value
-    root = project(tmp_path, "prod", raw)
-    for linked in ("infra", "helm", "images"):
-        (root / linked).symlink_to(ROOT / linked)
-    rendered = render.render("prod", root)
-    objects = json.dumps([*rendered.manifests, *rendered.chart_objects])
-    assert f'"{value}"' in objects, f"{path} {value} is not in what would be applied"

@@ -2,14 +2,14 @@
 
 Each case of the issue is a malformed stack file a new user would write; `erpops spec validate
 --stack S` must answer exit 2 with a line naming the key, the value, what is wrong and a fix, and
-`render`, `size` and the Pulumi program must refuse exactly the same specs with the same lines.
+`render`, `size` and the Pulumi program must refuse exactly the same specs with the same lines
+(render, the program and the inventory generator: tests/tool/test_spec_issue13_tools.py).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
 import shutil
 import sys
@@ -237,20 +237,6 @@ def test_the_operations_commands_refuse_a_bucket_shared_with_a_sibling(
     assert "'acme-erpops-prod-backups' is also used by stack prod" in " ".join((out + err).split()), out + err
 
 
-def test_the_inventory_refuses_a_bucket_shared_with_a_sibling(tmp_path: Path) -> None:
-    import subprocess
-
-    raw = copy.deepcopy(raw_spec("dev"))
-    put(raw, "object_storage.filestore_bucket", raw_spec("prod")["object_storage"]["backup_bucket"])
-    root = project(tmp_path, "dev", raw)
-    proc = subprocess.run([sys.executable, str(ROOT / "playbooks" / "inventory_from_spec.py"), "--root", str(root),
-                           "--out", str(tmp_path / "inventories")], capture_output=True, text=True, timeout=120,
-                          check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert "object_storage.filestore_bucket: 'acme-erpops-prod-backups' is also used by stack prod" in proc.stderr
-    assert not (tmp_path / "inventories").exists(), "a refused spec must write nothing"
-
-
 def test_validate_without_stack_reports_a_shared_bucket_on_both_stacks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -261,49 +247,6 @@ def test_validate_without_stack_reports_a_shared_bucket_on_both_stacks(
     assert code == 2
     shared = [line for line in problem_lines(err) if "also used by stack" in line]
     assert [line.split(":")[0] for line in shared] == ["  - dev", "  - staging"], err
-
-
-# --------------------------------------------------------------------------------------------
-# validate, render and the Pulumi program refuse the same specs with the same lines
-# --------------------------------------------------------------------------------------------
-
-SAME_REFUSAL = [
-    ("prod", "kubernetes.tls_secret", "Erp_TLS"),
-    ("dev", "kubernetes.ingress_namespace", "erpops-prod"),
-    ("dev", "monitoring.namespace", "kube-system"),
-    ("staging", "object_storage.backup_bucket", "acme-erpops-prod-backups"),
-    ("prod", "tier", "staging"),
-    ("dev", "odoo.web.cpu", -2),
-    ("dev", "odoo.dbfilter", "^nope$"),
-    ("staging", "kubernetes.context", AWS_SECRET),
-]
-
-
-@pytest.mark.parametrize(("stack", "path", "value"), SAME_REFUSAL, ids=[f"{s}-{p}" for s, p, _ in SAME_REFUSAL])
-def test_validate_render_and_the_program_refuse_alike(
-    stack: str, path: str, value: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    import pulumi
-
-    from erpops import render
-
-    raw = copy.deepcopy(raw_spec(stack))
-    put(raw, path, value)
-    root = project(tmp_path, stack, raw)
-    code, _, err = run_cli(["--root", str(root), "spec", "validate", "--stack", stack], monkeypatch, capsys)
-    assert code == 2
-    refused = problem_lines(err)
-    assert any(line.startswith(f"  - {path}: ") for line in refused), err
-
-    with pytest.raises(SpecError) as by_render:
-        render.render(stack, root)
-    assert problem_lines(str(by_render.value)) == refused
-
-    # the program itself, as `pulumi up` runs it: this project's stack files beside it
-    with pytest.raises(pulumi.RunError) as by_program:
-        render.run_program(ROOT, stack, {"erpops:spec": json.dumps(raw)}, [])
-    assert problem_lines(str(by_program.value)) == refused
 
 
 def test_the_shipped_stacks_still_pass_everywhere() -> None:

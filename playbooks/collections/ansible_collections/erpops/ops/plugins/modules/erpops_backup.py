@@ -32,6 +32,19 @@ options:
       - Back up a neutralized copy (mail servers, crons off) instead of the database as it is.
     type: bool
     default: false
+  addons_path:
+    description:
+      - With O(neutralized), Odoo's addons directories (Enterprise included where installed). The installed
+        modules' own C(data/neutralize.sql) files run from there, as C(odoo-bin neutralize) does. Default, erpops'
+        own rules.
+    type: list
+    elements: path
+  allow_unneutralized:
+    description:
+      - With O(neutralized), installed modules accepted as not covered by neutralization (a neutralize file erpops
+        has no rule for). Without it such a module fails the neutralized backup; nothing is stored.
+    type: list
+    elements: str
   from_zip:
     description:
       - Store this Odoo database-manager zip as a set instead of dumping a database.
@@ -66,7 +79,7 @@ seealso:
   - module: erpops.ops.erpops_verify
   - module: erpops.ops.erpops_sets
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -138,6 +151,8 @@ def main() -> None:
             "filestore": {"type": "str"},
             "jobs": {"type": "int", "default": 8},
             "neutralized": {"type": "bool", "default": False},
+            "addons_path": {"type": "list", "elements": "path"},
+            "allow_unneutralized": {"type": "list", "elements": "str"},
             "from_zip": {"type": "path"},
             "sse": {"type": "str", "choices": ["AES256", "aws:kms"]},
             "kms_key_id": {"type": "str"},
@@ -159,6 +174,10 @@ def main() -> None:
     flag(args, "--storage-class", p["storage_class"])
     if p["neutralized"]:
         args.append("--neutralized")
+    for path in p["addons_path"] or []:
+        args += ["--addons-path", path]
+    for name in p["allow_unneutralized"] or []:
+        args += ["--allow-unneutralized", name]
 
     if module.check_mode:
         if p["from_zip"] and not os.path.isfile(p["from_zip"]):

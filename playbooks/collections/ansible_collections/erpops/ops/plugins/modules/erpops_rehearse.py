@@ -50,20 +50,33 @@ options:
       - Keep the rehearsal database and filestore for inspection (then the task reports C(changed)).
     type: bool
     default: false
+  addons_path:
+    description:
+      - Odoo's addons directories (Enterprise included where installed). The installed modules' own
+        C(data/neutralize.sql) files run from there, as C(odoo-bin neutralize) does. Default, erpops' own rules.
+    type: list
+    elements: path
+  allow_unneutralized:
+    description:
+      - Installed modules accepted as not covered by neutralization (a neutralize file erpops has no rule for).
+        Without it such a module fails the rehearsal (exit code 4, the copy rolled back).
+    type: list
+    elements: str
 extends_documentation_fragment:
   - erpops.ops.erpops
   - erpops.ops.erpops.postgres
 attributes:
   check_mode:
     support: partial
-    description: >-
+    description: Can run in check mode; nothing is restored.
+    details: >-
       Nothing is restored. The set a real run would pick (the newest verified one of the stack) is looked up and
       returned with the plan; no verified set fails as a real run would (exit code 6).
 seealso:
   - module: erpops.ops.erpops_restore
   - module: erpops.ops.erpops_verify
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -134,6 +147,8 @@ def main() -> None:
             "jobs": {"type": "int"},
             "work_dir": {"type": "path"},
             "keep": {"type": "bool", "default": False},
+            "addons_path": {"type": "list", "elements": "path"},
+            "allow_unneutralized": {"type": "list", "elements": "str"},
         }),
         supports_check_mode=True,
     )
@@ -155,13 +170,17 @@ def main() -> None:
     flag(args, "--work-dir", p["work_dir"])
     if p["keep"]:
         args.append("--keep")
+    for path in p["addons_path"] or []:
+        args += ["--addons-path", path]
+    for name in p["allow_unneutralized"] or []:
+        args += ["--allow-unneutralized", name]
     if module.check_mode:
         # pre-flight what can be read without restoring: the set a real run would pick (newest verified of the stack)
         listing_args: list[str] = []
         for name, value in (("--stack", from_stack), ("--target", p["target"]), ("--endpoint-url", p["endpoint_url"]),
                             ("--region", p["region"])):
             flag(listing_args, name, value)
-        listing, _ = cli.run_or_fail(["list"], listing_args, target=False)
+        listing = cli.run_or_fail(["list"], listing_args, target=False)[0]
         ours = [s for s in listing.get("sets", []) if "error" not in s and s.get("stack") == from_stack]
         verified = [s for s in ours if s.get("verified") is True]
         if not verified:
@@ -170,8 +189,8 @@ def main() -> None:
                                  "with playbooks/backup.yml (it verifies the new set)", exit_code=6,
                              error_type="PreflightError", command=cli.argv(["rehearse"], args, target=False))
         chosen = verified[0]
-        module.exit_json(changed=False, ok=None, set_id=chosen["set_id"], command=cli.argv(["rehearse"], args,
-                                                                                          target=False),
+        module.exit_json(changed=False, ok=None, set_id=chosen["set_id"],
+                         command=cli.argv(["rehearse"], args, target=False),
                          planned={"action": f"restore set {chosen['set_id']} into a new neutralized database on "
                                             f"{p['pg_host'] or 'PGHOST'} (stack {p['to_stack']}), check, time, "
                                             + ("keep it" if p["keep"] else "drop it"),

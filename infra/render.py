@@ -14,7 +14,7 @@ Secret values never reach a file: the program's secrets (Pulumi secret config, g
 access keys) are fed in or mocked as placeholders and written as references like
 `<secret:pulumi-random/redis-password>`.
 
-Pulumi is imported inside functions only: `erpops` itself stays importable without it. Pulumi's mocks
+Pulumi is imported inside functions only: the `erpops` CLI stays importable without it. Pulumi's mocks
 keep global state between runs; `render_all` renders each stack in its own process (in parallel).
 """
 
@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 
-from erpops import spec
+from erpops import jsonout, spec
 from erpops.errors import ErpopsError, UsageError
+from infra.chart import render_chart
 
 PROJECT = "erpops"
 # Every placeholder carries this, so a test can grep rendered files for any leaked secret value
@@ -225,28 +227,8 @@ def run_program(root: Path, stack: str, config: dict[str, str], secret_keys: lis
 
 
 # --------------------------------------------------------------------------------------------
-# The chart, with the values the Odoo component passed
+# The chart, with the values the Odoo component passed (rendered by infra.chart)
 # --------------------------------------------------------------------------------------------
-
-def render_chart(chart_dir: Path, values: dict[str, Any], release: str, namespace: str,
-                 template: str | None = None) -> list[dict[str, Any]]:
-    """The chart's objects; with `template` (e.g. "templates/job-modules.yaml"), that template's only."""
-    import helm_python as helm
-
-    with helm.Chart.load(str(chart_dir)) as chart:
-        chart.validate_schema(values)
-        files = chart.render(values=values, name=release, namespace=namespace)
-    objects = []
-    for path in sorted(files):
-        if not path.endswith((".yaml", ".yml")):
-            continue
-        if template is not None and not path.endswith("/" + template):
-            continue
-        for doc in yaml.safe_load_all(files[path]):
-            if doc:
-                objects.append(doc)
-    return objects
-
 
 def _chart_registration(registrations: list[Registration]) -> Registration:
     charts = [r for r in registrations if r.type == "kubernetes:helm.sh/v4:Chart" and "erpops:k8s:Odoo::" in r.parent]
@@ -290,7 +272,7 @@ def render(stack: str, root: Path | None = None) -> Rendered:
 
 def _check(rendered: Rendered) -> None:
     """Objects that would fail at apply time fail here: duplicates, and CloudNativePG typos."""
-    from erpops import crdschema
+    from infra import crdschema
 
     seen: dict[tuple[str, str, str], str] = {}
     problems: list[str] = []
@@ -346,7 +328,7 @@ def render_all(out: Path, root: Path | None = None, stacks: list[str] | None = N
     stacks = stacks or spec.list_stacks(root)
     procs = {}
     for stack in stacks:
-        cmd = [sys.executable, "-m", "erpops.render", "--root", str(root), "--stack", stack,
+        cmd = [sys.executable, "-m", "infra.render", "--root", str(root), "--stack", stack,
                "--out", str(out / stack)]
         procs[stack] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -362,10 +344,39 @@ def render_all(out: Path, root: Path | None = None, stacks: list[str] | None = N
     return {stack: out / stack for stack in stacks}
 
 
+# --------------------------------------------------------------------------------------------
+# `erpops render` (registered in pyproject.toml, entry points erpops.commands)
+# --------------------------------------------------------------------------------------------
+
+@click.command("render")
+@click.option("--stack", "-s", default=None, help="Stack to render (default: every stack, each into OUT/<stack>).")
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the rendered objects to (created when missing).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (docs/json-output.md).")
+@click.pass_context
+@jsonout.json_errors
+def render_cmd(ctx: click.Context, stack: str | None, out_dir: Path, as_json: bool) -> None:
+    """Write what `pulumi up` would create (Kubernetes objects, chart objects, AWS resources, ops output)."""
+    from erpops.cli import _root, out
+
+    root = _root(ctx)
+    if stack:
+        written = render_to(stack, out_dir, root)
+        stacks = [{"stack": stack, "out": str(out_dir), "files": len(written)}]
+    else:
+        stacks = [{"stack": name, "out": str(directory)} for name, directory in render_all(out_dir, root).items()]
+    if as_json:
+        click.echo(json.dumps(jsonout.envelope({"stacks": stacks}), indent=2))
+        return
+    for s in stacks:
+        count = f"{s['files']} files in " if "files" in s else ""
+        out.print(f"[green]ok[/green] {s['stack']}: {count}{s['out']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m erpops.render", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m infra.render", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--root", type=Path, default=None)

@@ -17,9 +17,11 @@ from typing import Any
 import pulumi
 import pytest
 
-from erpops import render, spec
-from erpops.helm_values import chart_values, odoo_values, refs_for
-from infra import derive
+from erpops import spec
+from erpops.helm_values import chart_values, odoo_values
+from erpops.naming import refs_for
+from infra import derive, render
+from infra.chart import render_chart
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ["dev", "staging", "prod"]
@@ -465,7 +467,7 @@ def test_the_chart_gets_exactly_odoo_values(r: Run) -> None:
 
 def test_quota_covers_every_pod_at_full_scale(r: Run) -> None:
     quota = r.one("kubernetes:core/v1:ResourceQuota").inputs["spec"]["hard"]
-    groups = derive.pod_groups(r.sized, odoo_values(r.sized, refs_for(r.sized)))
+    groups = derive.pod_groups(r.sized)
     from erpops.units import mib, parse_cpu
 
     cpu = sum(g.count * g.cpu_limit_m for g in groups) / 1000
@@ -578,26 +580,26 @@ def test_module_job_waits_for_the_database_and_the_chart_waits_for_it(r: Run) ->
 
 def test_the_chart_renders_no_module_job(r: Run) -> None:
     chart = r.one("kubernetes:helm.sh/v4:Chart")
-    objs = render.render_chart(ROOT / "helm" / "odoo", chart.inputs["values"], "odoo", r.sized.namespace)
+    objs = render_chart(ROOT / "helm" / "odoo", chart.inputs["values"], "odoo", r.sized.namespace)
     assert not [o for o in objs if "modules" in o["metadata"]["name"]], [o["metadata"]["name"] for o in objs]
 
 
 def test_module_job_objects_are_the_charts_own_template() -> None:
     """The program's Job is the chart's templates/job-modules.yaml with moduleJob.hook=false: same pod."""
     from erpops.helm_values import module_job_values
-    from infra.components.odoo import module_job_objects
+    from infra.chart import module_job_objects
 
     sized = spec.load("prod", ROOT)
     values = odoo_values(sized, refs_for(sized))
     objs = module_job_objects(values, "odoo", sized.namespace)
     assert sorted(o["kind"] for o in objs) == ["ConfigMap", "Job"]
-    full = render.render_chart(ROOT / "helm" / "odoo", module_job_values(values), "odoo", sized.namespace)
+    full = render_chart(ROOT / "helm" / "odoo", module_job_values(values), "odoo", sized.namespace)
     (job,) = [o for o in objs if o["kind"] == "Job"]
     assert job in full
 
 
 def _job_name(values: dict[str, Any], namespace: str = "ns") -> str:
-    from infra.components.odoo import module_job_objects
+    from infra.chart import module_job_objects
 
     (job,) = [o for o in module_job_objects(values, "odoo", namespace) if o["kind"] == "Job"]
     return job["metadata"]["name"]
@@ -655,18 +657,6 @@ def test_a_managed_redis_is_reached_by_address_with_its_password_from_config() -
     values = r.one("kubernetes:helm.sh/v4:Chart").inputs["values"]
     assert values["redis"]["host"] == "sessions.abc.cache.amazonaws.com" and values["redis"]["port"] == 6380
     assert "session_redis" in values["image"]["addons"] and values["sessionDb"]["enabled"] is False
-
-
-def test_odoo_health_may_be_probed_from_the_monitoring_namespace_only_when_asked() -> None:
-    raw = copy.deepcopy(spec.read_raw(spec.stack_file(ROOT, "prod")))
-    sized = spec.validate(raw, "prod")
-    assert "odoo-web-from-monitoring" not in dict(derive.network_policies(sized, refs_for(sized)))
-    raw["monitoring"]["scrape_odoo_health"] = True
-    sized = spec.validate(raw, "prod")
-    policy = dict(derive.network_policies(sized, refs_for(sized)))["odoo-web-from-monitoring"]
-    assert policy["ingress"] == [{"from": [{"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": "monitoring"}}}], "ports": [{"protocol": "TCP", "port": 8069}]}]
-    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "web"
 
 
 @pytest.mark.parametrize("namespace", ["erpops-staging", "kube-system", "cnpg-system"])

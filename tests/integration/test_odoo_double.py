@@ -13,6 +13,9 @@ import pytest
 
 from loadtests.testing.odoo_double import OdooDouble, RpcFault
 
+# In process, but an OdooDouble binds and listens on a loopback port when built: a server, not a unit.
+pytestmark = pytest.mark.integration
+
 BUTTONS = {"mrp.immediate.production": "process", "mrp.consumption.warning": "action_confirm",
            "mrp.production.backorder": "action_backorder", "stock.immediate.transfer": "process",
            "stock.backorder.confirmation": "process"}

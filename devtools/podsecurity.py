@@ -6,7 +6,7 @@ says what to change. Rules follow https://kubernetes.io/docs/concepts/security/p
 (Kubernetes 1.30 policy version); the house rules are a read-only root filesystem and resource
 requests and limits on every container.
 
-Usage: `python -m erpops.podsecurity manifest.yaml [...]` prints the violations, exit 1 if any.
+Usage: `python -m devtools.podsecurity manifest.yaml [...]` prints the violations, exit 1 if any.
 """
 
 from __future__ import annotations
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = sys.argv[1:] if argv is None else argv
     if not paths:
-        print("usage: python -m erpops.podsecurity MANIFEST.yaml [...]", file=sys.stderr)
+        print("usage: python -m devtools.podsecurity MANIFEST.yaml [...]", file=sys.stderr)
         return 2
     objs = [doc for p in paths for doc in yaml.safe_load_all(Path(p).read_text()) if doc]
     violations = check_all(objs)

@@ -1,7 +1,7 @@
 """The CrossGuard pack (policy/) run on what each stack would create: every rule passes on the shipped stacks,
 and each fires on a mutated resource with a message naming the resource and the fix.
 
-The resources are the program's registrations under Pulumi's mocks (`python -m erpops.render`) plus the objects
+The resources are the program's registrations under Pulumi's mocks (`python -m infra.render`) plus the objects
 the helm/odoo chart renders with the program's values (the Chart's children, which a real preview would show
 the pack as resources of their own).
 """
@@ -32,7 +32,7 @@ STACKS = ["dev", "staging", "prod"]
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("policy-render")
-    procs = {s: subprocess.Popen([sys.executable, "-m", "erpops.render", "--stack", s, "--out", str(out / s)],
+    procs = {s: subprocess.Popen([sys.executable, "-m", "infra.render", "--stack", s, "--out", str(out / s)],
                                  cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True) for s in STACKS}
     for stack, proc in procs.items():
@@ -96,6 +96,27 @@ def test_every_rule_passes_on_every_stack(rendered: dict[str, Path], stack: str)
     assert {"kubernetes:apps/v1:Deployment", "kubernetes:networking.k8s.io/v1:NetworkPolicy",
             "kubernetes:core/v1:ConfigMap"} <= kinds  # the chart's objects are in, not only the program's
     assert violations(res) == []
+
+
+def test_every_rule_passes_on_a_drill_with_its_own_cluster(tmp_path: Path) -> None:
+    """drill.target: cluster (no shipped stack uses it): the scratch Cluster and its policies pass the pack too."""
+    from tests.tool.test_render import _scratch_cluster, variant_root
+
+    (tmp_path / "root").mkdir()
+    root = variant_root(tmp_path / "root", _scratch_cluster)
+    proc = subprocess.run([sys.executable, "-m", "infra.render", "--root", str(root), "--stack", "prod", "--out",
+                           str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    res = resources(tmp_path / "out", "prod")
+    assert _find(res, "kubernetes:postgresql.cnpg.io/v1:Cluster", "erpops-drill-pg")
+    assert violations(res) == []
+    # the sidecar is a container like any other: a literal secret in its env is caught
+    pod = _find(res, "kubernetes:batch/v1:CronJob", "erpops-drill").props["spec"]["jobTemplate"]["spec"]["template"]
+    pod["spec"]["initContainers"][0]["env"].append({"name": "PGPASSWORD_LITERAL", "value": "hunter2-literal"})
+    pod["spec"]["initContainers"][0]["resources"] = {}
+    found = violations(res)
+    assert {rule for rule, _ in found} == {"container-resources", "no-secret-literals"}, found
+    assert all("CronJob erpops-prod/erpops-drill" in message and "container odoo" in message for _, message in found)
 
 
 def _find(res: list[PolicyResource], token: str, name: str) -> PolicyResource:
@@ -194,10 +215,3 @@ def test_every_rule_is_mandatory_unless_a_stack_config_relaxes_it() -> None:
             level = value if isinstance(value, str) else value.get("enforcementLevel", "mandatory")
             assert level in levels, f"policy/config/{stack}.json: {name}: {level}"
     assert json.loads((ROOT / "policy" / "config" / "prod.json").read_text()) == {}  # prod relaxes nothing
-
-
-def test_the_pack_is_a_python_pack_of_this_repository() -> None:
-    meta = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
-    assert meta["runtime"]["name"] == "python" and meta["version"]
-    assert "pulumi-policy==1.21.0" in (ROOT / "policy" / "requirements.txt").read_text()
-    assert "pulumi-policy==1.21.0" in (ROOT / "requirements.lock").read_text().splitlines()

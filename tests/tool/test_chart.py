@@ -16,7 +16,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from erpops.podsecurity import check_all
+from devtools.podsecurity import check_all
 from tests.k8s import (
     ODOO_CHART,
     container,
@@ -855,14 +855,6 @@ def test_every_problem_of_the_values_is_reported_at_once() -> None:
     assert "3 problem(s) in the values" in message
     for fix in ("redis.host", "memorySoft", "needs the session_redis addon"):
         assert fix in message, message
-
-
-def test_chart_metadata_names_an_icon_and_maintainers() -> None:
-    import yaml
-
-    chart = yaml.safe_load((ODOO_CHART / "Chart.yaml").read_text())
-    assert chart["icon"].startswith("https://") and chart["icon"].endswith(".svg")
-    assert chart["maintainers"] and all(m.get("name") for m in chart["maintainers"])
 
 
 EXPORTER = {"name": "odoo-exporter", "image": "registry.example.com/odoo-exporter:1.0", "resources": SMALL,

@@ -1,7 +1,7 @@
 """`erpops render`: what a stack would create, as files, checked the way a cluster would check them.
 
 Every stack is rendered once per session, in its own process (as the CLI does): prod through the
-`erpops render` command itself, dev and staging through `python -m erpops.render`, concurrently.
+`erpops render` command itself, dev and staging through `python -m infra.render`, concurrently.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from erpops import crdschema, podsecurity, spec
-from erpops.render import PLACEHOLDER_PREFIX
+from devtools import podsecurity
+from erpops import spec
 from erpops.units import mib, parse_cpu, parse_memory
-from infra import derive
+from infra import crdschema, derive
+from infra.render import PLACEHOLDER_PREFIX
 from tests.k8s import validate_k8s
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         if stack == "prod":
             cmd = [str(ERPOPS), "render", "--stack", stack, "--out", str(out / stack)]
         else:
-            cmd = [sys.executable, "-m", "erpops.render", "--stack", stack, "--out", str(out / stack)]
+            cmd = [sys.executable, "-m", "infra.render", "--stack", stack, "--out", str(out / stack)]
         procs[stack] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
     for stack, proc in procs.items():
@@ -244,7 +245,10 @@ def test_quota_and_limits_admit_every_pod_at_full_scale(rendered: dict[str, Path
         replicas = obj["spec"].get("replicas", 1)
         if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "odoo-web" and hpa:
             replicas = hpa[0]["spec"]["maxReplicas"]
-        regular = [c for c in (podsecurity.pod_spec_of(obj) or {}).get("containers", [])]
+        pod_spec = podsecurity.pod_spec_of(obj) or {}
+        # native sidecars (init containers that keep running) hold their resources beside the containers
+        regular = [*pod_spec.get("containers", []),
+                   *[c for c in pod_spec.get("initContainers", []) if c.get("restartPolicy") == "Always"]]
         cpu += replicas * sum(parse_cpu(c["resources"]["limits"]["cpu"]) for c in regular)
         memory += replicas * sum(parse_memory(c["resources"]["limits"]["memory"]) for c in regular)
         pods += replicas
@@ -278,7 +282,8 @@ def test_a_bad_spec_exits_2_with_the_key_and_the_fix(tmp_path: Path) -> None:
 def test_odoo_values_pass_the_charts_schema(stack_name: str) -> None:
     import helm_python as helm
 
-    from erpops.helm_values import odoo_values, refs_for
+    from erpops.helm_values import odoo_values
+    from erpops.naming import refs_for
 
     sized = spec.load(stack_name, ROOT)
     values = odoo_values(sized, refs_for(sized), pod_annotations={derive.ROTATION_ANNOTATION: "initial"})
@@ -296,7 +301,7 @@ def test_odoo_values_pass_the_charts_schema(stack_name: str) -> None:
 
 
 def test_erpops_core_does_not_import_pulumi() -> None:
-    code = ("import sys, erpops.cli, erpops.render, erpops.helm_values, erpops.crdschema; "
+    code = ("import sys, erpops.cli, infra.render, erpops.helm_values, infra.crdschema; "
             "assert not [m for m in sys.modules if m.split('.')[0].startswith('pulumi')], 'pulumi imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
@@ -553,6 +558,29 @@ def test_prod_renders_the_restore_drill_least_privileged(rendered: dict[str, Pat
     assert admit["podSelector"]["matchLabels"]["cnpg.io/cluster"] == "odoo-db"
     assert admit["ingress"][0]["from"][0]["podSelector"]["matchLabels"].items() <= \
         job["template"]["metadata"]["labels"].items()
+    # the Odoo login (drill.odoo_login, on in prod): the stack's own Odoo image as a native sidecar, on loopback
+    assert sized.spec.drill.odoo_login and c["args"][-2:] == ["--odoo-url", "http://127.0.0.1:8069"]
+    (odoo,) = pod["initContainers"]
+    web = find(chart_objects(rendered, "prod"), "Deployment", "odoo-web")["spec"]["template"]["spec"]
+    assert odoo["restartPolicy"] == "Always" and odoo["image"] == web["containers"][0]["image"]
+    assert odoo["securityContext"]["runAsUser"] == web["securityContext"]["runAsUser"]
+    script = odoo["command"][2]
+    conf = dict(line.split(" = ", 1) for line in script.split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0].splitlines()[1:])
+    assert conf["http_interface"] == "127.0.0.1" and conf["list_db"] == "False"
+    assert conf["workers"] == "0" and conf["max_cron_threads"] == "0" and conf["server_wide_modules"] == "base,web"
+    assert re.fullmatch(conf["dbfilter"], f"odoo_prod_drill_{'2' * 14}")
+    assert not re.match(conf["dbfilter"], "odoo_prod") and not re.match(conf["dbfilter"], "odoo_prod_drill_x")
+    assert "admin_passwd" not in conf and "/dev/urandom" in script  # a random master password, made at start
+    # it reads the copy as the drill's role, and holds no S3 key: PostgreSQL is all it may need
+    odoo_env = {e["name"]: e for e in odoo["env"]}
+    assert set(odoo_env) == {"PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGSSLMODE"}
+    assert odoo_env["PGPASSWORD"]["valueFrom"] == env["PGPASSWORD"]["valueFrom"]
+    probe = odoo["startupProbe"]
+    assert "http://127.0.0.1:8069/web/health" in probe["exec"]["command"][-1]
+    assert probe["periodSeconds"] * probe["failureThreshold"] <= sized.spec.drill.deadline_minutes * 60
+    assert odoo["resources"]["limits"] == {"cpu": sized.spec.drill.odoo_resources.cpu,
+                                           "memory": sized.spec.drill.odoo_resources.memory}
+    assert role["connectionLimit"] == derive.drill_connection_limit(sized) == 2 + 3 + int(conf["db_maxconn"])
     # the alert rules
     rules = {r["alert"]: r for r in find(objs, "PrometheusRule", "erpops-drill")["spec"]["groups"][0]["rules"]}
     assert set(rules) == {"ErpopsDrillFailed", "ErpopsDrillNoRecentSuccess", "ErpopsDrillNeverSucceeded",
@@ -574,3 +602,85 @@ def test_prod_renders_the_restore_drill_least_privileged(rendered: dict[str, Pat
 def test_only_stacks_that_enable_the_drill_render_it(rendered: dict[str, Path]) -> None:
     for stack in ("dev", "staging"):
         assert not [o for o in program_objects(rendered, stack) if "drill" in o["metadata"]["name"]]
+
+
+# --------------------------------------------------------------------------------------------
+# drill.target: cluster (no shipped stack uses it: prod rendered with it, from a root beside the repository's)
+# --------------------------------------------------------------------------------------------
+
+def variant_root(tmp: Path, change: Any, stack: str = "prod") -> Path:
+    """A project root whose stack file is the repository's with change applied; everything else links back."""
+    for item in ROOT.iterdir():
+        if item.name not in (f"Pulumi.{stack}.yaml", ".git", "out", ".venv", ".venv-checkov"):
+            (tmp / item.name).symlink_to(item)
+    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    change(doc["config"][spec.SPEC_KEY])
+    (tmp / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return tmp
+
+
+def _scratch_cluster(raw: dict[str, Any]) -> None:
+    raw["drill"].update(target="cluster", cluster={"cpu": "1", "memory": "2Gi", "storage": "40Gi"})
+
+
+@pytest.fixture(scope="module")
+def cluster_variant(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = variant_root(tmp_path_factory.mktemp("variant-root"), _scratch_cluster)
+    out = tmp_path_factory.mktemp("variant-render")
+    proc = subprocess.run([sys.executable, "-m", "infra.render", "--root", str(root), "--stack", "prod", "--out",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return root, out
+
+
+def test_a_scratch_cluster_drill_renders_its_own_small_cnpg_cluster(cluster_variant: tuple[Path, Path]) -> None:
+    root, out = cluster_variant
+    sized = spec.load("prod", root)
+    program, chart = load(out / "k8s"), load(out / "chart")
+    # every object valid: Kubernetes 1.30 strictly, the CloudNativePG objects against the CRDs
+    validate_k8s([o for o in program + chart if not crdschema.is_custom(o)])
+    for obj in (o for o in program if crdschema.is_custom(o)):
+        assert crdschema.validate(obj) == [], f"{obj['kind']}/{obj['metadata']['name']}"
+    scratch = find(program, "Cluster", "erpops-drill-pg")["spec"]
+    assert scratch["instances"] == 1 and "backup" not in scratch and scratch["enableSuperuserAccess"] is False
+    assert scratch["storage"] == {"size": "40Gi", "storageClass": sized.spec.kubernetes.storage_class}
+    assert scratch["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
+    assert scratch["imageName"] == find(program, "Cluster", "odoo-db")["spec"]["imageName"]
+    assert int(scratch["postgresql"]["parameters"]["max_connections"]) > derive.drill_connection_limit(sized)
+    assert [b["spec"]["cluster"]["name"] for b in program if b["kind"] == "ScheduledBackup"] == ["odoo-db"]
+    # the drill's role lives in the scratch cluster only: the live server does not know it
+    (role,) = scratch["managed"]["roles"]
+    assert role["name"] == "erpops_drill" and role["createdb"] and not role["superuser"]
+    assert "managed" not in find(program, "Cluster", "odoo-db")["spec"]
+    # the drill and its Odoo sidecar connect to the scratch cluster
+    pod = find(program, "CronJob", "erpops-drill")["spec"]["jobTemplate"]["spec"]["template"]
+    for c in [*pod["spec"]["containers"], *pod["spec"]["initContainers"]]:
+        assert {e["name"]: e.get("value") for e in c["env"]}["PGHOST"] == "erpops-drill-pg-rw", c["name"]
+    assert not podsecurity.check_all([find(program, "CronJob", "erpops-drill")],
+                                     (podsecurity.BASELINE, podsecurity.RESTRICTED))
+    # the network: the drill reaches the scratch cluster, not the live one; the scratch cluster no S3
+    policies = {o["metadata"]["name"]: o["spec"] for o in program if o["kind"] == "NetworkPolicy"}
+    assert "postgres-from-drill" not in policies
+    assert policies["drill-egress"]["egress"][0]["to"] == [
+        {"podSelector": {"matchLabels": {"cnpg.io/cluster": "erpops-drill-pg", "cnpg.io/podRole": "instance"}}}]
+    scratch_policy = policies["drill-postgres"]
+    assert scratch_policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"].items() <= \
+        pod["metadata"]["labels"].items()
+    assert {p["port"] for r in scratch_policy["egress"] for p in r["ports"]} == {5432, 8000, 443, 6443}
+    # the drill's NetworkPolicies do not select the scratch cluster's pods (its labels are not the drill's)
+    inherited = scratch["inheritedMetadata"]["labels"]
+    assert not derive.drill_labels().items() <= inherited.items()
+    # and the quota holds it: one more PVC of its size, its instance and its initdb pod
+    quota = find(program, "ResourceQuota", "erpops-quota")["spec"]["hard"]
+    _, storage_mib = derive.pvc_plan(sized)
+    assert parse_memory(quota["requests.storage"]) >= (storage_mib * 1024 * 1024) >= \
+        (sized.spec.postgres.instances + 1) * parse_memory(sized.spec.postgres.storage) + parse_memory("40Gi")
+    server = spec.load("prod", ROOT)
+    assert parse_cpu(quota["limits.cpu"]) >= parse_cpu(derive.resource_quota(server)["limits.cpu"]) + 2 * 1.0
+    assert derive.pvc_plan(sized)[0] == derive.pvc_plan(server)[0] + 1
+
+
+def _odoo_values(sized: spec.Sized) -> dict[str, Any]:
+    from erpops.helm_values import odoo_values, refs_for
+
+    return odoo_values(sized, refs_for(sized))

@@ -12,8 +12,8 @@ a `@param` on a non-empty map documents the whole map. `## @skip key` leaves a k
 below it) out on purpose. A leaf without a `@param`, or a `@param` naming a key that does not exist,
 is an error: the table can never silently fall behind the values.
 
-    python -m erpops.helmdocs helm/odoo           # rewrite README.md between the markers
-    python -m erpops.helmdocs helm/odoo --check   # exit 1 and print a diff if README.md is stale
+    python -m devtools.helmdocs helm/odoo           # rewrite README.md between the markers
+    python -m devtools.helmdocs helm/odoo --check   # exit 1 and print a diff if README.md is stale
 
 Pure Python (PyYAML only); no Helm needed.
 """
@@ -206,7 +206,7 @@ def drift(chart_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m erpops.helmdocs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.helmdocs", description=__doc__.splitlines()[0])
     parser.add_argument("chart_dir", type=Path, help="chart directory holding values.yaml and README.md")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 and print a diff on drift")
     args = parser.parse_args(argv)
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             if diff:
                 sys.stdout.write(diff)
                 print(
-                    f"{args.chart_dir / 'README.md'} is stale: run python -m erpops.helmdocs {args.chart_dir}",
+                    f"{args.chart_dir / 'README.md'} is stale: run python -m devtools.helmdocs {args.chart_dir}",
                     file=sys.stderr,
                 )
                 return 1

@@ -24,7 +24,7 @@ def test_building_the_package_prints_no_deprecation_warning(tmp_path: Path) -> N
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for package in ("erpops", "healthchecks", "loadtests"):
+    for package in ("erpops", "healthchecks", "loadtests", "infra"):
         shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-v",
                            "--wheel-dir", str(tmp_path / "wheels"), str(src)], capture_output=True, text=True,
