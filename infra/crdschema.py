@@ -35,6 +35,7 @@ USED_FIELDS_SCHEMA = PROJECT_ROOT / "infra" / "schemas" / "cnpg-used-fields.json
 PROMETHEUS_GROUP = "monitoring.coreos.com"
 POD_MONITOR_SCHEMA = PROJECT_ROOT / "infra" / "schemas" / "podmonitor-used-fields.json"
 PROMETHEUS_SCHEMAS = {"PodMonitor": POD_MONITOR_SCHEMA,
+                      "ServiceMonitor": PROJECT_ROOT / "infra" / "schemas" / "servicemonitor-used-fields.json",
                       "PrometheusRule": PROJECT_ROOT / "infra" / "schemas" / "prometheusrule-used-fields.json"}
 
 # Keys of an OpenAPI v3 schema that mean the same in JSON Schema and are kept

@@ -21,7 +21,9 @@ Exit codes (gate; the other commands use 0, 1, 2 and 3 the same way):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -31,7 +33,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -181,7 +183,7 @@ def prepare_outputs(*paths: Path | None) -> None:
     A folder that cannot be made is bad input (exit 2), found in a second, not after the runs.
     """
     for path in paths:
-        if path is None:
+        if path is None or str(path) == "-":
             continue
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +196,77 @@ def prepare_outputs(*paths: Path | None) -> None:
 def _fail(exc: ErpopsError) -> NoReturn:
     err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
     sys.exit(exc.exit_code)
+
+
+JSON_HELP = ("Write the result as the erpops JSON envelope (docs/json-output.md) to this file, or to stdout with `-` "
+             "(the tables go to stderr then); an error is written there too, with its exit code.")
+
+
+class JsonOut:
+    """Where a loadtest command's --json envelope goes: nowhere, a file, or stdout (`-`)."""
+
+    def __init__(self, path: Path | None, command: str) -> None:
+        self.path = path
+        self.command = command
+        self.written = False
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.path is not None and str(self.path) == "-"
+
+    @property
+    def console(self) -> Console:
+        """Where the tables for people go: stderr when stdout carries the JSON."""
+        return err if self.to_stdout else out
+
+    def write(self, body: Mapping[str, Any], ok: bool | None = None) -> None:
+        from erpops.jsonout import envelope
+
+        if self.path is None:
+            return
+        self._put(json.dumps(envelope(body, command=self.command, ok=ok), indent=1, default=str) + "\n")
+
+    def error(self, exc: BaseException) -> None:
+        """The error envelope, unless a result was written already; a file that cannot be written is let be
+        (the reason is on stderr, and the exit code says it all)."""
+        from erpops.jsonout import error
+
+        if self.path is None or self.written:
+            return
+        with contextlib.suppress(OSError):
+            self._put(json.dumps(error(exc, command=self.command), indent=1, default=str) + "\n")
+
+    def _put(self, text: str) -> None:
+        if self.to_stdout:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            assert self.path is not None
+            report.write_atomic(self.path, text)
+        self.written = True
+
+
+def _json_envelope(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The command's `json_file` becomes a JsonOut; an error (ours: its exit code; any other: 70 and the
+    traceback) is written there as the error envelope before the command exits."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            js = JsonOut(kwargs.get("json_file"), command)
+            kwargs["json_file"] = js
+            try:
+                return fn(*args, **kwargs)
+            except ErpopsError as exc:
+                js.error(exc)
+                _fail(exc)
+            except Exception as exc:
+                js.error(exc)
+                raise
+
+        return wrapper
+
+    return decorate
 
 
 def _common(f: Any) -> Any:
@@ -226,26 +299,24 @@ def loadtest() -> None:
 @click.option("--users", "-u", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--duration", "-d", default="20s", show_default=True, help="Run time, e.g. 20s or 2m.")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Locust's HTML report.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the run's statistics (with histograms) as JSON.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help=JSON_HELP + " It holds the run's statistics (with histograms).")
 @click.pass_context
+@_json_envelope("erpops loadtest run")
 def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
             allow_writes: bool, preflight_timeout: str, users: int, duration: str, html: Path | None,
-            json_file: Path | None) -> None:
+            json_file: JsonOut) -> None:
     """One run; prints per-request statistics and the declared names never sent. Exit 0 whatever the latencies
     (use `gate` to judge)."""
-    try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
-        seconds = parse_duration(duration)
-        prepare_outputs(html, json_file)
-        serie = target.preflight()
-        err.print(f"Odoo {serie} at {target.host}: {users} users for {seconds:g} s, {target.mode}")
-        run = target.run_locust(users, seconds, html=html)[0]
-    except ErpopsError as exc:
-        _fail(exc)
-    report.run_table(f"erpops loadtest run {stack} ({target.host}, Odoo {serie})", run, out)
-    if json_file is not None:
-        report.write_atomic(json_file, json.dumps(run, indent=2))
+    target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
+    seconds = parse_duration(duration)
+    prepare_outputs(html, json_file.path)
+    serie = target.preflight()
+    err.print(f"Odoo {serie} at {target.host}: {users} users for {seconds:g} s, {target.mode}")
+    run = target.run_locust(users, seconds, html=html)[0]
+    report.run_table(f"erpops loadtest run {stack} ({target.host}, Odoo {serie})", run, json_file.console)
+    json_file.write({"stack": stack, "host": target.host, "odoo_serie": serie, "users": users, "duration_s": seconds,
+                     "mode": target.mode, **run})
 
 
 @loadtest.command("record")
@@ -261,33 +332,34 @@ def run_cmd(ctx: click.Context, stack: str, host: str | None, db: str | None, lo
                    "with --read-only).")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Locust's HTML report of the last run.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help=JSON_HELP + " It holds the baseline written and its path (`baseline_path`).")
 @click.pass_context
+@_json_envelope("erpops loadtest record")
 def record(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
            allow_writes: bool, preflight_timeout: str, users: int, duration: str, runs: int, warmup: str,
-           baseline: Path | None, html: Path | None) -> None:
+           baseline: Path | None, html: Path | None, json_file: JsonOut) -> None:
     """Record the baseline the gate compares with: p50/p95/p99, histograms, error ratio, req/s."""
-    try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
-        seconds = parse_duration(duration)
-        warm = parse_duration(warmup, "--warmup", zero_ok=True)
-        prepare_outputs(html, target.baseline_path(baseline))
-        serie = target.preflight()
-        err.print(f"recording {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
-                  f"{target.mode}")
-        results = target.run_locust(users, seconds, runs, html, warmup=warm)
-    except ErpopsError as exc:
-        _fail(exc)
+    show = json_file.console
+    target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
+    seconds = parse_duration(duration)
+    warm = parse_duration(warmup, "--warmup", zero_ok=True)
+    prepare_outputs(html, target.baseline_path(baseline), json_file.path)
+    serie = target.preflight()
+    err.print(f"recording {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
+              f"{target.mode}")
+    results = target.run_locust(users, seconds, runs, html, warmup=warm)
     crashes = [e for r in results for e in r.get("exceptions") or []]
     if crashes:
-        _fail(OperationFailed(f"not recorded: the load-test users crashed (a persona bug, not the target): "
-                             f"{crashes[0]['msg']}"))
+        raise OperationFailed(f"not recorded: the load-test users crashed (a persona bug, not the target): "
+                              f"{crashes[0]['msg']}")
     never = sorted(set().union(*(report.never_sent(r) for r in results)) - {n for r in results for n in r["requests"]}
                    - {n for r in results for n in r.get("checks") or {}}) if results else []
     if never:
         for r in results[-1:]:
-            report.run_table(f"last run of {runs}", r, out)
-        _fail(ErpopsError(f"not recorded: the personas never sent {', '.join(never)} (a step that did nothing: "
-                          "see the errors above); a baseline without them cannot judge them"))
+            report.run_table(f"last run of {runs}", r, show)
+        raise ErpopsError(f"not recorded: the personas never sent {', '.join(never)} (a step that did nothing: "
+                          "see the errors above); a baseline without them cannot judge them")
     doc = {"stack": stack, "host": target.host, "odoo_serie": serie,
            "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "read_only": target.read_only, "users": users, "duration_s": seconds, "warmup_s": warm,
@@ -296,9 +368,10 @@ def record(ctx: click.Context, stack: str, host: str | None, db: str | None, log
     path = target.baseline_path(baseline)
     report.write_atomic(path, json.dumps(doc, indent=1) + "\n")
     for r in results[-1:]:
-        report.run_table(f"last run of {runs}", r, out)
-    out.print(f"[green]{target.mode} baseline written[/green] {path}: {doc['rps']:.1f} req/s, error ratio "
-              f"{doc['error_ratio']:.2%}, p95 {doc['requests'][stats.TOTAL]['p95']:.0f} ms")
+        report.run_table(f"last run of {runs}", r, show)
+    show.print(f"[green]{target.mode} baseline written[/green] {path}: {doc['rps']:.1f} req/s, error ratio "
+               f"{doc['error_ratio']:.2%}, p95 {doc['requests'][stats.TOTAL]['p95']:.0f} ms")
+    json_file.write({"baseline_path": str(path), "mode": target.mode, "runs": runs, **doc})
     if doc["error_ratio"] > target.slo.error_ratio:
         err.print(f"[yellow]WARNING[/yellow]: the baseline's error ratio {doc['error_ratio']:.2%} is above the "
                   f"spec's {target.slo.error_ratio:.2%}: every gate against it will fail on errors")
@@ -341,55 +414,53 @@ def _slo_limits(target: Target) -> dict[str, Mapping[str, float]]:
               help="Baseline to compare with (default: loadtests/baselines/<stack>.json, <stack>.read-only.json "
                    "with --read-only).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JUnit XML.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the verdict as JSON.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help=JSON_HELP + " It holds the verdict (ok: whether the gate passed).")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the gate's report: verdict per request, baseline vs current p50/p95/p99 with the "
                    "bootstrap interval, error ratio, req/s, latency over time and percentile plots (one file).")
 @click.pass_context
+@_json_envelope("erpops loadtest gate")
 def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
          allow_writes: bool, preflight_timeout: str, runs: int, warmup: str, duration: str, users: int | None,
          tolerance: float | None, detect: float | None, min_samples: int, baseline: Path | None,
-         junit: Path | None, json_file: Path | None, html: Path | None) -> None:
+         junit: Path | None, json_file: JsonOut, html: Path | None) -> None:
     """Repeat short runs and compare with the baseline; exit 0 pass, 1 regression, 2 bad input, 3 unreachable,
     7 inconclusive (the run could not have caught the slow-down the spec requires)."""
-    try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
-        seconds = parse_duration(duration)
-        warm = parse_duration(warmup, "--warmup", zero_ok=True)
-        prepare_outputs(junit, json_file, html)
-        base_path = target.baseline_path(baseline)
-        base = load_baseline(base_path, target.read_only)
-        modes.check_baseline_mode(base, target.read_only, base_path, stack)
-        users = users or int(base.get("users") or 10)
-        if users != base.get("users"):
-            err.print(f"[yellow]note[/yellow]: {users} users, the baseline had {base.get('users')}: "
-                      "latencies may differ for that reason alone")
-        serie = target.preflight()
-        if base.get("odoo_serie") and base["odoo_serie"] != serie:
-            err.print(f"[yellow]note[/yellow]: the server runs Odoo {serie}, the baseline was recorded on "
-                      f"{base['odoo_serie']}")
-        if base.get("warmup_s") is not None and base["warmup_s"] != warm:
-            err.print(f"[yellow]note[/yellow]: warm-up {warm:g} s, the baseline had {base['warmup_s']:g} s")
-        err.print(f"gate {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
-                  f"{target.mode}")
-        started_at, wall0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
-        results = target.run_locust(users, seconds, runs, warmup=warm)
-        wall = time.monotonic() - wall0
-    except ErpopsError as exc:
-        _fail(exc)
+    target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
+    seconds = parse_duration(duration)
+    warm = parse_duration(warmup, "--warmup", zero_ok=True)
+    prepare_outputs(junit, json_file.path, html)
+    base_path = target.baseline_path(baseline)
+    base = load_baseline(base_path, target.read_only)
+    modes.check_baseline_mode(base, target.read_only, base_path, stack)
+    users = users or int(base.get("users") or 10)
+    if users != base.get("users"):
+        err.print(f"[yellow]note[/yellow]: {users} users, the baseline had {base.get('users')}: "
+                  "latencies may differ for that reason alone")
+    serie = target.preflight()
+    if base.get("odoo_serie") and base["odoo_serie"] != serie:
+        err.print(f"[yellow]note[/yellow]: the server runs Odoo {serie}, the baseline was recorded on "
+                  f"{base['odoo_serie']}")
+    if base.get("warmup_s") is not None and base["warmup_s"] != warm:
+        err.print(f"[yellow]note[/yellow]: warm-up {warm:g} s, the baseline had {base['warmup_s']:g} s")
+    err.print(f"gate {stack}: Odoo {serie} at {target.host}, {runs} runs x {seconds:g} s x {users} users, "
+              f"{target.mode}")
+    started_at, wall0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
+    results = target.run_locust(users, seconds, runs, warmup=warm)
+    wall = time.monotonic() - wall0
     tol = target.slo.tolerance if tolerance is None else tolerance
     det = target.slo.detect if detect is None else detect
     if det <= 1 + tol:
-        _fail(UsageError(f"--detect {det:g} must be above 1 + tolerance ({1 + tol:g}): a gate cannot catch a "
-                         "slow-down it tolerates"))
+        raise UsageError(f"--detect {det:g} must be above 1 + tolerance ({1 + tol:g}): a gate cannot catch a "
+                         "slow-down it tolerates")
     limits = _slo_limits(target)
     if tolerance is not None or detect is not None:  # a flag overrides the spec for every name
         limits = {n: {**lim, "tolerance": tolerance if tolerance is not None else lim.get("tolerance"),
                       "detect": detect if detect is not None else lim.get("detect")} for n, lim in limits.items()}
     verdict = stats.judge(stack, target.host, base, results, target.slo.error_ratio, target.slo.min_rps,
                           limits, tol, min_samples=min_samples, detect=det)
-    report.verdict_table(verdict, out)
+    report.verdict_table(verdict, json_file.console)
     meta = {"baseline": str(base_path), "baseline_recorded_at": base.get("recorded_at"), "odoo_serie": serie,
             "users": users, "duration_per_run_s": seconds, "warmup_s": warm, "mode": target.mode}
     if junit is not None:
@@ -398,12 +469,7 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
         from loadtests import html_report
 
         report.write_atomic(html, html_report.render(verdict, results, base, {**meta, "started_at": started_at}))
-    if json_file is not None:
-        from erpops.jsonout import envelope
-
-        body = envelope({**verdict.to_dict(), "read_only": target.read_only}, command="erpops loadtest gate",
-                        ok=verdict.passed)
-        report.write_atomic(json_file, json.dumps(body, indent=1, default=str) + "\n")
+    json_file.write({**verdict.to_dict(), "read_only": target.read_only}, ok=verdict.passed)
     # sys.exit, not ctx.exit: erpops runs click with standalone_mode=False (see healthchecks/cli.py)
     codes = {stats.PASS: EXIT_OK, stats.FAIL: EXIT_FAILED, stats.INCONCLUSIVE: Inconclusive.exit_code}
     sys.exit(codes[verdict.status])
@@ -426,12 +492,14 @@ def gate(ctx: click.Context, stack: str, host: str | None, db: str | None, login
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to record (default: loadtests/baselines/<stack>.calibration.json).")
 @click.option("--no-record", is_flag=True, help="Only print the ramp; record no calibration.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help=JSON_HELP + " It holds every step of the ramp and the knee.")
 @click.pass_context
+@_json_envelope("erpops loadtest capacity")
 def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, login: str, read_only: bool,
              allow_writes: bool, preflight_timeout: str, start_users: int, max_users: int, factor: float,
              duration: str, warmup: str, workers: int | None, worker_rss_mib: float | None,
-             worker_vms_mib: float | None, calibration: Path | None, no_record: bool, json_file: Path | None) -> None:
+             worker_vms_mib: float | None, calibration: Path | None, no_record: bool, json_file: JsonOut) -> None:
     """Ramp users until a p95 crosses its SLO or p50 doubles; record users and req/s per worker there.
 
     The calibration (loadtests/baselines/<stack>.calibration.json) feeds `erpops size --users N` and
@@ -442,53 +510,49 @@ def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, l
     from erpops import capacity as cap
     from loadtests.calibrate import MemorySampler
 
-    try:
-        target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
-        seconds = parse_duration(duration)
-        prepare_outputs(json_file)
-        warm = parse_duration(warmup, "--warmup", zero_ok=True)
-        workers = workers or target.sized.odoo.workers * target.sized.spec.odoo.web.replicas
-        slo_p95 = {name: r.p95_ms for name, r in target.slo.requests.items()}
-        serie = target.preflight()
-        err.print(f"capacity {stack}: Odoo {serie} at {target.host}, {workers} workers, {seconds:g} s per step, "
-                  f"{target.mode}")
-        steps: list[dict[str, Any]] = []
-        users, knee = start_users, None
-        sampler = MemorySampler(target.host)
-        while True:
-            with sampler:
-                run = target.run_locust(users, seconds, warmup=warm)[0]
-            steps.append({"users": users, "rps": run["rps"], "p50": run["total"]["p50"] or 0.0,
-                          "p95": run["total"]["p95"], "fail_ratio": run["fail_ratio"],
-                          "p95_by_name": {n: e["p95"] for n, e in run["requests"].items() if n in slo_p95}})
-            if len(steps) > 1 and cap.broken(steps[-1], steps[0]["p50"], slo_p95):
-                knee = steps[-1]
-                break
-            if users >= max_users:
-                break
-            users = min(max_users, max(users + 1, round(users * factor)))
-    except ErpopsError as exc:
-        _fail(exc)
+    target = Target(ctx, stack, host, db, login, read_only, allow_writes, preflight_timeout)
+    seconds = parse_duration(duration)
+    prepare_outputs(json_file.path)
+    warm = parse_duration(warmup, "--warmup", zero_ok=True)
+    workers = workers or target.sized.odoo.workers * target.sized.spec.odoo.web.replicas
+    slo_p95 = {name: r.p95_ms for name, r in target.slo.requests.items()}
+    serie = target.preflight()
+    err.print(f"capacity {stack}: Odoo {serie} at {target.host}, {workers} workers, {seconds:g} s per step, "
+              f"{target.mode}")
+    steps: list[dict[str, Any]] = []
+    users, knee = start_users, None
+    sampler = MemorySampler(target.host)
+    while True:
+        with sampler:
+            run = target.run_locust(users, seconds, warmup=warm)[0]
+        steps.append({"users": users, "rps": run["rps"], "p50": run["total"]["p50"] or 0.0,
+                      "p95": run["total"]["p95"], "fail_ratio": run["fail_ratio"],
+                      "p95_by_name": {n: e["p95"] for n, e in run["requests"].items() if n in slo_p95}})
+        if len(steps) > 1 and cap.broken(steps[-1], steps[0]["p50"], slo_p95):
+            knee = steps[-1]
+            break
+        if users >= max_users:
+            break
+        users = min(max_users, max(users + 1, round(users * factor)))
     table = Table(title=f"erpops loadtest capacity {stack} ({target.host})", title_justify="left")
     for col in ("users", "req/s", "p50 ms", "p95 ms", "failed"):
         table.add_column(col, justify="right")
     for s in steps:
         table.add_row(str(s["users"]), f"{s['rps']:.1f}", f"{s['p50']:.0f}", f"{s['p95'] or 0:.0f}",
                       f"{s['fail_ratio']:.2%}", style="bold red" if s is knee else None)
-    out.print(table)
-    if json_file is not None:
-        from erpops.jsonout import envelope
-
-        body = envelope({"stack": stack, "host": target.host, "read_only": target.read_only, "steps": steps,
-                         "knee": knee}, command="erpops loadtest capacity")
-        report.write_atomic(json_file, json.dumps(body, indent=1) + "\n")
+    show = json_file.console
+    show.print(table)
+    result = {"stack": stack, "host": target.host, "read_only": target.read_only, "steps": steps, "knee": knee,
+              "calibration": None, "calibration_path": None}
     if knee is None:
-        out.print(f"p50 did not double and no p95 crossed its SLO up to {steps[-1]['users']} users "
-                  f"({steps[-1]['rps']:.1f} req/s): raise --max-users; no calibration recorded")
+        show.print(f"p50 did not double and no p95 crossed its SLO up to {steps[-1]['users']} users "
+                   f"({steps[-1]['rps']:.1f} req/s): raise --max-users; no calibration recorded")
+        json_file.write(result)
         return
-    out.print(f"latency broke at [bold]{knee['users']} users, {knee['rps']:.1f} req/s[/bold] (the step below: "
-              f"{steps[-2]['users']} users); a smaller --factor gives a finer answer")
+    show.print(f"latency broke at [bold]{knee['users']} users, {knee['rps']:.1f} req/s[/bold] (the step below: "
+               f"{steps[-2]['users']} users); a smaller --factor gives a finer answer")
     if no_record:
+        json_file.write(result)
         return
     if worker_rss_mib is not None:
         memory = {"rss_mib": worker_rss_mib, "vms_mib": worker_vms_mib, "source": "given (--worker-rss-mib)"}
@@ -499,17 +563,15 @@ def capacity(ctx: click.Context, stack: str, host: str | None, db: str | None, l
         memory = {"rss_mib": None, "vms_mib": None,
                   "source": "not measured (--host is not on this machine; pass --worker-rss-mib): the docs' mix "
                             "is used for memory"}
-    try:
-        doc = cap.calibration(stack=stack, host=target.host, odoo_serie=serie, read_only=target.read_only,
-                              personas=dict(target.slo.persona_weights),
-                              think_time_seconds=tuple(target.slo.think_time_seconds), workers=workers,
-                              steps=steps, slo_p95=slo_p95, memory=memory)
-    except ErpopsError as exc:
-        _fail(exc)
+    doc = cap.calibration(stack=stack, host=target.host, odoo_serie=serie, read_only=target.read_only,
+                          personas=dict(target.slo.persona_weights),
+                          think_time_seconds=tuple(target.slo.think_time_seconds), workers=workers,
+                          steps=steps, slo_p95=slo_p95, memory=memory)
     path = calibration or cap.calibration_path(target.root, stack)
     report.write_atomic(path, json.dumps(doc, indent=1) + "\n")
     for line in doc["arithmetic"]:
-        out.print(f"  {line}")
-    out.print(f"[green]calibration written[/green] {path}: {doc['users_per_worker']:.2f} users and "
-              f"{doc['rps_per_worker']:.2f} req/s per worker ({doc['criterion']}); worker memory "
-              f"{memory['rss_mib'] or '-'} MiB resident, {memory['vms_mib'] or '-'} MiB virtual ({memory['source']})")
+        show.print(f"  {line}")
+    show.print(f"[green]calibration written[/green] {path}: {doc['users_per_worker']:.2f} users and "
+               f"{doc['rps_per_worker']:.2f} req/s per worker ({doc['criterion']}); worker memory "
+               f"{memory['rss_mib'] or '-'} MiB resident, {memory['vms_mib'] or '-'} MiB virtual ({memory['source']})")
+    json_file.write({**result, "calibration": doc, "calibration_path": str(path)})

@@ -288,21 +288,33 @@ def verify_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
 @click.option("--untrusted", is_flag=True,
               help="The dump comes from a source you do not trust: screen it and run it as a fresh role without "
                    "rights (always done for plain SQL dumps from Odoo zips).")
+@click.option("--dry-run", is_flag=True,
+              help="Pre-flight only: the set is complete, the server answers with these credentials, the role may "
+                   "create (and replace) the database, the database state and the disk are right; print the plan; "
+                   "change nothing (exit 6 when a check fails, 3 unreachable or credentials refused).")
 @click.pass_context
 @json_errors
 def restore_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
                 region: str | None, as_json: bool, set_id: str, db: str, filestore: Path | None,
                 skip_filestore: bool, replace: bool, yes: bool, neutralize: bool | None,
                 addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...], odoo_version: str | None,
-                owner: str | None, jobs: int, work_dir: Path | None, untrusted: bool) -> None:
+                owner: str | None, jobs: int, work_dir: Path | None, untrusted: bool, dry_run: bool) -> None:
     """Restore a set into a NEW database (or --replace one), after pre-flight checks and a verify."""
     from erpops.backup.neutralize import parse_addons_path
-    from erpops.backup.restore import restore
+    from erpops.backup.restore import restore, restore_plan
     from erpops.pg import Pg
 
     t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region))
     if neutralize is None and _tier(ctx, stack) == "prod":
         neutralize = False  # else None: the library neutralizes Odoo databases, leaves others alone
+    if dry_run:
+        plan = restore_plan(t, set_id, pg=Pg.from_env(), db=db, filestore_root=filestore,
+                            skip_filestore=skip_filestore, replace=replace, neutralize=neutralize,
+                            addons_path=parse_addons_path(addons_path) or None, odoo_version=odoo_version,
+                            owner=owner, untrusted=untrusted)
+        _emit(as_json, plan, lambda r: _echo_lines([f"dry run: would {r['action']} from set {r['set_id']}", *(
+            f"  ok: {c}" for c in r["checks"]), *(f"  note: {n}" for n in r["notes"])]))
+        return
 
     def confirm(name: str) -> bool:
         if yes:

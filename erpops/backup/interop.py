@@ -193,10 +193,15 @@ def import_group() -> None:
               help="With --neutralize: Odoo's addons directories, to run the modules' own neutralize.sql.")
 @click.option("--allow-unneutralized", "allow_unneutralized", multiple=True, metavar="MODULE",
               help="With --neutralize: accept this module's neutralize file as not covered (repeatable).")
+@click.option("--dry-run", is_flag=True,
+              help="Pre-flight only: the zip is Odoo's, the database and its filestore folder are absent, the disk has "
+                   "room, the role may create the database and the sandbox role, the whole dump passes the screen; "
+                   "print the plan, change nothing (exit 6 when a check fails, 5 a refused statement, 3 unreachable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @json_errors
 def import_odoo_zip_cmd(file: Path, db: str, filestore: Path, copy: bool, neutralize: bool,
-                        addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...], as_json: bool) -> None:
+                        addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...], dry_run: bool,
+                        as_json: bool) -> None:
     """Restore an Odoo database-manager zip (dump.sql, manifest.json, filestore/) as a NEW database.
 
     Without --neutralize the copy can still send mail and run crons once Odoo starts on it.
@@ -217,6 +222,19 @@ def import_odoo_zip_cmd(file: Path, db: str, filestore: Path, copy: bool, neutra
         odoo_addons_files(paths, ())  # refused before anything is imported
     started = time.monotonic()
     pg = Pg.from_env()
+    if dry_run:
+        manifest = import_odoo_zip(file, pg, db, filestore, copy=copy, dry_run=True)
+        plan = {"dry_run": True, "action": f"import {file} as new database {db}", "db": db, "file": str(file),
+                "filestore": {"dir": str(filestore / db)}, "copy": copy, "neutralize": neutralize,
+                "odoo_version": manifest.get("version"), "source_db": manifest.get("db_name"),
+                "checks": [f"{file} is an Odoo backup zip (Odoo {manifest.get('version')})",
+                           f"database {db} and filestore {filestore / db} do not exist on {pg.host}:{pg.port}",
+                           "disk room for the database and the filestore",
+                           f"role {pg.user} may create the database and the sandbox role",
+                           "the whole dump passes the screen"]}
+        _emit(as_json, plan, lambda r: _echo_lines([f"dry run: would {r['action']}",
+                                                   *(f"  ok: {c}" for c in r["checks"])]))
+        return
     manifest = import_odoo_zip(file, pg, db, filestore, copy=copy)
     fs_dir = filestore / db
     report = neutralize_or_drop(pg, db, fs_dir, addons_path=paths or None,

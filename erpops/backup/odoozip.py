@@ -126,14 +126,17 @@ def _check_layout(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], list
 
 def import_odoo_zip(
     zip_path: Path | str, pg: Pg, db: str, filestore_root: Path | str, *, copy: bool = False,
-    owner: str | None = None,
+    owner: str | None = None, dry_run: bool = False,
 ) -> dict[str, Any]:
     """Restore an Odoo backup zip as database `db` with its filestore in `filestore_root/db`.
 
     Refuses (UsageError, nothing changed) when the zip is not Odoo's, when `db` exists or when its
-    filestore directory exists. copy=True gives the database a new identity as Odoo's "This
-    database is a copy" does. Any failure after the database was created drops it and removes
-    the filestore written so far. Returns the zip's manifest.
+    filestore directory exists; PreflightError (exit 6) when the disk is short or the connecting role may
+    not create the database and the sandbox role the dump runs as. dry_run=True stops after these
+    checks and the screen of the whole dump, having changed nothing (not even the sweep of leftovers).
+    copy=True gives the database a new identity as Odoo's "This database is a copy" does. Any failure
+    after the database was created drops it and removes the filestore written so far. Returns the
+    zip's manifest.
     """
     zip_path, filestore_root = Path(zip_path), Path(filestore_root)
     with _open_zip(zip_path) as zf:
@@ -150,12 +153,20 @@ def import_odoo_zip(
                 "if it belongs to no database"
             )
         _check_psql_can_restrict()
-        leftovers.sweep(pg)
+        if not dry_run:
+            leftovers.sweep(pg)
         dump_info = zf.getinfo(DUMP_NAME)
         _check_import_room(pg, zip_path, dump_info, files, filestore_root)
+        from erpops.backup.restore import role_problems
+
+        refused = role_problems(pg, db, db_exists=False, replace=False, owner=owner, sandbox=True)[0]
+        if refused:
+            raise PreflightError(refused, f"import of {zip_path} into {db}")
         # Screen the whole dump before anything is created: a refusal names the line, changes nothing.
         with zf.open(DUMP_NAME) as dump:
             untrusted.Screen(f"{zip_path.name}!{DUMP_NAME}").check(untrusted.bounded_lines(dump, DUMP_NAME))
+        if dry_run:
+            return manifest
         try:
             filestore_root.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{db}.import-", dir=filestore_root))

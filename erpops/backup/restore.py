@@ -129,6 +129,126 @@ def preflight(
     return problems, notes
 
 
+def role_problems(pg: Pg, db: str, *, db_exists: bool, replace: bool, owner: str | None,
+                  sandbox: bool) -> tuple[list[str], list[str]]:
+    """(problems, checks): whether the connecting role may do what the restore does.
+
+    A restore creates a database (CREATEDB), gives it to `owner` (membership in that role), and, when
+    replacing, renames and drops the current one (its owner, or a member of the owning role). A plain SQL
+    or untrusted dump runs as a fresh sandbox role (CREATEROLE). A superuser may do all of it.
+    """
+    who = f"role {pg.user} on {pg.host}:{pg.port}"
+    facts = pg.scalar("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user")
+    superuser, createdb, createrole = (flag == "t" for flag in facts.split("|"))
+    if superuser:
+        return [], [f"{who} is a superuser"]
+    problems: list[str] = []
+    checks: list[str] = []
+    if createdb:
+        checks.append(f"{who} may create databases (CREATEDB)")
+    else:
+        problems.append(f"{who} may not create databases: ALTER ROLE {quote_ident(pg.user)} CREATEDB, or connect "
+                        "as a role that has it (PGUSER)")
+    if sandbox:
+        if createrole:
+            checks.append(f"{who} may create the sandbox role the screened SQL runs as (CREATEROLE)")
+        else:
+            problems.append(f"{who} may not create roles, and this dump runs as a fresh sandbox role (plain SQL, or "
+                            f"--untrusted): ALTER ROLE {quote_ident(pg.user)} CREATEROLE, or connect as a role that "
+                            "has it")
+    if owner:
+        member = pg.scalar(f"SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles "
+                           f"WHERE rolname = {quote_literal(owner)}")
+        if member == "":
+            problems.append(f"role {owner} (--owner) does not exist on {pg.host}:{pg.port}: create it first, or "
+                            "leave --owner out (the connecting role owns the database)")
+        elif member != "t":
+            problems.append(f"{who} is not a member of role {owner} (--owner), so it cannot give it the database: "
+                            f"GRANT {quote_ident(owner)} TO {quote_ident(pg.user)}")
+        else:
+            checks.append(f"{who} may hand the database to {owner}")
+    if db_exists and replace:
+        row = pg.scalar(f"SELECT pg_get_userbyid(datdba) || '|' || "
+                        f"CASE WHEN pg_has_role(current_user, datdba, 'MEMBER') THEN 't' ELSE 'f' END "
+                        f"FROM pg_database WHERE datname = {quote_literal(db)}")
+        db_owner, _, may = row.rpartition("|")
+        if may == "t":
+            checks.append(f"{who} may rename and drop database {db} (owned by {db_owner})")
+        elif row:
+            problems.append(f"{who} cannot replace database {db}: it is owned by {db_owner}; connect as {db_owner} "
+                            "(PGUSER) or as a member of it")
+    return problems, checks
+
+
+def _uses_sandbox(manifest: mf.Manifest, untrusted: bool) -> bool:
+    return untrusted or manifest.dump.format == "plain"
+
+
+def restore_plan(
+    target: Target,
+    set_id: str,
+    *,
+    pg: Pg,
+    db: str,
+    filestore_root: Path | None = None,
+    skip_filestore: bool = False,
+    replace: bool = False,
+    neutralize: bool | None = False,
+    addons_path: list[Path] | None = None,
+    odoo_version: str | None = None,
+    owner: str | None = None,
+    untrusted: bool = False,
+    disk_usage: Callable[[Path], Any] = shutil.disk_usage,
+) -> dict[str, Any]:
+    """What `restore` would do, after the pre-flight a real run makes first; changes nothing.
+
+    The set is found and complete, the server answers with these credentials, the role may do what the
+    restore does, the database state (absent, or present and --replace) and the disk are as a real run
+    needs them. The set is not re-read (a real run verifies it before building anything), and the leftovers
+    of a killed run are not swept. Raises what restore() would: UsageError for a missing set, ServiceError
+    (exit 3) for an unreachable server or refused credentials, PreflightError (exit 6) with every problem.
+    """
+    mf.check_db_name(db)
+    manifest = engine.load_manifest(target, set_id)
+    checks = [f"set {set_id} is complete in {target.url} ({manifest.dump.format} dump, "
+              f"{len(manifest.filestore)} filestore files)"]
+    server_version_num = pg.server_version_num()  # the first connection: reachable, credentials accepted
+    checks.append(f"PostgreSQL {server_version_num // 10000} at {pg.host}:{pg.port} accepts role {pg.user}")
+    exists = pg.database_exists(db)
+    problems, notes = preflight(
+        manifest, pg, db, filestore_root=filestore_root, skip_filestore=skip_filestore, replace=replace,
+        odoo_version=odoo_version, server_version_num=server_version_num, db_exists=exists, disk_usage=disk_usage)
+    role_issues, role_checks = role_problems(pg, db, db_exists=exists, replace=replace, owner=owner,
+                                             sandbox=_uses_sandbox(manifest, untrusted))
+    problems += role_issues
+    checks += role_checks
+    if problems:
+        raise PreflightError(problems, f"restore of {set_id} into {db}")
+    if neutralize is not False and addons_path:
+        from erpops.backup.neutralize import odoo_addons_files
+
+        odoo_addons_files(addons_path, ())  # a wrong --addons-path is refused as a real run refuses it
+    checks.append(f"database {db} exists on {pg.host}:{pg.port}: it is replaced (--replace)" if exists
+                  else f"database {db} does not exist on {pg.host}:{pg.port}")
+    if neutralize is None:
+        neutralize = manifest.odoo_version is not None
+    with_fs = bool(manifest.filestore) and not skip_filestore and filestore_root is not None
+    return {
+        "dry_run": True,
+        "action": f"{'replace database' if exists else 'restore into new database'} {db}",
+        "set_id": set_id,
+        "target": target.url,
+        "db": db,
+        "replace": exists,
+        "neutralize": neutralize,
+        "filestore": {"dir": str(filestore_root / db) if with_fs and filestore_root is not None else None,
+                      "count": len(manifest.filestore) if with_fs else 0,
+                      "bytes": manifest.filestore_bytes if with_fs else 0},
+        "checks": checks,
+        "notes": notes,
+    }
+
+
 def restore(
     target: Target,
     set_id: str,
@@ -173,6 +293,8 @@ def restore(
     problems, notes = preflight(
         manifest, pg, db, filestore_root=filestore_root, skip_filestore=skip_filestore, replace=replace,
         odoo_version=odoo_version, server_version_num=server_version_num, db_exists=exists, disk_usage=disk_usage)
+    problems += role_problems(pg, db, db_exists=exists, replace=replace, owner=owner,
+                              sandbox=_uses_sandbox(manifest, untrusted))[0]
     if problems:
         raise PreflightError(problems, f"restore of {set_id} into {db}")
     if neutralize is not False and addons_path:

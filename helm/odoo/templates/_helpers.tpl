@@ -317,6 +317,17 @@ problem is collected first and reported in one failure, as erpops' spec does.
 {{- $problems = append $problems (printf "%s=true needs the %s addon, but image.addons does not list it: the official image lacks it and Odoo would ignore it. Fix: use an image that carries it (images/odoo) and list it in image.addons." (index $flag 2) (index $flag 1)) -}}
 {{- end -}}
 {{- end -}}
+{{- $sidecarPorts := list -}}
+{{- range .Values.sidecars }}{{- range .ports }}{{- $sidecarPorts = append $sidecarPorts .name -}}{{- end }}{{- end }}
+{{- range $monitor := list (list .Values.podMonitor "podMonitor") (list .Values.serviceMonitor "serviceMonitor") -}}
+{{- $values := index $monitor 0 -}}
+{{- if and $values.enabled (not (has $values.port $sidecarPorts)) -}}
+{{- $problems = append $problems (printf "%s.enabled=true scrapes the container port named %q, but no sidecar declares it: Odoo serves no Prometheus metrics itself. Fix: add an exporter in sidecars with ports: [{name: %s, containerPort: <port>}], or set %s.port to its port name." (index $monitor 1) $values.port $values.port (index $monitor 1)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.podMonitor.enabled .Values.serviceMonitor.enabled -}}
+{{- $problems = append $problems "podMonitor.enabled=true and serviceMonitor.enabled=true would both scrape the exporter of every pod (each series twice). Fix: enable one of them." -}}
+{{- end -}}
 {{- if $problems -}}
 {{- fail (printf "%d problem(s) in the values:\n  - %s" (len $problems) (join "\n  - " $problems)) -}}
 {{- end -}}

@@ -174,8 +174,7 @@ class ErpopsCli:
 
     def list_sets(self, db: str | None = None) -> dict[str, Any]:
         """`erpops list --json` (read only)."""
-        result, _ = self.run_or_fail(["list"], ["--db", db] if db else [])
-        return result
+        return self.run_or_fail(["list"], ["--db", db] if db else [])[0]
 
     def resolve_set(self, set_id: str | None, db: str | None = None) -> tuple[str, dict[str, Any]]:
         """(set id, its listing entry): the given set, else the newest complete set (of db, if given)."""

@@ -79,7 +79,7 @@ seealso:
   - module: erpops.ops.erpops_verify
   - module: erpops.ops.erpops_sets
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

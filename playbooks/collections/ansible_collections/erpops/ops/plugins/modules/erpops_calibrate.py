@@ -16,6 +16,11 @@ description:
   - Write personas are refused on a prod-tier stack unless O(read_only) or O(allow_writes).
   - In check mode nothing runs; the command and the calibration recorded now (if any) are returned.
 options:
+  stack:
+    description:
+      - Stack name (C(Pulumi.<stack>.yaml)); its spec gives the SLOs, the Odoo version and the defaults below.
+    type: str
+    required: true
   host:
     description:
       - Odoo base URL. Default C(https://<kubernetes.host>) of the stack.
@@ -77,7 +82,7 @@ attributes:
     support: full
     description: Nothing runs; C(changed) is true because a run would record a calibration.
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -65,7 +65,7 @@ attributes:
 seealso:
   - module: erpops.ops.erpops_backup
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

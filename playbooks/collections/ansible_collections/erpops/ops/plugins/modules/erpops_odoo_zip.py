@@ -74,12 +74,17 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reports the plan; nothing is imported or written.
+    description: Can run in check mode and return the changed status a real run would have, without changing anything.
+    details: >-
+      Import runs C(erpops import odoo-zip --dry-run), the real run's pre-flight - the zip is Odoo's, the server
+      answers, the database and its filestore folder are absent, the disk has room, the role may create the
+      database and the sandbox role, the whole dump passes the screen - and fails where the real run would.
+      Export looks the set up (or checks O(filestore) for a live database); nothing is imported or written.
 seealso:
   - module: erpops.ops.erpops_backup
   - module: erpops.ops.erpops_sets
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -139,6 +144,7 @@ exit_code:
 """
 
 import os  # noqa: E402
+from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.erpops.ops.plugins.module_utils.erpops_cli import (  # noqa: E402
@@ -193,7 +199,7 @@ def main() -> None:
             flag(args, "--odoo-version", p["odoo_version"])
             action = f"export database {p['db']} to {path}"
         else:
-            set_id, _ = cli.resolve_set(p["set_id"])
+            set_id = cli.resolve_set(p["set_id"])[0]
             args = [set_id]
             flag(args, "--work-dir", p["work_dir"])
             action = f"export set {set_id} to {path}"
@@ -201,8 +207,11 @@ def main() -> None:
         if p["force"]:
             args.append("--force")
     if module.check_mode:
+        planned: dict[str, Any] = {"action": action}
+        if p["mode"] == "import":  # the real run's pre-flight, nothing changed
+            planned = {**cli.run_or_fail(command, [*args, "--dry-run"], target=target)[0], **planned}
         module.exit_json(changed=True, db=p["db"], set_id=set_id, path=path,
-                         command=cli.argv(command, args, target=target), planned={"action": action})
+                         command=cli.argv(command, args, target=target), planned=planned)
     result, argv = cli.run_or_fail(command, args, target=target)
     module.exit_json(changed=True, db=p["db"], set_id=set_id, path=path, result=result, command=argv)
 

@@ -127,7 +127,7 @@ seealso:
   - module: erpops.ops.erpops_backup
   - module: erpops.ops.erpops_restore
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

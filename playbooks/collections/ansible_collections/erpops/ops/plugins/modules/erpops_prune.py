@@ -38,7 +38,7 @@ attributes:
 seealso:
   - module: erpops.ops.erpops_sets
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

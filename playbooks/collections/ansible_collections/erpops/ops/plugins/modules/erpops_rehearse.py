@@ -68,14 +68,15 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: partial
-    description: >-
+    description: Can run in check mode; nothing is restored.
+    details: >-
       Nothing is restored. The set a real run would pick (the newest verified one of the stack) is looked up and
       returned with the plan; no verified set fails as a real run would (exit code 6).
 seealso:
   - module: erpops.ops.erpops_restore
   - module: erpops.ops.erpops_verify
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -179,7 +180,7 @@ def main() -> None:
         for name, value in (("--stack", from_stack), ("--target", p["target"]), ("--endpoint-url", p["endpoint_url"]),
                             ("--region", p["region"])):
             flag(listing_args, name, value)
-        listing, _ = cli.run_or_fail(["list"], listing_args, target=False)
+        listing = cli.run_or_fail(["list"], listing_args, target=False)[0]
         ours = [s for s in listing.get("sets", []) if "error" not in s and s.get("stack") == from_stack]
         verified = [s for s in ours if s.get("verified") is True]
         if not verified:
@@ -188,8 +189,8 @@ def main() -> None:
                                  "with playbooks/backup.yml (it verifies the new set)", exit_code=6,
                              error_type="PreflightError", command=cli.argv(["rehearse"], args, target=False))
         chosen = verified[0]
-        module.exit_json(changed=False, ok=None, set_id=chosen["set_id"], command=cli.argv(["rehearse"], args,
-                                                                                          target=False),
+        module.exit_json(changed=False, ok=None, set_id=chosen["set_id"],
+                         command=cli.argv(["rehearse"], args, target=False),
                          planned={"action": f"restore set {chosen['set_id']} into a new neutralized database on "
                                             f"{p['pg_host'] or 'PGHOST'} (stack {p['to_stack']}), check, time, "
                                             + ("keep it" if p["keep"] else "drop it"),

@@ -15,8 +15,10 @@ description:
   - O(replace=true) passes C(--yes) to the CLI (no prompt in automation); the playbook asks for its own
     confirmation variable first.
   - Always reports C(changed) on success.
-  - In check mode the set is looked up (the newest one when O(set_id) is not given) and the plan returned; the CLI
-    has no dry run, so the pre-flight checks (database exists, disk, versions) run only on a real run.
+  - In check mode the set is looked up (the newest one when O(set_id) is not given) and C(erpops restore --dry-run)
+    makes the pre-flight of a real run - the server answers with these credentials, the role may create (and
+    replace) the database, the database is absent (or present with O(replace)), versions, disk - and returns the
+    plan. A check that fails fails the task as the real run would; nothing is changed either way.
 options:
   set_id:
     description:
@@ -88,13 +90,17 @@ attributes:
     support: full
     description: The database before (absent or replaced) and after (the set, row counts).
   check_mode:
-    support: partial
-    description: The set is looked up and the plan reported; pre-flight checks need a real run (no CLI dry run).
+    support: full
+    description: Can run in check mode and return the changed status a real run would have, without changing anything.
+    details: >-
+      C(erpops restore --dry-run) runs the real run's pre-flight and changes nothing; C(changed) is reported only
+      for a restore that passed it (a real run would restore). The set's bytes are verified on a real run only,
+      before anything is built.
 seealso:
   - module: erpops.ops.erpops_sets
   - module: erpops.ops.erpops_verify
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -138,7 +144,7 @@ restore:
   returned: success, not in check mode
   type: dict
 planned:
-  description: What a real run would do.
+  description: What a real run would do, with the pre-flight checks that passed (C(checks)) and its notes.
   returned: check mode
   type: dict
 problems:
@@ -213,11 +219,10 @@ def main() -> None:
     flag(args, "--work-dir", p["work_dir"])
 
     if module.check_mode:
-        action = "replace database" if p["replace"] else "restore into new database"
+        # the real run's pre-flight, nothing changed: a restore that would be refused fails here too
+        plan = cli.run_or_fail(["restore"], [*args, "--dry-run"])[0]
         module.exit_json(changed=True, set_id=set_id, db=p["db"], command=cli.argv(["restore"], args),
-                         planned={"action": f"{action} {p['db']}", "set": entry, "replace": p["replace"],
-                                  "filestore": p["filestore"], "neutralize": p["neutralize"],
-                                  "preflight": "not run: erpops restore has no dry run; it runs first on a real run"})
+                         planned={**plan, "set": entry})
 
     result, argv = cli.run_or_fail(["restore"], args)
     out = {"changed": True, "set_id": set_id, "db": result.get("db", p["db"]), "replaced": result.get("replaced"),

@@ -48,7 +48,7 @@ seealso:
   - module: erpops.ops.erpops_backup
   - module: erpops.ops.erpops_sets
 author:
-  - erpops maintainers
+  - erpops maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
