@@ -13,10 +13,13 @@ import ast
 import importlib
 import itertools
 import tomllib
+from functools import cache
 from pathlib import Path
 
 import click
 import pytest
+
+from tests.sources import nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "erpops"
@@ -30,10 +33,11 @@ def _py_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.py") if not SKIP_DIRS & set(p.relative_to(ROOT).parts))
 
 
+@cache
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, absolute module name) of every import in a file; relative imports are the file's own package."""
     out: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in nodes(path):
         if isinstance(node, ast.Import):
             out += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sources import nodes
+
 TESTS = Path(__file__).resolve().parents[1]
 CLOCKS = {"monotonic", "perf_counter", "time", "process_time", "monotonic_ns", "perf_counter_ns", "time_ns"}
 TIMED_NAME = re.compile(r"(^|_)(elapsed|took|wall|runtime|durations?|timings?)(_|$)", re.IGNORECASE)
@@ -40,10 +42,10 @@ def _measures_time(node: ast.AST) -> bool:
     return any(TIMED_NAME.search(name) for name in _names(node))
 
 
-def timed_assertions(source: str) -> list[int]:
-    """Line numbers of assertions that bound a measured duration from above."""
+def timed_assertions(source: str | Path) -> list[int]:
+    """Line numbers of assertions that bound a measured duration from above, in a file or a snippet."""
     lines = []
-    for node in ast.walk(ast.parse(source)):
+    for node in nodes(source) if isinstance(source, Path) else ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Assert):
             continue
         for cmp in (n for n in ast.walk(node.test) if isinstance(n, ast.Compare)):
@@ -58,7 +60,7 @@ def timed_assertions(source: str) -> list[int]:
 
 def test_no_test_bounds_a_duration_from_above() -> None:
     found = {str(p.relative_to(TESTS.parent)): lines for p in sorted(TESTS.rglob("*.py"))
-             if p != Path(__file__).resolve() and (lines := timed_assertions(p.read_text()))}
+             if p != Path(__file__).resolve() and (lines := timed_assertions(p))}
     assert found == {}, f"timed assertions (move the speed claim to benchmarks/): {found}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from erpops import spec
 from erpops.helm_values import odoo_resources, odoo_values
 from erpops.naming import refs_for, stack_backup_target
+from tests.sources import nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ["dev", "staging", "prod"]
@@ -23,12 +25,13 @@ def _sources() -> list[Path]:
     return sorted(p for d in RUNTIME for p in (ROOT / d).rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def _strings(tree: ast.AST) -> list[tuple[int, str]]:
+@cache
+def _strings(path: Path) -> list[tuple[int, str]]:
     """(line, text) of every string in the code, docstrings left out (f-strings by their literal parts)."""
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+    docstrings = {id(node.body[0].value) for node in nodes(path)
                   if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
                   and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
-    return [(node.lineno, node.value) for node in ast.walk(tree)
+    return [(node.lineno, node.value) for node in nodes(path)
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
 
 
@@ -36,8 +39,7 @@ def _where(predicate: object) -> list[str]:
     """Files (and lines) of the runtime code where predicate(node) holds."""
     found = []
     for path in _sources():
-        tree = ast.parse(path.read_text())
-        found += [f"{path.relative_to(ROOT)}:{node.lineno}" for node in ast.walk(tree) if predicate(node)]  # type: ignore[operator]
+        found += [f"{path.relative_to(ROOT)}:{node.lineno}" for node in nodes(path) if predicate(node)]  # type: ignore[operator]
     return found
 
 
@@ -60,7 +62,7 @@ def test_the_naming_contract_is_defined_in_erpops_naming_only(name: str) -> None
 
 def test_the_stack_labels_are_written_in_one_place() -> None:
     found = [f"{p.relative_to(ROOT)}:{line}" for p in _sources()
-             for line, text in _strings(ast.parse(p.read_text())) if text == "app.kubernetes.io/managed-by"]
+             for line, text in _strings(p) if text == "app.kubernetes.io/managed-by"]
     assert [f.split(":")[0] for f in found] == ["erpops/naming.py"], found
 
 
@@ -98,7 +100,7 @@ def test_every_reader_of_the_backup_target_gets_the_same_one(sized: spec.Sized) 
 
 def test_the_module_job_template_is_rendered_from_one_module() -> None:
     found = [f"{p.relative_to(ROOT)}:{line}" for p in _sources()
-             for line, text in _strings(ast.parse(p.read_text())) if "job-modules.yaml" in text]
+             for line, text in _strings(p) if "job-modules.yaml" in text]
     assert [f.split(":")[0] for f in found] == ["infra/chart.py"], found
 
 
@@ -130,7 +132,7 @@ def test_the_quota_and_the_chart_size_the_odoo_pods_alike(sized: spec.Sized) -> 
 
 def test_the_image_pattern_is_written_once() -> None:
     found = [f"{p.relative_to(ROOT)}:{line}" for p in _sources()
-             for line, text in _strings(ast.parse(p.read_text())) if "sha256:[a-f0-9]{64}" in text]
+             for line, text in _strings(p) if "sha256:[a-f0-9]{64}" in text]
     assert [f.split(":")[0] for f in found] == ["erpops/spec_types.py"], found
 
 
@@ -182,7 +184,7 @@ def test_exit_codes_are_numbered_in_erpops_errors_only() -> None:
 
 def test_databases_are_created_and_dropped_in_one_place() -> None:
     found = [f"{p.relative_to(ROOT)}:{line}" for p in _sources() if p.is_relative_to(ROOT / "erpops")
-             for line, text in _strings(ast.parse(p.read_text()))
+             for line, text in _strings(p)
              if text.lstrip().upper().startswith(("CREATE DATABASE ", "DROP DATABASE "))]
     assert sorted({f.split(":")[0] for f in found}) == ["erpops/pg.py"], found
 
