@@ -18,6 +18,7 @@ another scheduler).
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +84,11 @@ def _checkout_entry_points() -> dict[str, dict[str, str]] | None:
 def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
     tables = _checkout_entry_points()
     if tables is not None:
+        # the checkout's own packages (infra/ ...) load from it even when an older install did not map them;
+        # appended, so an installed copy still comes first
+        root = str(Path(__file__).resolve().parents[1])
+        if root not in sys.path:
+            sys.path.append(root)
         return {name: metadata.EntryPoint(name, value, group) for name, value in tables.get(group, {}).items()}
     return {ep.name: ep for ep in metadata.entry_points(group=group)}
 
