@@ -19,7 +19,7 @@ then as before, only slower.
 
 from __future__ import annotations
 
-import mmap
+import os
 import struct
 from pathlib import Path
 
@@ -29,18 +29,65 @@ K_OFFSET_POS_SET = 2
 SUPPORTED = {(1, 12), (1, 13), (1, 14), (1, 15), (1, 16)}
 
 
+WINDOW = 4 * 1024 * 1024
+
+
+class _File:
+    """Byte access to an open file through pread/pwrite and one small window: no mapping, no whole-file read
+    (a mapped multi-GB dump would count in the process's resident memory)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+        self._start, self._data = 0, b""
+
+    def _window(self, pos: int, n: int) -> bytes:
+        if not (self._start <= pos and pos + n <= self._start + len(self._data)):
+            self._start, self._data = pos, os.pread(self.fd, max(WINDOW, n), pos)
+        return self._data[pos - self._start:pos - self._start + n]
+
+    def __getitem__(self, key: int | slice) -> int | bytes:
+        if isinstance(key, slice):
+            start, stop = key.start or 0, min(key.stop, self.size)
+            out = self._window(start, max(0, stop - start))
+            return out
+        if key >= self.size:
+            raise IndexError(key)
+        return self._window(key, 1)[0]
+
+    def find(self, sub: bytes, start: int) -> int:
+        pos = max(0, start)
+        while pos < self.size:
+            chunk = os.pread(self.fd, WINDOW + len(sub) - 1, pos)
+            hit = chunk.find(sub)
+            if hit >= 0:
+                return pos + hit
+            if len(chunk) < WINDOW + len(sub) - 1:
+                return -1
+            pos += WINDOW
+        return -1
+
+    def write(self, pos: int, data: bytes) -> None:
+        os.pwrite(self.fd, data, pos)
+        self._start, self._data = 0, b""
+
+
 class _Reader:
-    def __init__(self, buf: mmap.mmap) -> None:
+    def __init__(self, buf: _File) -> None:
         self.buf, self.pos, self.int_size, self.off_size = buf, 0, 4, 8
 
     def byte(self) -> int:
         b = self.buf[self.pos]
+        assert isinstance(b, int)
         self.pos += 1
         return b
 
     def int(self) -> int:
         sign = self.byte()
         raw = self.buf[self.pos:self.pos + self.int_size]
+        assert isinstance(raw, bytes)
+        if len(raw) < self.int_size:
+            raise ValueError("truncated archive")
         self.pos += self.int_size
         value = int.from_bytes(raw, "little")
         return -value if sign else value
@@ -50,6 +97,9 @@ class _Reader:
         if n < 0:
             return None
         out = self.buf[self.pos:self.pos + n]
+        assert isinstance(out, bytes)
+        if len(out) < n:
+            raise ValueError("truncated archive")
         self.pos += n
         return out
 
@@ -58,18 +108,12 @@ def add_data_offsets(path: Path) -> int:
     """Fill in the data offsets of a piped custom-format archive; the number of entries set (0: unchanged)."""
     with open(path, "r+b") as fh:
         try:
-            buf = mmap.mmap(fh.fileno(), 0)
-        except ValueError:  # empty file
-            return 0
-        try:
-            return _patch(buf)
+            return _patch(_File(fh.fileno()))
         except (IndexError, ValueError, struct.error):
             return 0
-        finally:
-            buf.close()
 
 
-def _toc(buf: mmap.mmap) -> tuple[_Reader, list[tuple[int, int]]] | None:
+def _toc(buf: _File) -> tuple[_Reader, list[tuple[int, int]]] | None:
     """The reader (at the end of the TOC) and each data entry's (dump id, offset field position); None: unsupported."""
     r = _Reader(buf)
     if buf[:5] != b"PGDMP":
@@ -113,24 +157,19 @@ def _toc(buf: mmap.mmap) -> tuple[_Reader, list[tuple[int, int]]] | None:
 def data_offsets(path: Path) -> dict[int, int | None]:
     """Each data entry's offset by dump id (None: not set); {} for a file that is not a supported archive."""
     with open(path, "rb") as fh:
+        buf = _File(fh.fileno())
         try:
-            buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:
-            return {}
-        try:
-            parsed = _toc(buf)  # type: ignore[arg-type]
+            parsed = _toc(buf)
             if parsed is None:
                 return {}
             r, entries = parsed
-            return {i: int.from_bytes(buf[f + 1:f + 1 + r.off_size], "little") if buf[f] == K_OFFSET_POS_SET
-                    else None for i, f in entries}
+            return {i: int.from_bytes(buf[f + 1:f + 1 + r.off_size], "little")  # type: ignore[arg-type]
+                    if buf[f] == K_OFFSET_POS_SET else None for i, f in entries}
         except (IndexError, ValueError, struct.error):
             return {}
-        finally:
-            buf.close()
 
 
-def _patch(buf: mmap.mmap) -> int:
+def _patch(buf: _File) -> int:
     parsed = _toc(buf)
     if parsed is None:
         return 0
@@ -150,7 +189,5 @@ def _patch(buf: mmap.mmap) -> int:
         found.append((field, block))
         at = block
     for field, block in found:
-        buf[field] = K_OFFSET_POS_SET
-        buf[field + 1:field + 1 + r.off_size] = block.to_bytes(r.off_size, "little")
-    buf.flush()
+        buf.write(field, bytes([K_OFFSET_POS_SET]) + block.to_bytes(r.off_size, "little"))
     return len(found)
