@@ -57,6 +57,7 @@ from erpops.backup.pgarchive import add_data_offsets
 from erpops.backup.progress import Reporter, human_bytes
 from erpops.backup.sets import load_manifest
 from erpops.backup.storage import CHUNK, HashingReader, Target
+from erpops.backup.untrusted import UntrustedDumpError
 from erpops.errors import BackupError, ErpopsError, IntegrityError, PreflightError, ServiceError, UsageError
 from erpops.pg import Pg, client_bin, quote_ident, quote_literal
 
@@ -415,8 +416,9 @@ def restore(
         if isinstance(exc, ErpopsError):
             msg = f"restore of {set_id} into {db} failed: {exc}; rolled back: {undone}"
             if isinstance(exc, IntegrityError) and not swapped_db:
-                raise IntegrityError(f"set {set_id} failed verification, nothing was changed: {exc}; "
-                                     f"rolled back: {undone}") from exc
+                # the class stays (a screened statement is UntrustedDumpError, a bad byte IntegrityError)
+                what = "was refused" if isinstance(exc, UntrustedDumpError) else "failed verification"
+                raise type(exc)(f"set {set_id} {what}, nothing was changed: {exc}; rolled back: {undone}") from exc
             if isinstance(exc, IntegrityError):
                 raise type(exc)(msg) from exc
             raise BackupError(msg) from exc

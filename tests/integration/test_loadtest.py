@@ -20,17 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from loadtests.modes import READ_METHODS
 from loadtests.testing.odoo_double import DB, PASSWORD, OdooDouble
 from tests import browser
+from tests.integration.loadtest_project import WEIGHTS, fast_dev_project
 from tests.integration.test_gate_report import CHARTS
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-WEIGHTS = {"planner": 2, "shop_floor": 4, "buyer": 1, "sales": 2, "warehouse": 3}
 # made once per user at start, inside the warm-up the runner never counts
 AT_START = {"session:version_info", "session:authenticate", "mrp.bom:search_read", "product.product:search_read",
             "res.partner:search_read", "stock.picking.type:search_read"}
@@ -193,13 +192,7 @@ def test_two_writers_of_one_record_are_retried_as_odoo_does() -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project root whose dev stack has short think times and a 0.5% error budget."""
-    root = tmp_path_factory.mktemp("project")
-    (root / "Pulumi.yaml").write_text((REPO / "Pulumi.yaml").read_text())
-    doc = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())
-    doc["config"]["erpops:spec"]["slo"] = {"think_time_seconds": [0.02, 0.05], "error_ratio": 0.005,
-                                           "min_rps": 5, "persona_weights": WEIGHTS}
-    (root / "Pulumi.dev.yaml").write_text(yaml.safe_dump(doc))
-    return root
+    return fast_dev_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")

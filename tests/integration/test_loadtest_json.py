@@ -16,27 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from erpops.jsonout import SCHEMA_VERSION
 from loadtests.testing.odoo_double import DB, PASSWORD, OdooDouble
+from tests.integration.loadtest_project import fast_dev_project
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-WEIGHTS = {"planner": 2, "shop_floor": 4, "buyer": 1, "sales": 2, "warehouse": 3}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project root whose dev stack has short think times."""
-    root = tmp_path_factory.mktemp("project")
-    (root / "Pulumi.yaml").write_text((REPO / "Pulumi.yaml").read_text())
-    doc = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())
-    doc["config"]["erpops:spec"]["slo"] = {"think_time_seconds": [0.02, 0.05], "error_ratio": 0.005,
-                                           "min_rps": 5, "persona_weights": WEIGHTS}
-    (root / "Pulumi.dev.yaml").write_text(yaml.safe_dump(doc))
-    return root
+    return fast_dev_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")
