@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests import sources
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "erpops"
 
@@ -70,10 +72,9 @@ def violations(path: Path, module: str | None = None) -> list[str]:
     """module: the dotted name path stands for (default: its place under the repository)."""
     module = module or module_name(path)
     rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
-    tree = ast.parse(path.read_text(), str(path))
     aliases: dict[str, str] = {}  # local name -> erpops module it is bound to
     found: list[str] = []
-    for node in ast.walk(tree):
+    for node in sources.nodes(path):  # parsed once per process, shared with the layout tests
         if isinstance(node, ast.Import):
             for a in node.names:
                 if a.name == "erpops" or a.name.startswith("erpops."):
@@ -94,7 +95,7 @@ def violations(path: Path, module: str | None = None) -> list[str]:
                     aliases[a.asname or a.name] = full
                 elif _private(a.name) and source != module:
                     found.append(f"{rel}:{node.lineno}: imports {a.name} from {source}")
-    for node in ast.walk(tree):
+    for node in sources.nodes(path):  # parsed once per process, shared with the layout tests
         if isinstance(node, ast.Attribute) and _private(node.attr):
             chain = dotted(node.value)
             if chain is None:
