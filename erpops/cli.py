@@ -218,7 +218,7 @@ def run(command: click.Command, args: list[str] | None = None, prog_name: str | 
         sys.exit(130)
     except Terminated as exc:
         err.print(f"{exc}: done, what this run had started was cleaned up")
-        sys.exit(143)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)

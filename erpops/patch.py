@@ -59,6 +59,7 @@ from typing import Any
 import click
 
 from erpops import plugins
+from erpops.backup.leftovers import Terminated
 from erpops.errors import ErpopsError, OperationFailed, PreflightError, SpecError, UsageError
 from erpops.jsonout import envelope, error
 from erpops.naming import stack_backup_target
@@ -80,8 +81,10 @@ class RollbackFailed(ErpopsError):
     exit_code = 1
 
 
-class PatchInterrupted(ErpopsError):
-    """SIGTERM/SIGINT during a patch: treated as a failure of the running step."""
+class PatchInterrupted(Terminated):
+    """SIGTERM/SIGINT during a patch: treated as a failure of the running step. A BaseException, never an
+    Exception: libraries catch Exception where a signal may land (botocore turns one raised inside an HTTP send
+    into a retried HTTPClientError), and a signal swallowed there let the patch run on as if none came."""
 
     exit_code = 130
 
@@ -604,7 +607,7 @@ class Patch:
                 else:
                     state["preflight_set"] = fresh["set_id"]
                     rec["detail"] = f"recent verified set {fresh['set_id']}"
-        except ErpopsError as exc:
+        except (ErpopsError, PatchInterrupted) as exc:  # nothing was changed yet: the run ends here, audited
             state.update(status="refused" if isinstance(exc, PreflightError) else "failed", error=str(exc))
             self.store.save(state)
             self.audit(state, state["status"])

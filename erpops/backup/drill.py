@@ -47,6 +47,7 @@ from typing import Any
 import click
 
 from erpops.backup import scratch
+from erpops.backup.leftovers import Terminated
 from erpops.errors import ErpopsError, PreflightError, ServiceError, UsageError
 from erpops.options import backup_target_options
 
@@ -76,6 +77,12 @@ class DrillInterrupted(ErpopsError):
     erpops.cli exits on SIGTERM)."""
 
     exit_code = 143
+
+
+class DrillSignal(Terminated):
+    """What the SIGTERM handler raises in the middle of the drill. A BaseException, never an Exception:
+    libraries catch Exception where a signal may land (botocore turns one raised inside an HTTP send into a
+    retried HTTPClientError), and a signal swallowed there let the drill run on with SIGTERM ignored."""
 
 
 def drill_db_name(db: str, when: datetime) -> str:
@@ -353,7 +360,9 @@ _DEFER_SECONDS = 0.05
 
 
 def _holds_a_lock(frame: Any) -> bool:
-    return frame is not None and frame.f_globals.get("__name__") in _LOCK_HOLDERS
+    """Inside lock handling, or a finalizer (an exception raised in __del__ is printed and dropped)."""
+    return frame is not None and (frame.f_globals.get("__name__") in _LOCK_HOLDERS
+                                  or frame.f_code.co_name == "__del__")
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
@@ -364,7 +373,7 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGALRM, _raise_interrupted)
         signal.setitimer(signal.ITIMER_REAL, _DEFER_SECONDS)
         return
-    raise DrillInterrupted(f"drill interrupted by {_signals[0]}")
+    raise DrillSignal(f"drill interrupted by {_signals[0]}")
 
 
 def run(
@@ -459,6 +468,8 @@ def run(
     except ErpopsError as exc:  # a service failed mid-way: a failed drill, reported as such
         report["reason"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         report["failures"].append(report["reason"])
+    except DrillSignal:
+        pass  # what was built rolled back on the way here; _signals names the signal for the report below
     finally:
         if _signals:  # the restore rolled back on the way out; say what happened, not what it caused
             report["ok"] = False
