@@ -6,6 +6,8 @@ A backup set = a compressed database dump + the database's filestore + manifest.
     <target>/sets/<set_id>/manifest.json     written last: without it the set is incomplete
     <target>/sets/<set_id>/verify.json       written by verify
     <target>/filestore/<sha1[:2]>/<sha1>     shared by every set holding that file
+    <target>/filestore/packs/<sha256>        S3: files up to 1 MiB stored together, one request per ~6 MiB
+                                             (the manifest gives each file's pack and offset; format 2)
 
 The snapshot is taken first, then the filestore is listed and copied while pg_dump streams (both
 to the target; erpops.backup.dump, erpops.backup.filestore). A file target gets every object
@@ -259,7 +261,7 @@ def backup(
         "pg_server_version": facts.server_version,
         "artifacts": [vars(a) for a in manifest.artifacts],
         "filestore": {"count": len(copied.files), "bytes": manifest.filestore_bytes, "uploaded": copied.uploaded,
-                      "skipped_existing": copied.skipped, "ignored": len(copied.ignored)},
+                      "skipped_existing": copied.skipped, "ignored": len(copied.ignored), "packs": copied.packs},
         "row_counts": facts.row_counts,
         "neutralized": neutralized,
         "neutralize_report": neutralize_report,
@@ -318,7 +320,7 @@ def import_odoo_zip(
     return {"ok": True, "set_id": set_id, "target": target.url, "db": db, "created_at": manifest.created_at,
             "odoo_version": manifest.odoo_version, "artifacts": [vars(a) for a in manifest.artifacts],
             "filestore": {"count": len(copied.files), "bytes": manifest.filestore_bytes, "uploaded": copied.uploaded,
-                          "skipped_existing": copied.skipped, "ignored": len(copied.ignored)},
+                          "skipped_existing": copied.skipped, "ignored": len(copied.ignored), "packs": copied.packs},
             "row_counts": {}, "neutralized": False, "duration_seconds": manifest.duration_seconds}
 
 

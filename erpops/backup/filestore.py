@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import threading
 import zipfile
@@ -17,10 +19,25 @@ from typing import Any
 from erpops.backup import manifest as mf
 from erpops.backup.progress import Reporter
 from erpops.backup.sets import load_manifest, scan_sets
-from erpops.backup.storage import CHUNK, FileTarget, HashingReader, Reader, S3Target, Target, parse_url
+from erpops.backup.storage import (
+    CHUNK,
+    FileTarget,
+    HashingReader,
+    MiB,
+    Reader,
+    S3Target,
+    Target,
+    Window,
+    parse_url,
+    read_full,
+)
 from erpops.errors import IntegrityError, UsageError
 
 DEFAULT_WORKERS = 8
+# Where the target packs small files (S3: packs_small_files), a file up to PACK_MAX_FILE goes into a pack, and a
+# pack is stored once it holds PACK_BYTES: at most PACK_BYTES + PACK_MAX_FILE, below the 8 MiB part size, so one PUT
+PACK_MAX_FILE = 1 * MiB
+PACK_BYTES = 6 * MiB
 
 
 def filestore_source(spec: str, db: str, *, endpoint_url: str | None = None, region: str | None = None) -> Target:
@@ -60,10 +77,139 @@ class FilestoreCopy:
     uploaded: int
     skipped: int
     ignored: list[str]
+    packs: int = 0  # pack objects stored (S3 targets)
 
 
 class Stopped(Exception):
     """The filestore copy was told to stop (the dump beside it failed)."""
+
+
+class Packer:
+    """Gathers small files into pack objects: one request per pack instead of one per file.
+
+    A pack is the members' bytes end to end; the manifest records each file's pack and offset, so a
+    file stays restorable alone (one ranged read). A pack is named by a sha256 over its members'
+    sha256 and sizes: content-addressed like every filestore object, without hashing the bytes again.
+    Packs are stored without waiting for an fsync (durable=False), like the loose objects: the
+    manifest, written last, is what makes them part of a set.
+    """
+
+    def __init__(self, target: Target, limit: int | None = None) -> None:
+        self._target, self._limit = target, limit or PACK_BYTES
+        self._lock = threading.Lock()
+        # Sealed packs waiting or being stored: each holds its bytes about three times while it is sent (the
+        # members, the joined pack, the part read from it), so two bound the memory (a third add waits here)
+        self._slots = threading.BoundedSemaphore(2)
+        self._number, self._size = 0, 0
+        self._chunks: list[bytes] = []
+        self._name = hashlib.sha256()
+        self.names: dict[int, str] = {}  # pack number -> its key, once stored
+
+    def add(self, data: bytes, sha256: str) -> tuple[int, int]:
+        """Append one file's bytes; (pack number, offset). The pack is stored by the call that fills it."""
+        with self._lock:
+            where = (self._number, self._size)
+            self._chunks.append(data)
+            self._size += len(data)
+            self._name.update(bytes.fromhex(sha256) + len(data).to_bytes(8, "big"))
+            if self._size < self._limit:
+                return where
+            self._slots.acquire()
+            full = self._take()
+        self._store(*full)
+        return where
+
+    def close(self) -> None:
+        """Store the last, partly filled pack."""
+        with self._lock:
+            if not self._chunks:
+                return
+            self._slots.acquire()
+            last = self._take()
+        self._store(*last)
+
+    @property
+    def stored(self) -> int:
+        return len(self.names)
+
+    def _take(self) -> tuple[int, list[bytes], str]:
+        taken = (self._number, self._chunks, self._name.hexdigest())
+        self._number, self._size, self._chunks, self._name = self._number + 1, 0, [], hashlib.sha256()
+        return taken
+
+    def _store(self, number: int, chunks: list[bytes], name: str) -> None:
+        """Store one sealed pack; gives its slot back (taken by the caller when it sealed it)."""
+        try:
+            key = mf.pack_key(name)
+            data = b"".join(chunks)
+            chunks.clear()  # the members' bytes go now, not when the pack is stored
+            self._target.put_bytes(key, data, digest=False, durable=False)
+            self.names[number] = key  # one key each, set by one thread: no lock needed
+        finally:
+            self._slots.release()
+
+
+def where(target: Target, f: mf.FilestoreFile) -> str:
+    """The stored place of a file, as messages name it: its object, or its range of a pack."""
+    if f.pack is None:
+        return target.child(f.key)
+    return f"{target.child(f.key)} at {f.offset} (file {f.path})"
+
+
+def open_file(target: Target, f: mf.FilestoreFile) -> contextlib.AbstractContextManager[Reader]:
+    """The bytes of one filestore file: its own object, or its range of a pack. UsageError when missing."""
+    if f.pack is None:
+        return target.get_stream(f.key)
+    return target.get_range(f.key, f.offset or 0, f.size)
+
+
+def each_file(
+    target: Target, files: list[mf.FilestoreFile], fn: Callable[[mf.FilestoreFile, Reader], Any],
+    missing: Callable[[mf.FilestoreFile, UsageError], Any], workers: int,
+) -> list[Any]:
+    """fn(file, its bytes) for every file, on `workers` threads; each pack is read once, front to back.
+
+    missing(file, error) answers for a file whose object is gone (fn's and missing's exceptions propagate).
+    """
+    loose = [f for f in files if f.pack is None]
+    packs: dict[str, list[mf.FilestoreFile]] = {}
+    for f in files:
+        if f.pack is not None:
+            packs.setdefault(f.pack, []).append(f)
+
+    def one(f: mf.FilestoreFile) -> list[Any]:
+        try:
+            with target.get_stream(f.key) as body:
+                return [fn(f, body)]
+        except UsageError as exc:
+            return [missing(f, exc)]
+
+    def pack(members: list[mf.FilestoreFile]) -> list[Any]:
+        members = sorted(members, key=lambda f: f.offset or 0)
+        out = []
+        try:
+            with target.get_stream(members[0].key) as body:
+                at = 0
+                for f in members:
+                    offset = f.offset or 0
+                    if offset < at:  # overlapping entries: a malformed manifest, read that one alone
+                        with open_file(target, f) as alone:
+                            out.append(fn(f, alone))
+                        continue
+                    while at < offset and (skipped := len(body.read(min(CHUNK, offset - at)))):
+                        at += skipped
+                    window = Window(body, f.size)
+                    out.append(fn(f, window))
+                    while window.read(CHUNK):  # what fn left unread
+                        pass
+                    at = offset + f.size - window.left
+        except UsageError as exc:
+            return out + [missing(f, exc) for f in members[len(out):]]
+        return out
+
+    jobs: list[Callable[[], list[Any]]] = [lambda f=f: one(f) for f in loose]
+    jobs += [lambda m=m: pack(m) for m in packs.values()]
+    return [r for batch in run_parallel(jobs, lambda job: job(), workers) for r in batch]
 
 
 def mtime_us(obj: Any) -> int:
@@ -77,10 +223,12 @@ def copy_filestore(
     """Copy `xx/<sha1>` files into target's content-addressed filestore/, checking each sha1.
 
     Every byte read is hashed once (sha1 for the name check, sha256 for the manifest) and the
-    object is stored without hashing it again. What is not read or not uploaded:
+    object is stored without hashing it again. Where the target packs small files (S3), a file of
+    up to PACK_MAX_FILE is stored in a pack object with others (Packer). What is not read or not
+    uploaded:
     - a file `previous` (the last complete set of this database) lists with the same path, size
-      and mtime, whose object is still stored with that size: neither read nor uploaded, its sums
-      are taken from there. The trade-off: a file changed in place without a change of size or
+      and mtime, whose object (or pack) is still stored: neither read nor uploaded, its sums and
+      place are taken from there. The trade-off: a file changed in place without a change of size or
       mtime (Odoo never rewrites a file: a new content gets a new sha1 name) is not re-read, so
       such damage in the source is not noticed by this backup; the stored object it keeps using
       was checked when it was uploaded, and `erpops verify` re-reads it;
@@ -94,6 +242,7 @@ def copy_filestore(
     existing = {o.key: o.size for o in target.list_objects(f"{mf.FILESTORE}/")}
     durable_unreferenced = not isinstance(target, FileTarget)
     referenced = {f.key for f in previous.values()}
+    packer = Packer(target) if target.packs_small_files else None
     entries, ignored = [], []
     for obj in source.list_objects(""):
         (entries if mf.SHA1_PATH_RE.match(obj.key) else ignored).append(obj)
@@ -103,7 +252,13 @@ def copy_filestore(
     task = reporter.task("filestore", total=sum(o.size for o in entries))
     known = 0
 
-    def one(obj: Any, *, force_read: bool = False) -> tuple[mf.FilestoreFile, bool]:
+    def still_stored(f: mf.FilestoreFile, stored: dict[str, int]) -> bool:
+        if f.pack is None:
+            return stored.get(f.key) == f.size
+        return stored.get(f.key, -1) >= (f.offset or 0) + f.size
+
+    # (file, uploaded, the pack number it waits for: its pack's key is known once that pack is stored)
+    def one(obj: Any, *, force_read: bool = False) -> tuple[mf.FilestoreFile, bool, int | None]:
         nonlocal known
         if stop is not None and stop.is_set():
             raise Stopped()
@@ -112,11 +267,11 @@ def copy_filestore(
         mtime = mtime_us(obj)
         stored = existing.get(key) == obj.size
         before = previous.get(obj.key)
-        if (not force_read and stored and before is not None and before.size == obj.size
-                and before.mtime_us == mtime and before.sha1 == sha1):
+        if (not force_read and before is not None and before.size == obj.size and before.mtime_us == mtime
+                and before.sha1 == sha1 and still_stored(before, existing)):
             task.advance(obj.size)
             known += 1
-            return mf.FilestoreFile(obj.key, sha1, before.sha256, obj.size, mtime), False
+            return dataclasses.replace(before, path=obj.key), False, None
         with source.get_stream(obj.key) as raw:
             reader = HashingReader(raw, sha1=True, on_bytes=task.advance)
 
@@ -130,21 +285,26 @@ def copy_filestore(
             if stored and (durable_unreferenced or key in referenced):
                 reader.drain()
                 check()
-                uploaded = False
-            else:
-                target.put_stream(key, reader, before_commit=check, digest=False, durable=False)
-                uploaded = True
-        return mf.FilestoreFile(obj.key, sha1, reader.sha256, reader.size, mtime), uploaded
+                return mf.FilestoreFile(obj.key, sha1, reader.sha256, reader.size, mtime), False, None
+            if packer is not None and obj.size <= PACK_MAX_FILE:
+                data = read_full(reader, PACK_MAX_FILE + 1)
+                if len(data) <= PACK_MAX_FILE:  # else it grew since the listing: stored alone below
+                    check()
+                    number, offset = packer.add(data, reader.sha256)
+                    return mf.FilestoreFile(obj.key, sha1, reader.sha256, len(data), mtime, None, offset), True, number
+                reader = HashingReader(_Prefixed(data, raw), sha1=True, on_bytes=task.advance)
+            target.put_stream(key, reader, before_commit=check, digest=False, durable=False)
+        return mf.FilestoreFile(obj.key, sha1, reader.sha256, reader.size, mtime), True, None
 
     with task:
         results = run_parallel(entries, one, workers)
         # Skipped objects are re-checked before the manifest can reference them: a GC that stalled past
         # its lease may have deleted some since the listing above (erpops.backup.lease). Gone ones are
         # uploaded again.
-        skipped = {mf.filestore_key(r[0].sha1): obj for r, obj in zip(results, entries, strict=True) if not r[1]}
+        skipped = [(r[0], obj) for r, obj in zip(results, entries, strict=True) if not r[1]]
         if skipped:
             now_stored = {o.key: o.size for o in target.list_objects(f"{mf.FILESTORE}/")}
-            gone = [obj for key, obj in skipped.items() if now_stored.get(key) != obj.size]
+            gone = [obj for f, obj in skipped if not still_stored(f, now_stored)]
             if gone:
                 reporter.note(f"filestore: {len(gone)} object(s) skipped as already stored were deleted meanwhile "
                               "(by a prune); uploading them again", reuploaded=len(gone))
@@ -152,12 +312,30 @@ def copy_filestore(
                     existing.pop(key, None)
                 again = {r[0].sha1: r for r in run_parallel(gone, lambda o: one(o, force_read=True), workers)}
                 results = [again.get(r[0].sha1, r) for r in results]
+        if packer is not None:
+            packer.close()
     if known:
         reporter.note(f"filestore: {known} file(s) unchanged since the last set (path, size, mtime): not read",
                       unchanged=known)
-    files = sorted((r[0] for r in results), key=lambda f: f.path)
+    files = sorted((f if number is None else dataclasses.replace(f, pack=packer.names[number])  # type: ignore[union-attr]
+                    for f, _, number in results), key=lambda f: f.path)
     uploaded = sum(1 for r in results if r[1])
-    return FilestoreCopy(files, uploaded, len(results) - uploaded, [o.key for o in ignored])
+    return FilestoreCopy(files, uploaded, len(results) - uploaded, [o.key for o in ignored],
+                         packer.stored if packer is not None else 0)
+
+
+class _Prefixed:
+    """Bytes already read, then the rest of reader."""
+
+    def __init__(self, head: bytes, reader: Reader) -> None:
+        self._head, self._reader = head, reader
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            out, self._head = (self._head, b"") if size < 0 or size >= len(self._head) else (
+                self._head[:size], self._head[size:])
+            return out
+        return self._reader.read(size)
 
 
 def previous_files(target: Target, db: str) -> dict[str, mf.FilestoreFile]:
@@ -192,7 +370,7 @@ def restore_filestore(
     made_dirs: set[str] = set()
     lock = threading.Lock()
 
-    def one(f: mf.FilestoreFile) -> None:
+    def one(f: mf.FilestoreFile, raw: Reader) -> None:
         if stop is not None and stop.is_set():
             raise Stopped()
         path = dest / f.path
@@ -202,21 +380,21 @@ def restore_filestore(
                 if owner:
                     os.chown(path.parent, *owner)
                 made_dirs.add(f.path[:2])
-        try:
-            with target.get_stream(f.key) as raw, open(path, "wb") as out:
-                reader = HashingReader(raw, sha1=True, on_bytes=task.advance)
-                while data := reader.read(CHUNK):
-                    out.write(data)
-        except UsageError as exc:
-            raise IntegrityError(f"{target.child(f.key)} is missing (file {f.path})") from exc
+        with open(path, "wb") as out:
+            reader = HashingReader(raw, sha1=True, on_bytes=task.advance)
+            while data := reader.read(CHUNK):
+                out.write(data)
         if (reader.sha1, reader.sha256, reader.size) != (f.sha1, f.sha256, f.size):
-            raise IntegrityError(f"{target.child(f.key)} does not match the manifest (sha1 {reader.sha1}, "
+            raise IntegrityError(f"{where(target, f)} does not match the manifest (sha1 {reader.sha1}, "
                                  f"{reader.size} bytes; expected sha1 {f.sha1}, {f.size} bytes)")
         if owner:
             os.chown(path, *owner)
 
+    def missing(f: mf.FilestoreFile, exc: UsageError) -> None:
+        raise IntegrityError(f"{target.child(f.key)} is missing (file {f.path})") from exc
+
     with task:
-        run_parallel(files, one, workers)
+        each_file(target, files, one, missing, workers)
     if owner:
         os.chown(dest, *owner)
 

@@ -71,8 +71,10 @@ class _CheckedObject:
 
         self._target, self._set_id, self._f = target, set_id, f
         self._stack = contextlib.ExitStack()
+        from erpops.backup.filestore import open_file
+
         try:
-            body = self._stack.enter_context(target.get_stream(f.key))
+            body = self._stack.enter_context(open_file(target, f))
         except UsageError as exc:
             self._stack.close()
             raise IntegrityError(f"{target.child(f.key)} is missing (filestore file {f.path}): the set is damaged; "

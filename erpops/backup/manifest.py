@@ -12,6 +12,8 @@ records what is needed to verify and restore the set without trusting anything e
       "artifacts": [{"name": "dump", "key": "sets/<id>/dump.pgdump.zst", "size": ..., "sha256": ...,
                      "compression": "zstd", "format": "custom", "uncompressed_size": ..., "uncompressed_sha256": ...}],
       "filestore": {"count": 858, "bytes": ..., "files": [{"path": "ab/ab12..", "sha1": .., "sha256": .., "size": ..}]},
+      (a file kept in a pack object adds "pack": "filestore/packs/<64 hex>", "offset": ...: its bytes are
+      pack[offset:offset + size]; S3 targets pack small files, see erpops.backup.filestore)
       "row_counts": {"res_partner": 42, ..., "mrp_production": null}
     }
 
@@ -29,6 +31,7 @@ from typing import Any
 from erpops.errors import IntegrityError, UsageError
 
 FORMAT = 1
+FORMAT_PACKS = 2  # a set with files in pack objects: an erpops that reads only format 1 refuses it, by its format
 MANIFEST = "manifest.json"
 VERIFY = "verify.json"
 IN_PROGRESS = "in-progress.json"
@@ -82,6 +85,15 @@ def set_key(set_id: str, name: str) -> str:
 def filestore_key(sha1: str) -> str:
     """Content-addressed: every set that holds the same file shares one object."""
     return f"{FILESTORE}/{sha1[:2]}/{sha1}"
+
+
+PACKS = f"{FILESTORE}/packs"
+PACK_KEY_RE = re.compile(rf"^{PACKS}/[0-9a-f]{{64}}$")
+
+
+def pack_key(name: str) -> str:
+    """A pack object of small filestore files, named by a sha256 over its members (shared like any object)."""
+    return f"{PACKS}/{name}"
 
 
 def utc_iso(when: datetime) -> str:
@@ -157,15 +169,20 @@ class FilestoreFile:
     # The source file's modification time (microseconds since the epoch) when it was read: the next
     # backup takes sha1/sha256 from here without reading a file whose path, size and mtime are unchanged.
     mtime_us: int | None = None
+    # Kept in a pack object (pack_key) at this offset instead of an object of its own
+    pack: str | None = None
+    offset: int | None = None
 
     @property
     def key(self) -> str:
-        return filestore_key(self.sha1)
+        """The object holding the file's bytes: its own, or its pack."""
+        return self.pack if self.pack is not None else filestore_key(self.sha1)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if self.mtime_us is None:
-            del out["mtime_us"]
+        for optional in ("mtime_us", "pack", "offset"):
+            if out[optional] is None:
+                del out[optional]
         return out
 
 
@@ -210,7 +227,7 @@ class Manifest:
         return {
             **self.odoo,
             "erpops": {
-                "format": FORMAT,
+                "format": FORMAT_PACKS if any(f.pack is not None for f in self.filestore) else FORMAT,
                 "set_id": self.set_id,
                 "created_at": self.created_at,
                 "stack": self.stack,
@@ -240,8 +257,9 @@ class Manifest:
         section = data.get("erpops")
         if not isinstance(section, dict):
             raise IntegrityError(f"{where} has no 'erpops' section: not a set written by erpops")
-        if section.get("format") != FORMAT:
-            problems.append(f"format {section.get('format')!r} is not {FORMAT}: written by another erpops version")
+        if section.get("format") not in (FORMAT, FORMAT_PACKS):
+            problems.append(f"format {section.get('format')!r} is not {FORMAT} or {FORMAT_PACKS}: written by another "
+                            "erpops version")
 
         def need(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], ctx: str) -> Any:
             value = obj.get(key)
@@ -286,8 +304,15 @@ class Manifest:
                 continue
             sha256, size = need(raw, "sha256", str, ctx), need(raw, "size", int, ctx)
             mtime = raw.get("mtime_us")
+            pack, offset = raw.get("pack"), raw.get("offset")
+            if (pack, offset) != (None, None) and not (
+                    isinstance(pack, str) and PACK_KEY_RE.match(pack) and isinstance(offset, int) and offset >= 0):
+                problems.append(f"{ctx}pack {pack!r} at offset {offset!r} is not a pack object "
+                                f"({PACKS}/<64 hex>) and an offset >= 0")
+                continue
             if sha256 is not None and size is not None:
-                files.append(FilestoreFile(path, sha1, sha256, size, mtime if isinstance(mtime, int) else None))
+                files.append(FilestoreFile(path, sha1, sha256, size, mtime if isinstance(mtime, int) else None,
+                                           pack, offset))
         if isinstance(fs, dict) and fs.get("count") not in (None, len(files)) and not problems:
             problems.append(f"filestore.count {fs.get('count')} does not match the {len(files)} files listed")
 

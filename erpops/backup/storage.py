@@ -152,6 +152,11 @@ class Target(ABC):
         """A reader of the object's bytes; UsageError when the key does not exist."""
 
     @abstractmethod
+    def get_range(self, key: str, offset: int, length: int) -> contextlib.AbstractContextManager[Reader]:
+        """A reader of `length` bytes of the object from `offset` (fewer when the object is shorter: the
+        caller's size check tells); UsageError when the key does not exist."""
+
+    @abstractmethod
     def head(self, key: str) -> int | None:
         """Size of the object, None when absent."""
 
@@ -174,8 +179,8 @@ class Target(ABC):
 
     # -- built on the primitives ------------------------------------------------------------
 
-    def put_bytes(self, key: str, data: bytes) -> tuple[int, str]:
-        return self.put_stream(key, _BytesReader(data))
+    def put_bytes(self, key: str, data: bytes, *, digest: bool = True, durable: bool = True) -> tuple[int, str]:
+        return self.put_stream(key, _BytesReader(data), digest=digest, durable=durable)
 
     def get_bytes(self, key: str) -> bytes:
         with self.get_stream(key) as reader:
@@ -204,6 +209,22 @@ class Target(ABC):
         return f"{self.url.rstrip('/')}/{key}"
 
 
+class Window:
+    """At most `length` bytes of reader, from where it stands."""
+
+    def __init__(self, reader: Reader, length: int) -> None:
+        self._reader = reader
+        self.left = length
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        want = self.left if size is None or size < 0 else min(size, self.left)
+        data = self._reader.read(want)
+        self.left -= len(data)
+        return data
+
+
 class _BytesReader:
     def __init__(self, data: bytes) -> None:
         self._data = memoryview(data)
@@ -222,6 +243,9 @@ class _BytesReader:
 
 
 class FileTarget(Target):
+    # A local file costs no request: small filestore files stay one file each (restorable with cp)
+    packs_small_files = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = f"file://{root}"
@@ -304,6 +328,12 @@ class FileTarget(Target):
             raise UsageError(f"{self.child(key)} does not exist") from None
         with fh:
             yield fh
+
+    @contextlib.contextmanager
+    def get_range(self, key: str, offset: int, length: int) -> Iterator[Reader]:
+        with self.get_stream(key) as fh:
+            fh.seek(offset)  # type: ignore[attr-defined]
+            yield Window(fh, length)
 
     def head(self, key: str) -> int | None:
         try:
@@ -463,6 +493,10 @@ def s3_client(endpoint_url: str | None, region: str | None, *, max_attempts: int
     return session.client("s3", endpoint_url=endpoint_url, config=Config(**options))
 
 class S3Target(Target):
+    # Every object is a request, and each costs Python work (signing, parsing) worth many KiB of hashing:
+    # small filestore files are stored together in pack objects (erpops.backup.filestore)
+    packs_small_files = True
+
     def __init__(
         self,
         bucket: str,
@@ -661,6 +695,21 @@ class S3Target(Target):
         body = resp["Body"]
         try:
             yield _S3Body(body, self.child(key))
+        finally:
+            body.close()
+
+    @contextlib.contextmanager
+    def get_range(self, key: str, offset: int, length: int) -> Iterator[Reader]:
+        if length <= 0:  # an empty range is not a valid Range header; the object must still be there
+            if self.head(key) is None:
+                raise UsageError(f"{self.child(key)} does not exist")
+            yield _BytesReader(b"")
+            return
+        resp = self._call("get_object", f"reading {self.child(key)}", Key=self._key(key),
+                          Range=f"bytes={offset}-{offset + length - 1}")
+        body = resp["Body"]
+        try:
+            yield Window(_S3Body(body, self.child(key)), length)
         finally:
             body.close()
 

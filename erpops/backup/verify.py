@@ -15,11 +15,11 @@ import zstandard
 from erpops.backup import leftovers
 from erpops.backup import manifest as mf
 from erpops.backup.dump import drop_database, row_counts, side_name
-from erpops.backup.filestore import DEFAULT_WORKERS, run_parallel
+from erpops.backup.filestore import DEFAULT_WORKERS, each_file, where
 from erpops.backup.progress import Reporter
 from erpops.backup.restore import check_stream, plan_dump_restore, restore_dump_into
 from erpops.backup.sets import load_manifest
-from erpops.backup.storage import CHUNK, HashingReader, Target
+from erpops.backup.storage import CHUNK, HashingReader, Reader, Target
 from erpops.errors import BackupError, ErpopsError, IntegrityError, ServiceError, UsageError
 from erpops.pg import Pg
 
@@ -58,21 +58,20 @@ def verify_artifacts(
     files = manifest.filestore if filestore else []
     task = reporter.task("verify filestore", total=sum(f.size for f in files)) if files else None
 
-    def one(f: mf.FilestoreFile) -> str | None:
-        try:
-            with target.get_stream(f.key) as body:
-                r = HashingReader(body, sha1=True, on_bytes=task.advance if task else None)
-                r.drain()
-        except UsageError:
-            return f"{target.child(f.key)} is missing (file {f.path})"
+    def one(f: mf.FilestoreFile, body: Reader) -> str | None:
+        r = HashingReader(body, sha1=True, on_bytes=task.advance if task else None)
+        r.drain()
         if (r.sha1, r.sha256, r.size) != (f.sha1, f.sha256, f.size):
-            return (f"{target.child(f.key)} is damaged: {r.size} bytes, sha1 {r.sha1}; expected {f.size} bytes, "
+            return (f"{where(target, f)} is damaged: {r.size} bytes, sha1 {r.sha1}; expected {f.size} bytes, "
                     f"sha1 {f.sha1}")
         return None
 
+    def missing(f: mf.FilestoreFile, _exc: UsageError) -> str:
+        return f"{target.child(f.key)} is missing (file {f.path})"
+
     if task is not None:
         with task:
-            problems += [p for p in run_parallel(files, one, workers) if p]
+            problems += [p for p in each_file(target, files, one, missing, workers) if p]
     return problems, total + sum(f.size for f in files)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from erpops.backup import engine, retention
+from erpops.backup.sets import load_manifest
 from erpops.backup.storage import S3Target
 from erpops.local import LocalPostgres, LocalS3
 from erpops.pg import Pg
@@ -138,7 +139,10 @@ def test_a_backup_starting_during_the_gc_never_writes_a_set_over_deleted_objects
     report = engine.verify(inner, set_id)
     assert report["problems"] == [], f"{len(report['problems'])} problems, e.g. {report['problems'][:2]}"
     assert report["ok"]
-    assert len(list(inner.list_keys("filestore/"))) == FILES
+    # what the GC deleted came back (as pack objects on S3), and nothing the set does not reference is left
+    referenced = {f.key for f in load_manifest(inner, set_id).filestore}
+    assert len(load_manifest(inner, set_id).filestore) == FILES
+    assert set(inner.list_keys("filestore/")) == referenced
     assert list(inner.list_keys("locks/")) == [], "the GC left its lease behind"
 
 

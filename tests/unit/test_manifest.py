@@ -82,6 +82,16 @@ def test_round_trip_through_json() -> None:
     assert back.odoo_version == "17.0"
 
 
+def test_a_packed_file_round_trips_with_its_pack_and_offset() -> None:
+    data = sample().to_dict()
+    data["erpops"]["filestore"]["files"][0].update(pack="filestore/packs/" + "a" * 64, offset=4096)
+    back = mf.Manifest.from_dict(json.loads(json.dumps(data)))
+    assert back.to_dict()["erpops"]["format"] == 2  # an erpops reading format 1 only refuses it, not misreads it
+    f = back.filestore[0]
+    assert (f.key, f.offset) == ("filestore/packs/" + "a" * 64, 4096)  # the object to read is the pack
+    assert back.to_dict()["erpops"]["filestore"]["files"][0]["offset"] == 4096
+
+
 def broken(change: Any) -> dict[str, Any]:
     data = copy.deepcopy(sample().to_dict())
     change(data)
@@ -90,13 +100,17 @@ def broken(change: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.pop("erpops"), "no 'erpops' section"),
-    (lambda d: d["erpops"].update(format=2), "format 2"),
+    (lambda d: d["erpops"].update(format=3), "format 3"),
     (lambda d: d["erpops"]["artifacts"][0].update(sha256="xyz"), "not 64 hex digits"),
     (lambda d: d["erpops"]["artifacts"][0].update(size="12"), "artifacts[0].size"),
     (lambda d: d["erpops"].update(artifacts=[]), "no 'dump' artifact"),
     (lambda d: d["erpops"]["filestore"]["files"][0].update(path="b1/" + "0" * 40), "does not match sha1"),
     (lambda d: d["erpops"]["filestore"]["files"][0].update(path="../etc/passwd"), "does not match sha1"),
     (lambda d: d["erpops"]["filestore"].update(count=5), "filestore.count 5"),
+    (lambda d: d["erpops"]["filestore"]["files"][0].update(pack="sets/x/dump.pgdump.zst", offset=0), "not a pack"),
+    (lambda d: d["erpops"]["filestore"]["files"][0].update(pack="filestore/packs/" + "a" * 64, offset=-1),
+     "not a pack"),
+    (lambda d: d["erpops"]["filestore"]["files"][0].update(pack="filestore/packs/" + "a" * 64), "not a pack"),
     (lambda d: d["erpops"].update(created_at="yesterday"), "created_at"),
     (lambda d: d["erpops"].update(row_counts={"res_partner": "42"}), "row_counts"),
 ])
