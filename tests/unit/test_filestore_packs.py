@@ -125,7 +125,7 @@ def _manifest(files: list[mf.FilestoreFile]) -> mf.Manifest:
 
 
 def test_at_most_two_sealed_packs_are_held_in_memory(tmp_path: Path, small_packs: int) -> None:
-    """Each pack being sent is held about three times over: workers that fill a third one wait for a slot."""
+    """Each pack being joined is held about twice over: workers that fill a third one wait for a slot."""
     state = {"now": 0, "peak": 0}
     lock, crowd = threading.Lock(), threading.Condition()
 
