@@ -72,10 +72,12 @@ DB = "bench_src"
 
 def child(spec: dict[str, Any]) -> None:
     from erpops.backup import engine
+    from erpops.backup.leftovers import one_malloc_arena
     from erpops.backup.restore import restore
     from erpops.backup.storage import open_target
     from erpops.pg import Pg
 
+    one_malloc_arena()  # as erpops.cli.run does for every command
     started = time.monotonic()
     target = open_target(spec["target"])
     pg = Pg.from_env()

@@ -208,9 +208,10 @@ def run(command: click.Command, args: list[str] | None = None, prog_name: str | 
         obj: dict[str, Any] | None = None) -> None:
     """Run a command with erpops' exit codes: `erpops` itself, and the commands run alone
     (`python -m healthchecks`, `python -m loadtests`, `python -m erpops.patch`)."""
-    from erpops.backup.leftovers import Terminated, handle_termination
+    from erpops.backup.leftovers import Terminated, handle_termination, one_malloc_arena
 
     handle_termination()  # SIGTERM unwinds through every cleanup, as Ctrl-C does
+    one_malloc_arena()  # before any thread starts: freed transfer buffers are reused, not kept per thread
     try:
         command.main(args, prog_name=prog_name, standalone_mode=False, obj=obj)
     except (click.exceptions.Abort, KeyboardInterrupt):
