@@ -346,13 +346,11 @@ def one_malloc_arena() -> None:
     contended. Only new threads are affected: call it before any starts (erpops.cli.run does).
     A no-op without glibc.
     """
-    global _libc
     if not sys.platform.startswith("linux"):
         return
     try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        _libc.mallopt(_M_ARENA_MAX, 1)
+        # the process's own symbols, libc's among them: find_library would run ldconfig
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
     except (OSError, AttributeError):  # musl and others: no mallopt
         return
 
