@@ -6,7 +6,7 @@ A backup set = a compressed database dump + the database's filestore + manifest.
     <target>/sets/<set_id>/manifest.json     written last: without it the set is incomplete
     <target>/sets/<set_id>/verify.json       written by verify
     <target>/filestore/<sha1[:2]>/<sha1>     shared by every set holding that file
-    <target>/filestore/packs/<sha256>        S3: files up to 1 MiB stored together, one request per ~6 MiB
+    <target>/filestore/packs/<sha256>        S3: files up to 1 MiB stored together, one request per ~4 MiB
                                              (the manifest gives each file's pack and offset; format 2)
 
 The snapshot is taken first, then the filestore is listed and copied while pg_dump streams (both
