@@ -288,12 +288,11 @@ def copy_filestore(
                 check()
                 return mf.FilestoreFile(obj.key, sha1, reader.sha256, reader.size, mtime), False, None
             if packer is not None and obj.size <= PACK_MAX_FILE:
-                data = read_full(reader, PACK_MAX_FILE + 1)
-                if len(data) <= PACK_MAX_FILE:  # else it grew since the listing: stored alone below
-                    check()
-                    number, offset = packer.add(data, reader.sha256)
-                    return mf.FilestoreFile(obj.key, sha1, reader.sha256, len(data), mtime, None, offset), True, number
-                reader = HashingReader(_Prefixed(data, raw), sha1=True, on_bytes=task.advance)
+                # one byte more than listed: a file that changed since the listing fails its sha1 check
+                data = read_full(reader, obj.size + 1)
+                check()
+                number, offset = packer.add(data, reader.sha256)
+                return mf.FilestoreFile(obj.key, sha1, reader.sha256, len(data), mtime, None, offset), True, number
             target.put_stream(key, reader, before_commit=check, digest=False, durable=False)
         return mf.FilestoreFile(obj.key, sha1, reader.sha256, reader.size, mtime), True, None
 
@@ -329,20 +328,6 @@ def copy_filestore(
     uploaded = sum(1 for r in results if r[1])
     return FilestoreCopy(files, uploaded, len(results) - uploaded, [o.key for o in ignored],
                          packer.stored if packer is not None else 0)
-
-
-class _Prefixed:
-    """Bytes already read, then the rest of reader."""
-
-    def __init__(self, head: bytes, reader: Reader) -> None:
-        self._head, self._reader = head, reader
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            out, self._head = (self._head, b"") if size < 0 or size >= len(self._head) else (
-                self._head[:size], self._head[size:])
-            return out
-        return self._reader.read(size)
 
 
 def previous_files(target: Target, db: str) -> dict[str, mf.FilestoreFile]:

@@ -341,7 +341,7 @@ def one_malloc_arena() -> None:
 
     A backup's transfer threads each got an arena of their own, and the 1-8 MiB buffers freed in
     one were not reused by another: the S3 backup of a 3.9 GB set peaked at 311 MB of resident
-    memory. With one arena it peaked 40 MB lower at the same CPU (benchmarks/backup_restore.py).
+    memory, and at 257 MB with one arena, at no more CPU (benchmarks/backup_restore.py).
     Python allocates small objects itself under the GIL, so the shared arena's lock is not
     contended. Only new threads are affected: call it before any starts (erpops.cli.run does).
     A no-op without glibc.

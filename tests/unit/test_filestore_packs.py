@@ -149,3 +149,12 @@ def test_at_most_two_sealed_packs_are_held_in_memory(tmp_path: Path, small_packs
     copied = fs.copy_filestore(FileTarget(tmp_path / "src"), SlowTarget(tmp_path / "target"), Reporter(), workers=8)
     assert copied.packs >= 5 and len(copied.files) == len(files)
     assert state["peak"] <= 2
+
+
+def test_a_file_that_does_not_match_its_name_is_refused_before_it_joins_a_pack(tmp_path: Path) -> None:
+    files = odoo_filestore(tmp_path / "src", [5_000, 6_000])
+    path = next(iter(files))
+    (tmp_path / "src" / path).write_bytes(files[path] + b"grown since Odoo wrote it")
+    target = PackingTarget(tmp_path / "target")
+    with pytest.raises(IntegrityError, match=f"corrupt filestore source: .*{path.split('/')[1]}"):
+        fs.copy_filestore(FileTarget(tmp_path / "src"), target, Reporter(), workers=1)
