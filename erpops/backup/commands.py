@@ -254,7 +254,7 @@ def backup_plan(t: Any, pg: Any, db: str | None, filestore: str | None, neutrali
 @click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(1, 64),
               help="pg_restore jobs for --deep.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where --deep may decompress the dump for pg_restore -j (default: $TMPDIR).")
+              help="Where --deep may decompress the dump of an older set for pg_restore -j (default: $TMPDIR).")
 @click.pass_context
 @json_errors
 def verify_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
@@ -302,7 +302,8 @@ def verify_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
 @click.option("--owner", default=None, help="Role to own the database and its objects (default: the connecting user).")
 @click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(1, 64), help="pg_restore jobs.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the dump is decompressed for pg_restore -j (default: $TMPDIR; too small: -j 1 stream).")
+              help="Where the dump of an older set (no frames in its manifest) is decompressed for "
+                   "pg_restore -j (default: $TMPDIR; too small: -j 1 stream).")
 @click.option("--untrusted", is_flag=True,
               help="The dump comes from a source you do not trust: screen it and run it as a fresh role without "
                    "rights (always done for plain SQL dumps from Odoo zips).")

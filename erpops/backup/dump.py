@@ -7,13 +7,17 @@ dumped, so a deep verify can compare them.
 
 Why compression outside pg_dump: gzip inside pg_dump runs on one core and is the bottleneck
 (146-197 s for 3.4 GB here); `-Z0` piped through multi-threaded zstd takes 26-35 s. The dump
-streams straight into the target, never as a full local copy; sha256 and size of the stored and
-of the uncompressed bytes are computed on the way.
+streams straight into the target, never as a full local copy, as zstd frames of about 64 MiB
+(Framed). On the way the stored bytes are hashed (whole, and each frame for the restore's ranged
+reads), the uncompressed bytes counted and their data blocks located (pgarchive.BlockFinder): the
+manifest records both, and a restore hands each loader just its tables' frames
+(erpops.backup.staged). zstd's frame checksums cover the uncompressed bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import subprocess
 import tempfile
@@ -26,6 +30,7 @@ import zstandard
 from erpops.backup import leftovers
 from erpops.backup import manifest as mf
 from erpops.backup.leftovers import preexec
+from erpops.backup.pgarchive import BlockFinder
 from erpops.backup.progress import Reporter
 from erpops.backup.storage import CHUNK, HashingReader, Reader, Target
 from erpops.errors import BackupError, ErpopsError, ServiceError
@@ -34,6 +39,7 @@ from erpops.pg import Pg, client_bin, quote_ident, quote_literal
 # Measured (benchmarks/backup_restore.py prints the table): on dumps of Odoo-like data level 1 takes
 # about half the CPU of level 3 and its output was no larger (on issue 16's 3.4 GB database it was smaller).
 ZSTD_LEVEL = 1
+FRAME = 64 * 1024 * 1024  # uncompressed bytes per zstd frame of a dump (Framed)
 _END = "__ERPOPS_END_OF_RESULT__"
 
 
@@ -249,9 +255,93 @@ def store_dump(
     target: Target, key: str, source: Reader, fmt: str, reporter: Reporter, before_commit: Callable[[], None] | None
 ) -> mf.Artifact:
     task = reporter.task("dump")
-    raw = HashingReader(source, on_bytes=task.advance)
-    compressed = new_compressor().stream_reader(raw, read_size=CHUNK, closefd=False)
+    # The stored bytes are hashed (per frame, and whole by put_stream); zstd's frame checksums cover what they
+    # decompress to, so the uncompressed stream is not hashed as well.
+    raw = HashingReader(source, on_bytes=task.advance, sha256=False)
+    blocks = _Blocks(raw) if fmt == "custom" else None
+    framed = Framed(blocks or raw)
     with task:
-        size, sha256 = target.put_stream(key, compressed, before_commit=before_commit, durable=False)
-    return mf.Artifact("dump", key, size, sha256, "zstd", fmt, raw.size, raw.sha256)
+        size, sha256 = target.put_stream(key, framed, before_commit=before_commit, durable=False)
+    start, sizes = blocks.result(raw.size) if blocks else (None, None)
+    frames = tuple(framed.frames) if sizes else None
+    return mf.Artifact("dump", key, size, sha256, "zstd", fmt, raw.size, None, start, sizes, frames)
+
+
+class Framed:
+    """The source compressed as zstd frames of about FRAME uncompressed bytes each, one after another.
+
+    Concatenated frames are one valid zstd stream (every reader, zstd's own included, decompresses
+    them in turn). Each frame's uncompressed and stored offsets and the sha256 of its stored bytes
+    are recorded (`frames`), so a restore can start reading at any frame (a ranged read) and check
+    every frame it reads against the manifest.
+    """
+
+    def __init__(self, source: Reader) -> None:
+        self._source = source
+        self._cctx = new_compressor()
+        self._cobj = self._cctx.compressobj()
+        self._out = bytearray()
+        self._eof = False
+        self._u = self._c = 0
+        self._frame_u = self._frame_c = 0
+        self._hash = hashlib.sha256()
+        self.frames: list[tuple[int, int, str]] = []
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._out and not self._eof:
+            data = self._source.read(CHUNK)
+            if data:
+                self._emit(self._cobj.compress(data))
+                self._u += len(data)
+                if self._u - self._frame_u >= FRAME:
+                    self._end_frame(more=True)
+            else:
+                if self._u > self._frame_u or not self.frames:
+                    self._end_frame(more=False)
+                self._eof = True
+        if size < 0 or size >= len(self._out):
+            out = bytes(self._out)
+            self._out.clear()
+        else:
+            out = bytes(self._out[:size])
+            del self._out[:size]
+        return out
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._out += data
+            self._hash.update(data)
+            self._c += len(data)
+
+    def _end_frame(self, *, more: bool) -> None:
+        self._emit(self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+        self.frames.append((self._frame_u, self._frame_c, self._hash.hexdigest()))
+        self._frame_u, self._frame_c, self._hash = self._u, self._c, hashlib.sha256()
+        if more:
+            self._cobj = self._cctx.compressobj()
+
+
+class _Blocks:
+    """Passes a custom-format dump through, finding its data blocks (pgarchive.BlockFinder) on the way."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader, self.finder = reader, BlockFinder()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._reader.read(size)
+        if data:
+            self.finder.wrote(data)
+        return data
+
+    def result(self, total: int) -> tuple[int | None, tuple[tuple[int, int], ...] | None]:
+        f = self.finder
+        f.finish()
+        if f.toc is None or f.missing or not f.sizes:
+            return None, None  # not an archive the finder handles: a restore then uses a temp file
+        sizes = tuple((e.dump_id, f.sizes[e.dump_id]) for e in f.toc.entries if e.dump_id in f.sizes)
+        if f.toc.end + sum(n for _, n in sizes) != total:
+            return None, None
+        return f.toc.end, sizes
+
+
 

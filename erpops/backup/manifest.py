@@ -22,6 +22,7 @@ manifest.json is written last: a set without one is incomplete and never restora
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -158,6 +159,14 @@ class Artifact:
     format: str  # "custom" (pg_dump -Fc) or "plain" (SQL, from an Odoo zip)
     uncompressed_size: int | None = None
     uncompressed_sha256: str | None = None
+    # A custom-format dump's data blocks, as the backup found them in the stream: where the first begins (the end
+    # of the table of contents) and each one's (dump id, size) in archive order. A restore hands each pg_restore
+    # just its tables' bytes, with no temp file (erpops.backup.staged); without them it uses one.
+    data_start: int | None = None
+    data_blocks: tuple[tuple[int, int], ...] | None = None
+    # The stored dump's zstd frames: (uncompressed offset, stored offset, sha256 of the frame's stored bytes) each.
+    # A restore reads each loader's part with ranged reads and checks every frame it reads.
+    frames: tuple[tuple[int, int, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,55 @@ class FilestoreFile:
             if out[optional] is None:
                 del out[optional]
         return out
+
+
+def _artifact_dict(a: Artifact) -> dict[str, Any]:
+    out = asdict(a)
+    for optional in ("data_start", "data_blocks", "frames"):  # absent from sets made before they were recorded
+        if out[optional] is None:
+            del out[optional]
+    return out
+
+
+def _frames(raw: dict[str, Any], ctx: str, problems: list[str]) -> tuple[tuple[int, int, str], ...] | None:
+    frames = raw.get("frames")
+    if frames is None:
+        return None
+    rows = frames if isinstance(frames, list) else []
+    ok = isinstance(frames, list) and bool(rows) and all(
+        isinstance(f, list) and len(f) == 3 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                    for x in f[:2]) and isinstance(f[2], str) and _HEX64.match(f[2])
+        for f in rows)
+    ok = ok and rows[0][:2] == [0, 0] and all(a[0] < b[0] and a[1] < b[1] for a, b in itertools.pairwise(rows))
+    size, total = raw.get("size"), raw.get("uncompressed_size")
+    ok = ok and (not isinstance(size, int) or rows[-1][1] < max(size, 1)) and (
+        not isinstance(total, int) or rows[-1][0] <= total)
+    if not ok:
+        problems.append(f"{ctx}frames: expected [uncompressed offset, stored offset, sha256] rows starting at [0, 0], "
+                        f"both offsets increasing and inside the artifact, got {str(frames)[:80]}")
+        return None
+    return tuple((f[0], f[1], f[2]) for f in rows)
+
+
+def _data_blocks(raw: dict[str, Any], ctx: str,
+                 problems: list[str]) -> tuple[int | None, tuple[tuple[int, int], ...] | None]:
+    start, blocks = raw.get("data_start"), raw.get("data_blocks")
+    if start is None and blocks is None:
+        return None, None
+    pairs = blocks if isinstance(blocks, list) else []
+    ok = (isinstance(start, int) and not isinstance(start, bool) and start > 0 and isinstance(blocks, list)
+          and all(isinstance(b, list) and len(b) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                            and x > 0 for x in b) for b in pairs))
+    total = raw.get("uncompressed_size")
+    if ok and isinstance(total, int) and start + sum(b[1] for b in pairs) != total:
+        problems.append(f"{ctx}data_blocks: data_start plus the block sizes is not uncompressed_size "
+                        f"{total}: the manifest was edited or damaged")
+        return None, None
+    if not ok:
+        problems.append(f"{ctx}data_start/data_blocks: expected a positive integer and a list of [dump id, size] "
+                        f"pairs of positive integers, got {start!r} and {str(blocks)[:80]}")
+        return None, None
+    return start, tuple((b[0], b[1]) for b in pairs)
 
 
 @dataclass(frozen=True)
@@ -238,7 +296,7 @@ class Manifest:
                 "neutralized": self.neutralized,
                 "duration_seconds": self.duration_seconds,
                 "source": self.source,
-                "artifacts": [asdict(a) for a in self.artifacts],
+                "artifacts": [_artifact_dict(a) for a in self.artifacts],
                 "filestore": {
                     "count": len(self.filestore),
                     "bytes": self.filestore_bytes,
@@ -284,9 +342,12 @@ class Manifest:
                 problems.append(f"{ctx}format {fmt!r} is not custom or plain")
             if raw.get("compression") not in ("zstd", "none"):
                 problems.append(f"{ctx}compression {raw.get('compression')!r} is not zstd or none")
+            start, blocks = _data_blocks(raw, ctx, problems)
+            frames = _frames(raw, ctx, problems)
             if None not in (sha, size, name, key) and fmt in ("custom", "plain"):
                 artifacts.append(Artifact(name, key, size, sha, raw["compression"], fmt,
-                                          raw.get("uncompressed_size"), raw.get("uncompressed_sha256")))
+                                          raw.get("uncompressed_size"), raw.get("uncompressed_sha256"), start, blocks,
+                                          frames))
         if not any(a.name == "dump" for a in artifacts):
             problems.append("artifacts: no 'dump' artifact")
 

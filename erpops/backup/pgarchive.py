@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 BLK_DATA = 1
@@ -30,6 +31,7 @@ SUPPORTED = {(1, 12), (1, 13), (1, 14), (1, 15), (1, 16)}
 
 
 WINDOW = 4 * 1024 * 1024
+TOC_LIMIT = 256 * 1024 * 1024  # a table of contents larger than this: no offsets found
 
 
 class _File:
@@ -73,7 +75,7 @@ class _File:
 
 
 class _Reader:
-    def __init__(self, buf: _File) -> None:
+    def __init__(self, buf: _File | bytes) -> None:
         self.buf, self.pos, self.int_size, self.off_size = buf, 0, 4, 8
 
     def byte(self) -> int:
@@ -113,8 +115,32 @@ def add_data_offsets(path: Path) -> int:
             return 0
 
 
-def _toc(buf: _File) -> tuple[_Reader, list[tuple[int, int]]] | None:
-    """The reader (at the end of the TOC) and each data entry's (dump id, offset field position); None: unsupported."""
+SECTION_NONE, SECTION_PRE_DATA, SECTION_DATA, SECTION_POST_DATA = 1, 2, 3, 4
+
+
+@dataclass
+class Entry:
+    """One table-of-contents entry: its section as pg_restore places it (an entry of no section takes the one
+    before it, as pg_restore's section options do) and, for an entry with a data block, its offset field."""
+
+    dump_id: int
+    desc: str
+    section: int
+    field: int | None
+    deps: tuple[int, ...] = ()
+
+
+@dataclass
+class Toc:
+    end: int  # the position after the table of contents: the data blocks follow
+    int_size: int
+    off_size: int
+    entries: list[Entry]
+
+
+def read_toc(buf: _File | bytes) -> Toc | None:
+    """The archive's table of contents; None: not an archive this module handles (version, format, BLOBS).
+    IndexError or ValueError: the bytes end inside it."""
     r = _Reader(buf)
     if buf[:5] != b"PGDMP":
         return None
@@ -132,26 +158,41 @@ def _toc(buf: _File) -> tuple[_Reader, list[tuple[int, int]]] | None:
     for _ in range(7):  # creation time
         r.int()
     r.str(), r.str(), r.str()  # database name, server version, pg_dump version
-    pending: list[tuple[int, int]] = []  # (dump id, position of its offset field) in TOC order
+    entries: list[Entry] = []
+    current = SECTION_PRE_DATA
     for _ in range(r.int()):
         dump_id, _had_dumper = r.int(), r.int()
         r.str(), r.str(), r.str()  # tableoid, oid, tag
         desc = r.str()
         if desc == b"BLOBS":
             return None
-        r.int()  # section
+        section = r.int()
+        if section != SECTION_NONE:
+            current = section
         r.str(), r.str(), r.str(), r.str(), r.str(), r.str()  # defn, drop, copy, namespace, tablespace, tableam
         if (vmaj, vmin) >= (1, 16):
             r.int()  # relkind
         r.str(), r.str()  # owner, with oids
-        while r.str() is not None:  # dependencies
-            pass
+        deps = []
+        while (dep := r.str()) is not None:
+            deps.append(int(dep))
         field = r.pos
         flag = r.byte()
         r.pos += r.off_size
-        if flag in (K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET):
-            pending.append((dump_id, field))
-    return r, pending
+        has_data = flag in (K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET)
+        entries.append(Entry(dump_id, (desc or b"").decode(errors="replace"), current, field if has_data else None,
+                             tuple(deps)))
+    return Toc(r.pos, r.int_size, r.off_size, entries)
+
+
+def _toc(buf: _File) -> tuple[_Reader, list[tuple[int, int]]] | None:
+    """The reader (at the end of the TOC) and each data entry's (dump id, offset field position); None: unsupported."""
+    toc = read_toc(buf)
+    if toc is None:
+        return None
+    r = _Reader(buf)
+    r.pos, r.int_size, r.off_size = toc.end, toc.int_size, toc.off_size
+    return r, [(e.dump_id, e.field) for e in toc.entries if e.field is not None]
 
 
 def data_offsets(path: Path) -> dict[int, int | None]:
@@ -191,3 +232,115 @@ def _patch(buf: _File) -> int:
     for field, block in found:
         buf.write(field, bytes([K_OFFSET_POS_SET]) + block.to_bytes(r.off_size, "little"))
     return len(found)
+
+
+class BlockFinder:
+    """The data blocks of a custom-format archive found as it streams past (a backup's pg_dump output).
+
+    Fed each chunk in order (`wrote`), it reads the table of contents once it is whole, then finds each
+    data block's start in the chunks themselves (the bytes `add_data_offsets` looks for) and returns the
+    entries whose blocks are complete: a block ends where the next begins, the last one at the end of the
+    stream (`finish`). `starts` and `sizes` are where each block lies in the stream. `toc` stays None for an
+    archive this module does not handle (another version, BLOBS, offsets already set); `supported` is False.
+    """
+
+    def __init__(self) -> None:
+        self.toc: Toc | None = None
+        self.supported = True
+        self.starts: dict[int, int] = {}  # dump id -> where its data block begins
+        self.sizes: dict[int, int] = {}  # dump id -> block size, for each complete block
+        self._prefix = bytearray()  # the bytes up to the end of the TOC, until it is read
+        self._pending: list[Entry] = []
+        self._next = 0
+        self._start: int | None = None  # where the block being written began
+        self._at = 0  # no block start before this position
+        self._tail, self._tail_pos = b"", 0
+        self._written = 0
+        self._try_at = 0
+
+    def _needle(self, dump_id: int) -> bytes:
+        assert self.toc is not None
+        return b"\x00" * (1 + self.toc.int_size) + bytes([BLK_DATA, 0]) + dump_id.to_bytes(self.toc.int_size, "little")
+
+    def wrote(self, data: bytes) -> list[Entry]:
+        """data came next in the stream; the entries whose data blocks are now complete."""
+        pos, self._written = self._written, self._written + len(data)
+        if not self.supported:
+            return []
+        if self.toc is None:
+            self._prefix += data
+            if self._written < self._try_at or not self._parse():
+                return []
+            pos = self._at  # what came after the TOC so far is searched from its end
+            data, self._prefix = bytes(self._prefix[pos:]), bytearray()
+        done = self._scan(data, pos)
+        self._tail, self._tail_pos = data[-16:], pos + len(data) - len(data[-16:])
+        return done
+
+    def _parse(self) -> bool:
+        """Read the TOC from the prefix; False while it is not whole (or never will be: supported is then False)."""
+        if len(self._prefix) > TOC_LIMIT:
+            self.supported, self._prefix = False, bytearray()
+            return False
+        if len(self._prefix) < 16:  # not even the header yet
+            return False
+        try:
+            toc = read_toc(bytes(self._prefix))
+        except (IndexError, ValueError, struct.error):
+            self._try_at = 2 * self._written  # not whole yet: parse again when the prefix has doubled
+            return False
+        if toc is None or any(self._prefix[e.field] != K_OFFSET_POS_NOT_SET
+                              for e in toc.entries if e.field is not None):
+            self.supported, self._prefix = False, bytearray()  # BLOBS, another version, or offsets already written
+            return False
+        self.toc = toc
+        self._pending = [e for e in toc.entries if e.field is not None]
+        self._at = toc.end - (1 + toc.int_size)  # the TOC's last offset field ends in zero bytes
+        return True
+
+    def finish(self) -> list[Entry]:
+        """The stream ended: the last block is complete. Entries whose block was never found are not returned."""
+        if self.toc is None and self.supported and self._parse():
+            data, self._prefix = bytes(self._prefix[self._at:]), bytearray()
+            done = self._scan(data, self._at)
+        else:
+            done = []
+        if self.toc is None or self._start is None:
+            return done
+        last = self._pending[self._next - 1]
+        self.sizes[last.dump_id] = self._written - self._start
+        self._start = None
+        return [*done, last]
+
+    @property
+    def missing(self) -> list[Entry]:
+        """Entries with data whose block has not been found (all of them before the TOC is read)."""
+        return self._pending[self._next:]
+
+    def _scan(self, data: bytes, pos: int) -> list[Entry]:
+        assert self.toc is not None
+        done: list[Entry] = []
+        edge = self._tail[-15:] + data[:15] if self._tail and self._tail_pos + len(self._tail) == pos else b""
+        edge_pos = pos - min(15, len(self._tail)) if edge else pos
+        while self._next < len(self._pending):
+            entry = self._pending[self._next]
+            needle = self._needle(entry.dump_id)
+            hit = -1
+            if edge:
+                i = edge.find(needle, max(0, self._at - edge_pos))
+                if i >= 0:
+                    hit = edge_pos + i
+            if hit < 0:
+                i = data.find(needle, max(0, self._at - pos))
+                if i < 0:
+                    break
+                hit = pos + i
+            block = hit + 1 + self.toc.int_size
+            self.starts[entry.dump_id] = block
+            if self._start is not None:
+                before = self._pending[self._next - 1]
+                self.sizes[before.dump_id] = block - self._start
+                done.append(before)
+            self._start, self._at = block, block
+            self._next += 1
+        return done

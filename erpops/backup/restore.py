@@ -24,11 +24,13 @@ Order, each step only after the previous one succeeded:
 Any failure in 3-4 drops what was built (temp database, partial filestore directory), undoes
 a partial swap, and says so in the error (BackupError, exit 4).
 
-pg_restore -j N needs a seekable file: with jobs > 1 the dump is decompressed (once, its stored
-bytes checked on the way) to a temp file in `work_dir` when there is room for it, otherwise it
-streams into `pg_restore -j 1` (the report says which). Plain SQL dumps (sets imported from Odoo
-zips), and any dump with untrusted=True, are screened and run by a fresh role without rights
-(erpops.backup.untrusted), one psql transaction.
+With jobs > 1, a set whose manifest records the dump's data blocks and zstd frames is restored by
+N loaders that each read their tables' frames of the stored dump, with no temp file
+(erpops.backup.staged). An older set needs a seekable file for pg_restore -j N: its dump is
+decompressed (once, its stored bytes checked on the way) to a temp file in `work_dir` when there
+is room for it, otherwise it streams into `pg_restore -j 1` (the report says which).
+Plain SQL dumps (sets imported from Odoo zips), and any dump with untrusted=True, are screened
+and run by a fresh role without rights (erpops.backup.untrusted), one psql transaction.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from erpops.backup.leftovers import preexec
 from erpops.backup.pgarchive import add_data_offsets
 from erpops.backup.progress import Reporter, human_bytes
 from erpops.backup.sets import load_manifest
+from erpops.backup.staged import StreamedRestore
 from erpops.backup.storage import CHUNK, HashingReader, Target
 from erpops.backup.untrusted import UntrustedDumpError
 from erpops.errors import BackupError, ErpopsError, IntegrityError, PreflightError, ServiceError, UsageError
@@ -544,6 +547,7 @@ class DumpPlan:
     jobs: int
     work_dir: Path | None
     note: str
+    streams: bool = False  # -j N from N streams of the stored dump (erpops.backup.staged): no temp file
 
 
 def plan_dump_restore(manifest: mf.Manifest, jobs: int, work_dir: Path | None) -> DumpPlan:
@@ -557,6 +561,9 @@ def plan_dump_restore(manifest: mf.Manifest, jobs: int, work_dir: Path | None) -
         return DumpPlan(1, None, "plain SQL dump: psql --single-transaction from a stream")
     if jobs <= 1:
         return DumpPlan(1, None, "pg_restore -j 1 from a stream (no temp file)")
+    if dump.data_blocks and dump.frames:
+        return DumpPlan(jobs, None, f"pg_restore -j {jobs}: {jobs} loaders, each reading the dump itself "
+                                    "(no temp file)", streams=True)
     wd = work_dir or Path(tempfile.gettempdir())
     need = int((dump.uncompressed_size or dump.size * 5) * 1.05) + 64 * MiB
     try:
@@ -611,6 +618,15 @@ def restore_dump_into(
     env = pg.env()
     if owner:
         env["PGOPTIONS"] = f"-c role={owner}"
+    if plan.streams:
+        try:
+            with reporter.task("restore", total=a.size) as task:
+                _streamed(target, a, db, plan, env, client_argv(db, owner), task.advance)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{target.child(a.key)} does not decompress ({exc}): the bytes are damaged") from exc
+        except UsageError as exc:  # get_stream: the object is gone
+            raise IntegrityError(f"{target.child(a.key)} is missing ({exc})") from exc
+        return None
     err = tempfile.NamedTemporaryFile(prefix="erpops-restore-", suffix=".log", delete=False,  # noqa: SIM115
                                       dir=markers.run_dir())
     # With a temp file the bar covers the decompression; pg_restore -j N runs after it.
@@ -620,13 +636,11 @@ def restore_dump_into(
             stored = HashingReader(body, on_bytes=task.advance)
             raw = HashingReader(zstandard.ZstdDecompressor().stream_reader(stored, read_size=CHUNK, closefd=False),
                                 sha256=False)
-            argv = [client_bin("pg_restore"), "-w", "--no-owner", "--no-privileges", "--exit-on-error", "-d", db]
-            if owner:
-                argv.append(f"--role={owner}")
+            argv = client_argv(db, owner)
             tool = "pg_restore"
             if plan.work_dir is not None:
-                # Decompressed once into a temp file, checked, then pg_restore -j N (measured on 2 cores: faster
-                # than streaming the data with -j 1 and building only the indexes in parallel).
+                # Decompressed once into a temp file, checked, then pg_restore -j N (a set from before the manifest
+                # recorded the dump's data blocks; measured on 2 cores: faster than streaming with -j 1).
                 with tempfile.NamedTemporaryFile(prefix="erpops-dump-", suffix=".pgdump",
                                                  dir=markers.run_dir(plan.work_dir)) as tmp:
                     while data := raw.read(CHUNK):
@@ -650,6 +664,24 @@ def restore_dump_into(
         err.close()
         Path(err.name).unlink(missing_ok=True)
     return None
+
+
+def client_argv(db: str, owner: str | None) -> list[str]:
+    argv = [client_bin("pg_restore"), "-w", "--no-owner", "--no-privileges", "--exit-on-error", "-d", db]
+    if owner:
+        argv.append(f"--role={owner}")
+    return argv
+
+
+def _streamed(target: Target, a: mf.Artifact, db: str, plan: DumpPlan, env: dict[str, str], argv: list[str],
+              advance: Callable[[int], None]) -> None:
+    """pg_restore -j N with N loaders each reading its part of the stored dump (staged.StreamedRestore)."""
+    assert a.data_start is not None and a.data_blocks is not None and a.frames is not None
+
+    def open_range(offset: int, length: int) -> contextlib.AbstractContextManager[Any]:
+        return target.get_range(a.key, offset, length)
+
+    StreamedRestore(argv, plan.jobs, env, markers.run_dir(), db, open_range, a, target.child(a.key), advance).run()
 
 
 def _feed(argv: list[str], raw: HashingReader, env: dict[str, str], err: Any) -> int:

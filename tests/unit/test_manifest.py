@@ -92,6 +92,23 @@ def test_a_packed_file_round_trips_with_its_pack_and_offset() -> None:
     assert back.to_dict()["erpops"]["filestore"]["files"][0]["offset"] == 4096
 
 
+def test_the_dump_blocks_and_frames_round_trip() -> None:
+    data = sample().to_dict()
+    a = data["erpops"]["artifacts"][0]
+    assert "frames" not in a and "data_blocks" not in a  # not recorded: the restore uses a temp file
+    a.update(data_start=4000, data_blocks=[[3366, 16000000], [3367, 125248]],
+             frames=[[0, 0, "d" * 64], [8388608, 1048576, "e" * 64]])
+    back = mf.Manifest.from_dict(json.loads(json.dumps(data)))
+    assert back.dump.data_blocks == ((3366, 16000000), (3367, 125248))
+    assert back.dump.frames == ((0, 0, "d" * 64), (8388608, 1048576, "e" * 64))
+    assert mf.Manifest.from_dict(json.loads(json.dumps(back.to_dict()))) == back
+
+
+def with_blocks(d: dict[str, Any], **change: Any) -> None:
+    d["erpops"]["artifacts"][0].update(data_start=4000, data_blocks=[[3366, 16125248]], frames=[[0, 0, "d" * 64]])
+    d["erpops"]["artifacts"][0].update(change)
+
+
 def broken(change: Any) -> dict[str, Any]:
     data = copy.deepcopy(sample().to_dict())
     change(data)
@@ -113,6 +130,11 @@ def broken(change: Any) -> dict[str, Any]:
     (lambda d: d["erpops"]["filestore"]["files"][0].update(pack="filestore/packs/" + "a" * 64), "not a pack"),
     (lambda d: d["erpops"].update(created_at="yesterday"), "created_at"),
     (lambda d: d["erpops"].update(row_counts={"res_partner": "42"}), "row_counts"),
+    (lambda d: with_blocks(d, data_blocks=[[3366, 5]]), "artifacts[0].data_blocks: data_start plus the block sizes"),
+    (lambda d: with_blocks(d, data_blocks=[["3366", 5]]), "artifacts[0].data_start/data_blocks"),
+    (lambda d: with_blocks(d, frames=[[0, 0, "xyz"]]), "artifacts[0].frames"),
+    (lambda d: with_blocks(d, frames=[[0, 0, "d" * 64], [0, 10, "d" * 64]]), "artifacts[0].frames"),
+    (lambda d: with_blocks(d, frames=[[0, 0, "d" * 64], [10, 2072858, "d" * 64]]), "artifacts[0].frames"),
 ])
 def test_invalid_manifests_are_refused_with_the_reason(change: Any, message: str) -> None:
     with pytest.raises(IntegrityError) as caught:
