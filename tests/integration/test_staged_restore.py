@@ -50,7 +50,8 @@ FINGERPRINT = [
     "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
     "SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint "
     "WHERE connamespace = 'public'::regnamespace ORDER BY 1",
-    "SELECT tgrelid::regclass || ' ' || tgname || ' ' || tgenabled::text FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1",
+    "SELECT tgrelid::regclass || ' ' || tgname || ' ' || tgenabled::text FROM pg_trigger "
+    "WHERE NOT tgisinternal ORDER BY 1",
     "SELECT sequencename || ' ' || last_value FROM pg_sequences ORDER BY 1",
     "SELECT relname || ' ' || relispopulated::text FROM pg_class WHERE relkind = 'm'",
     "SELECT obj_description('mrp_order'::regclass)",
