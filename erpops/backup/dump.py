@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -268,57 +269,58 @@ def store_dump(
 
 
 class Framed:
-    """The source compressed as zstd frames of about FRAME uncompressed bytes each, one after another.
+    """The source compressed as zstd frames of FRAME uncompressed bytes each (the last one shorter), one after another.
 
     Concatenated frames are one valid zstd stream (every reader, zstd's own included, decompresses
     them in turn). Each frame's uncompressed and stored offsets and the sha256 of its stored bytes
     are recorded (`frames`), so a restore can start reading at any frame (a ranged read) and check
-    every frame it reads against the manifest.
+    every frame it reads against the manifest. Each frame is one multi-threaded stream_reader over
+    the next FRAME bytes: measured, a compressobj fed chunk by chunk took over twice the CPU.
     """
 
     def __init__(self, source: Reader) -> None:
         self._source = source
         self._cctx = new_compressor()
-        self._cobj = self._cctx.compressobj()
-        self._out = bytearray()
-        self._eof = False
+        self._reader: Any = None
+        self._limit: _Limited | None = None
+        self._done = False
         self._u = self._c = 0
         self._frame_u = self._frame_c = 0
         self._hash = hashlib.sha256()
         self.frames: list[tuple[int, int, str]] = []
 
     def read(self, size: int = -1) -> bytes:
-        while not self._out and not self._eof:
-            data = self._source.read(CHUNK)
+        while not self._done:
+            if self._reader is None:
+                self._limit = _Limited(self._source, FRAME)
+                self._reader = self._cctx.stream_reader(self._limit, read_size=CHUNK, closefd=False)
+                self._frame_u, self._frame_c, self._hash = self._u, self._c, hashlib.sha256()
+            data = self._reader.read(size if size > 0 else CHUNK)
             if data:
-                self._emit(self._cobj.compress(data))
-                self._u += len(data)
-                if self._u - self._frame_u >= FRAME:
-                    self._end_frame(more=True)
-            else:
-                if self._u > self._frame_u or not self.frames:
-                    self._end_frame(more=False)
-                self._eof = True
-        if size < 0 or size >= len(self._out):
-            out = bytes(self._out)
-            self._out.clear()
-        else:
-            out = bytes(self._out[:size])
-            del self._out[:size]
-        return out
+                self._hash.update(data)
+                self._c += len(data)
+                return data
+            assert self._limit is not None
+            self.frames.append((self._frame_u, self._frame_c, self._hash.hexdigest()))
+            self._u += self._limit.count
+            self._done = self._limit.count < FRAME  # the source ended inside this frame
+            self._reader = None
+        return b""
 
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self._out += data
-            self._hash.update(data)
-            self._c += len(data)
 
-    def _end_frame(self, *, more: bool) -> None:
-        self._emit(self._cobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
-        self.frames.append((self._frame_u, self._frame_c, self._hash.hexdigest()))
-        self._frame_u, self._frame_c, self._hash = self._u, self._c, hashlib.sha256()
-        if more:
-            self._cobj = self._cctx.compressobj()
+class _Limited:
+    """At most `limit` bytes of a reader, then EOF (one frame's input)."""
+
+    def __init__(self, reader: Reader, limit: int) -> None:
+        self._reader, self._left, self.count = reader, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        data = self._reader.read(self._left if size < 0 else min(size, self._left))
+        self._left -= len(data)
+        self.count += len(data)
+        return data
 
 
 class _Blocks:
