@@ -319,7 +319,7 @@ class StreamedRestore:
                     with self._read(first, last) as (check, raw):
                         pos = self.frames[first][0]
                         for begin, end in run:
-                            pos = _skip(raw, pos, begin, self._abort)
+                            pos = _copy(raw, pos, begin, None, self._abort)
                             if proc is None:
                                 proc = start()
                             assert proc.stdin is not None
@@ -435,25 +435,16 @@ def _read_exactly(raw: Any, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _skip(raw: Any, pos: int, to: int, abort: threading.Event) -> int:
+def _copy(raw: Any, pos: int, to: int, out: IO[bytes] | None, abort: threading.Event) -> int:
+    """Read raw from pos up to to, into out (None: passed over); the position reached."""
     while pos < to:
         data = raw.read(min(CHUNK, to - pos))
         if not data:
-            raise IntegrityError(f"the dump ends at {pos} bytes; the manifest places a data block at {to}")
+            raise IntegrityError(f"the dump ends at {pos} bytes; the manifest has it go on to {to}")
         if abort.is_set():
             raise _Aborted
-        pos += len(data)
-    return pos
-
-
-def _copy(raw: Any, pos: int, to: int, out: IO[bytes], abort: threading.Event) -> int:
-    while pos < to:
-        data = raw.read(min(CHUNK, to - pos))
-        if not data:
-            raise IntegrityError(f"the dump ends at {pos} bytes, inside a data block that ends at {to}")
-        if abort.is_set():
-            raise _Aborted
-        out.write(data)
+        if out is not None:
+            out.write(data)
         pos += len(data)
     return pos
 
