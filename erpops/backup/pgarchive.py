@@ -238,9 +238,9 @@ class BlockFinder:
     """The data blocks of a custom-format archive found as it streams past (a backup's pg_dump output).
 
     Fed each chunk in order (`wrote`), it reads the table of contents once it is whole, then finds each
-    data block's start in the chunks themselves (the bytes `add_data_offsets` looks for) and returns the
-    entries whose blocks are complete: a block ends where the next begins, the last one at the end of the
-    stream (`finish`). `starts` and `sizes` are where each block lies in the stream. `toc` stays None for an
+    data block's start in the chunks themselves (the bytes `add_data_offsets` looks for): a block ends where
+    the next begins, the last one at the end of the stream (`finish`). `starts` and `sizes` are where each
+    block lies in the stream. `toc` stays None for an
     archive this module does not handle (another version, BLOBS, offsets already set); `supported` is False.
     """
 
@@ -262,20 +262,19 @@ class BlockFinder:
         assert self.toc is not None
         return b"\x00" * (1 + self.toc.int_size) + bytes([BLK_DATA, 0]) + dump_id.to_bytes(self.toc.int_size, "little")
 
-    def wrote(self, data: bytes) -> list[Entry]:
-        """data came next in the stream; the entries whose data blocks are now complete."""
+    def wrote(self, data: bytes) -> None:
+        """data came next in the stream."""
         pos, self._written = self._written, self._written + len(data)
         if not self.supported:
-            return []
+            return
         if self.toc is None:
             self._prefix += data
             if self._written < self._try_at or not self._parse():
-                return []
+                return
             pos = self._at  # what came after the TOC so far is searched from its end
             data, self._prefix = bytes(self._prefix[pos:]), bytearray()
-        done = self._scan(data, pos)
+        self._scan(data, pos)
         self._tail, self._tail_pos = data[-16:], pos + len(data) - len(data[-16:])
-        return done
 
     def _parse(self) -> bool:
         """Read the TOC from the prefix; False while it is not whole (or never will be: supported is then False)."""
@@ -298,28 +297,23 @@ class BlockFinder:
         self._at = toc.end - (1 + toc.int_size)  # the TOC's last offset field ends in zero bytes
         return True
 
-    def finish(self) -> list[Entry]:
-        """The stream ended: the last block is complete. Entries whose block was never found are not returned."""
+    def finish(self) -> None:
+        """The stream ended: the last block found is complete (`missing` lists any never found)."""
         if self.toc is None and self.supported and self._parse():
-            data, self._prefix = bytes(self._prefix[self._at:]), bytearray()
-            done = self._scan(data, self._at)
-        else:
-            done = []
+            self._scan(bytes(self._prefix[self._at:]), self._at)
+            self._prefix = bytearray()
         if self.toc is None or self._start is None:
-            return done
-        last = self._pending[self._next - 1]
-        self.sizes[last.dump_id] = self._written - self._start
+            return
+        self.sizes[self._pending[self._next - 1].dump_id] = self._written - self._start
         self._start = None
-        return [*done, last]
 
     @property
     def missing(self) -> list[Entry]:
         """Entries with data whose block has not been found (all of them before the TOC is read)."""
         return self._pending[self._next:]
 
-    def _scan(self, data: bytes, pos: int) -> list[Entry]:
+    def _scan(self, data: bytes, pos: int) -> None:
         assert self.toc is not None
-        done: list[Entry] = []
         edge = self._tail[-15:] + data[:15] if self._tail and self._tail_pos + len(self._tail) == pos else b""
         edge_pos = pos - min(15, len(self._tail)) if edge else pos
         while self._next < len(self._pending):
@@ -338,9 +332,6 @@ class BlockFinder:
             block = hit + 1 + self.toc.int_size
             self.starts[entry.dump_id] = block
             if self._start is not None:
-                before = self._pending[self._next - 1]
-                self.sizes[before.dump_id] = block - self._start
-                done.append(before)
+                self.sizes[self._pending[self._next - 1].dump_id] = block - self._start
             self._start, self._at = block, block
             self._next += 1
-        return done

@@ -676,7 +676,6 @@ def client_argv(db: str, owner: str | None) -> list[str]:
 def _streamed(target: Target, a: mf.Artifact, db: str, plan: DumpPlan, env: dict[str, str], argv: list[str],
               advance: Callable[[int], None]) -> None:
     """pg_restore -j N with N loaders each reading its part of the stored dump (staged.StreamedRestore)."""
-    assert a.data_start is not None and a.data_blocks is not None and a.frames is not None
 
     def open_range(offset: int, length: int) -> contextlib.AbstractContextManager[Any]:
         return target.get_range(a.key, offset, length)

@@ -42,6 +42,7 @@ from typing import IO, Any
 
 import zstandard
 
+from erpops.backup import manifest as mf
 from erpops.backup.dump import FRAME, exit_text, log_tail
 from erpops.backup.leftovers import preexec
 from erpops.backup.pgarchive import SECTION_DATA, SECTION_POST_DATA, Entry, Toc, read_toc
@@ -64,7 +65,7 @@ class Share:
 
 def share_out(toc: Toc, start: int, blocks: tuple[tuple[int, int], ...], jobs: int) -> list[Share]:
     """The data-section entries shared among up to `jobs` loaders: blocks largest first to the least loaded;
-    entries without a block (SEQUENCE SET) to the least loaded. Raises ValueError if blocks do not match toc."""
+    entries without a block (SEQUENCE SET) to the least loaded. ValueError: blocks are not toc's."""
     where: dict[int, tuple[int, int]] = {}
     pos = start
     for dump_id, size in blocks:
@@ -190,14 +191,16 @@ class StreamedRestore:
     """Runs the three stages; `run()` returns when the data and post-data are restored, else raises."""
 
     def __init__(self, argv: list[str], jobs: int, env: dict[str, str], work_dir: Path, db: str,
-                 open_range: Callable[[int, int], contextlib.AbstractContextManager[Any]], artifact: Any, where: str,
+                 open_range: Callable[[int, int], contextlib.AbstractContextManager[Any]], artifact: mf.Artifact,
+                 where: str,
                  advance: Callable[[int], None]) -> None:
         self.argv, self.jobs, self.env, self.work_dir, self.db = argv, max(1, jobs), env, work_dir, db
         self.open_range, self.where, self.advance = open_range, where, advance
-        self.size: int = artifact.size
-        self.start: int = artifact.data_start
-        self.blocks: tuple[tuple[int, int], ...] = artifact.data_blocks
-        self.frames: tuple[tuple[int, int, str], ...] = artifact.frames
+        assert artifact.data_start is not None and artifact.data_blocks is not None and artifact.frames is not None
+        self.size = artifact.size
+        self.start = artifact.data_start
+        self.blocks = artifact.data_blocks
+        self.frames = artifact.frames
         self._starts = [f[0] for f in self.frames]
         self._procs: list[subprocess.Popen[bytes]] = []
         self._lock = threading.Lock()
@@ -207,7 +210,6 @@ class StreamedRestore:
         self._temp: list[Path] = []
         self.verified: set[int] = set()
         self.loaded: set[int] = set()
-        self.early_runs = 0
 
     # -- the stages ----------------------------------------------------------------------------
 
@@ -225,11 +227,13 @@ class StreamedRestore:
     def _run(self) -> None:
         head = self._head()
         toc = read_toc(head)
-        if toc is None or toc.end != self.start:
-            raise BackupError("the dump's table of contents does not match the manifest's data_start: the set "
-                              "was written by another tool or edited")
+        try:
+            if toc is None or toc.end != self.start:
+                raise ValueError("its table of contents does not end at the manifest's data_start")
+            shares = share_out(toc, self.start, self.blocks, self.jobs)
+        except ValueError as exc:
+            raise IntegrityError(f"{self.where}: {exc}: the manifest was edited, or written for another dump") from exc
         toc_file = self._file("toc", ".pgdump", head)
-        shares = share_out(toc, self.start, self.blocks, self.jobs)
         post = _Post(toc)
         threads = [threading.Thread(target=self._loader, args=(share, head), name=f"erpops-restore-{i}", daemon=True)
                    for i, share in enumerate(shares)]
@@ -253,7 +257,6 @@ class StreamedRestore:
                 if now:
                     listing = self._file("early", ".list", self._list(now))
                     early.append((self._spawn("post-data", ["-L", str(listing), str(toc_file)]), now))
-                    self.early_runs += 1
             time.sleep(0.02)
         for t in threads:
             t.join()

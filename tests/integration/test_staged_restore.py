@@ -144,3 +144,16 @@ def test_a_damaged_frame_is_named_and_nothing_is_left(source: Pg, tmp_path: Path
     assert f"frame {k} " in str(caught.value) or "does not decompress" in str(caught.value), str(caught.value)
     assert not source.database_exists("staged_bad")
     assert source.psql("SELECT datname FROM pg_database WHERE datname LIKE 'staged_bad%'") == ""
+
+
+def test_blocks_that_are_not_the_dumps_are_refused_before_any_load(source: Pg, tmp_path: Path) -> None:
+    target = open_target(f"file://{tmp_path}/t")
+    set_id = engine.backup(target, source, "staged_src", stack="dev")["set_id"]
+    path = tmp_path / "t" / mf.set_key(set_id, mf.MANIFEST)
+    data = json.loads(path.read_text())
+    blocks = data["erpops"]["artifacts"][0]["data_blocks"]
+    blocks[0][0], blocks[1][0] = blocks[1][0], blocks[0][0]  # same sizes, the tables swapped
+    path.write_text(json.dumps(data))
+    with pytest.raises(IntegrityError, match="written for another dump"):
+        restore(target, set_id, pg=source, db="staged_swapped", skip_filestore=True, jobs=2)
+    assert source.psql("SELECT datname FROM pg_database WHERE datname LIKE 'staged_swapped%'") == ""
