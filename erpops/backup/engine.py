@@ -60,6 +60,7 @@ from erpops.backup.filestore import (
     previous_files,
     restore_filestore,
     run_parallel,
+    wait_interruptibly,
 )
 from erpops.backup.progress import Reporter
 from erpops.backup.restore import DumpPlan, check_stream, plan_dump_restore, restore_dump_into
@@ -99,6 +100,10 @@ def _dump_and_filestore(
             artifact = store_dump(target, key, dump, "custom", reporter, before_commit=dump.finish)
         finally:
             dump.close()
+        # Inside the try: Ctrl-C while the filestore copy still runs must stop it too (its queued files
+        # would otherwise all be copied before the process could exit)
+        wait_interruptibly([fs_future])
+        copied = fs_future.result()
     except BaseException:
         stop.set()
         fs_error = fs_future.exception()  # waits for the running transfers (at most `workers`) to end
@@ -106,7 +111,6 @@ def _dump_and_filestore(
         if fs_error is not None and not isinstance(fs_error, Stopped):
             raise fs_error from None  # the dump was stopped because of it
         raise
-    copied = fs_future.result()
     side.shutdown(wait=True)
     return artifact, copied
 

@@ -34,6 +34,7 @@ from erpops.backup.storage import (
 from erpops.errors import IntegrityError, UsageError
 
 DEFAULT_WORKERS = 8
+POLL = 0.25  # seconds between checks for a signal while waiting on worker threads (wait_interruptibly)
 # Where the target packs small files (S3: packs_small_files), a file up to PACK_MAX_FILE goes into a pack, and a
 # pack is stored once it holds PACK_BYTES: at most PACK_BYTES + PACK_MAX_FILE, below the 8 MiB part size, so one PUT.
 # 4 MiB: a PUT per 4 MiB costs little CPU, and the two packs in memory stay small beside the dump's parts.
@@ -53,14 +54,30 @@ def filestore_source(spec: str, db: str, *, endpoint_url: str | None = None, reg
     return FileTarget(root / db)
 
 
+def wait_interruptibly(futures: list[Future[Any]]) -> None:
+    """Wait until every future is done or one has failed, in bounded waits.
+
+    The main thread acts on a signal (Ctrl-C, SIGTERM) only when it runs Python code: one long wait
+    would not notice a signal that the kernel handed to a worker thread until the wait ended.
+    """
+    pending: set[Future[Any]] | list[Future[Any]] = futures
+    while pending:
+        done, pending = wait(pending, timeout=POLL, return_when=FIRST_EXCEPTION)
+        if any(not f.cancelled() and f.exception() is not None for f in done):
+            return
+
+
 def run_parallel(items: list[Any], fn: Callable[[Any], Any], workers: int) -> list[Any]:
     """fn over items on a thread pool; the first exception cancels what has not started and is raised."""
     if not items:
         return []
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="erpops-fs") as pool:
-        futures: list[Future[Any]] = [pool.submit(fn, item) for item in items]
+        futures: list[Future[Any]] = []
         try:
-            wait(futures, return_when=FIRST_EXCEPTION)
+            # Queued inside the try: Ctrl-C while the first transfers already run and the rest are being
+            # queued must drop those too (the pool's own exit would wait for every queued one)
+            futures.extend(pool.submit(fn, item) for item in items)
+            wait_interruptibly(futures)
         except BaseException:
             # Ctrl-C or SIGTERM: drop the queued transfers, let only the running ones (<= workers) end
             pool.shutdown(wait=False, cancel_futures=True)

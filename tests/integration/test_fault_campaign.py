@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import threading
 import zipfile
@@ -121,7 +120,9 @@ def test_an_import_that_restores_nothing_is_refused(server: Pg, pg: LocalPostgre
 
 
 def test_ctrl_c_during_the_filestore_copy_drops_the_queued_transfers() -> None:
-    """The first transfers run; Ctrl-C arrives; the hundreds still queued never start."""
+    """The first transfers run; Ctrl-C arrives, handed by the kernel to a worker thread; the hundreds still
+    queued never start. The main thread acts on a signal only when it runs Python code: a wait with no end
+    would sleep on until every transfer was done."""
     import time
 
     started: list[int] = []
@@ -131,11 +132,83 @@ def test_ctrl_c_during_the_filestore_copy_drops_the_queued_transfers() -> None:
         with lock:
             started.append(i)
         if i == 4:
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: KeyboardInterrupt in the main thread, which waits
-        time.sleep(0.02)  # the transfer's own work (not a wait on a condition)
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this worker thread, not the main one
+        time.sleep(0.05)  # the transfer's own work (not a wait on a condition)
         return i
 
     with pytest.raises(KeyboardInterrupt):
         filestore.run_parallel(list(range(300)), transfer, workers=2)
-    # Before the fix all 300 ran (the pool's exit waited for the queue); now only those already started.
     assert len(started) < 100, f"{len(started)} of 300 transfers ran after Ctrl-C"
+
+
+def test_ctrl_c_while_the_transfers_are_still_being_queued_drops_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C lands while the main thread queues the transfers (the first ones already run): the queued ones
+    never start. Before, the pool's own exit waited for all 249 queued by then."""
+    import time
+
+    started: list[int] = []
+
+    class CtrlCAt250(filestore.ThreadPoolExecutor):
+        queued = 0
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            CtrlCAt250.queued += 1
+            if CtrlCAt250.queued == 250:
+                raise KeyboardInterrupt
+            return super().submit(fn, *args, **kwargs)
+
+    def transfer(i: int) -> int:
+        started.append(i)
+        time.sleep(0.05)
+        return i
+
+    monkeypatch.setattr(filestore, "ThreadPoolExecutor", CtrlCAt250)
+    with pytest.raises(KeyboardInterrupt):
+        filestore.run_parallel(list(range(300)), transfer, workers=2)
+    assert len(started) < 100, f"{len(started)} of the 249 queued transfers ran after Ctrl-C"
+
+
+def test_ctrl_c_after_the_dump_while_the_filestore_copy_runs_stops_the_copy(
+    server: Pg, pg: LocalPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dump is stored, the filestore copy still runs beside it, Ctrl-C: the backup ends with the copy
+    stopped, not with the copy's queued files still being read behind an interpreter that cannot exit."""
+    import time
+
+    code, _, _ = run_cli(["import", "odoo-zip", str(make_zip(tmp_path / "a.zip")), "--to", "ctrl_c_src",
+                          "--filestore", str(tmp_path / "fs"), "--json"], pg.env())
+    assert code == 0
+    started: list[int] = []
+    dumped, ended = threading.Event(), threading.Event()
+    store_dump = engine.store_dump
+
+    def store_then_tell(*args: Any, **kwargs: Any) -> Any:
+        artifact = store_dump(*args, **kwargs)
+        dumped.set()
+        return artifact
+
+    def slow_copy(source: Any, target: Any, reporter: Any, workers: int, *, previous: Any,
+                  stop: threading.Event) -> Any:
+        def one(i: int) -> int:
+            if stop.is_set():
+                raise filestore.Stopped()
+            started.append(i)
+            if i == 10:
+                assert dumped.wait(60), "the dump was not stored"
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            time.sleep(0.05)
+            return i
+
+        try:
+            filestore.run_parallel(list(range(300)), one, workers)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(engine, "copy_filestore", slow_copy)
+    monkeypatch.setattr(engine, "store_dump", store_then_tell)
+    target = FileTarget(tmp_path / "target")
+    with pytest.raises(KeyboardInterrupt):
+        engine.backup(target, server, "ctrl_c_src", stack="dev", filestore=str(tmp_path / "fs"), workers=2)
+    assert ended.is_set(), "the filestore copy still ran when the backup returned"
+    assert len(started) < 100, f"{len(started)} of 300 files were copied after Ctrl-C"
+    assert engine.scan_sets(target).complete == []
