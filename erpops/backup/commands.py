@@ -140,8 +140,9 @@ human_size = _size
 @click.option("--db", default=None, help="Database to back up (default: the Odoo zip's, with --from-zip).")
 @click.option("--filestore", default=None,
               help="Odoo's filestore root (data_dir/filestore, holding <db>/) or s3://bucket/prefix holding <db>/.")
-@click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64),
-              help="Parallel filestore transfers (and S3 parts in flight: at most 4).")
+@click.option("--jobs", "-j", default=None, type=click.IntRange(1, 64),
+              help="Parallel filestore transfers (and S3 parts in flight: at most 4). Default: 8 where the "
+                   "filestore or the target is S3, the cores plus one where both are local.")
 @click.option("--neutralized", is_flag=True,
               help="Back up a neutralized copy: copy to a scratch database, neutralize it, dump that, drop it.")
 @click.option("--addons-path", "addons_path", multiple=True, metavar="DIRS",
@@ -162,7 +163,7 @@ human_size = _size
 @click.pass_context
 @json_errors
 def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoint_url: str | None,
-               region: str | None, as_json: bool, db: str | None, filestore: str | None, jobs: int,
+               region: str | None, as_json: bool, db: str | None, filestore: str | None, jobs: int | None,
                neutralized: bool, addons_path: tuple[str, ...], allow_unneutralized: tuple[str, ...],
                from_zip: Path | None, sse: str | None, kms_key_id: str | None, storage_class: str | None,
                dry_run: bool) -> None:
@@ -178,7 +179,7 @@ def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
         odoo_addons_files(paths, ())  # a wrong --addons-path is bad input, found before the target is touched
 
     t = _target(ctx, _opts(target=target, stack=stack, endpoint_url=endpoint_url, region=region, sse=sse,
-                           kms_key_id=kms_key_id, storage_class=storage_class, concurrency=min(jobs, 4)),
+                           kms_key_id=kms_key_id, storage_class=storage_class, concurrency=min(jobs or 4, 4)),
                 writing=not dry_run)
     if dry_run:
         plan = backup_plan(t, Pg.from_env(), db, filestore, neutralized, from_zip)
@@ -189,7 +190,8 @@ def backup_cmd(ctx: click.Context, target: str | None, stack: str | None, endpoi
     if from_zip is not None:
         if neutralized or filestore:
             raise UsageError("--from-zip stores the zip as it is: --neutralized and --filestore do not apply")
-        result = engine.import_odoo_zip(t, from_zip, stack=stack or "adhoc", db=db, workers=jobs, reporter=reporter)
+        result = engine.import_odoo_zip(t, from_zip, stack=stack or "adhoc", db=db,
+                                         workers=jobs or engine.DEFAULT_WORKERS, reporter=reporter)
     else:
         if not db:
             raise UsageError("--db is required (the database to back up)")

@@ -17,6 +17,7 @@ manifest records both, and a restore hands each loader just its tables' frames
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import socket
 import subprocess
@@ -184,6 +185,16 @@ def is_local_host(host: str) -> bool:
         return False
 
 
+PIPE_BYTES = 1024 * 1024  # /proc/sys/fs/pipe-max-size: 1 MiB by default, settable by any user
+
+
+def widen_pipe(fd: int) -> None:
+    """Give a pipe 1 MiB instead of Linux's 64 KiB: 16 times fewer wake-ups of the threads at its ends
+    (a full backup spent seconds switching between pg_dump and the thread reading it). Best effort."""
+    with contextlib.suppress(OSError, AttributeError):  # F_SETPIPE_SZ: Linux only
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
 class PgDump:
     """`pg_dump -Fc -Z0` of one database as a readable stream; finish() checks its exit status."""
 
@@ -197,6 +208,7 @@ class PgDump:
                                      preexec_fn=preexec())
         assert self.proc.stdout is not None
         self.stdout = self.proc.stdout
+        widen_pipe(self.stdout.fileno())
 
     def read(self, size: int = -1) -> bytes:
         return self.stdout.read(size)

@@ -60,6 +60,7 @@ from erpops.backup.filestore import (
     previous_files,
     restore_filestore,
     run_parallel,
+    transfer_workers,
     wait_interruptibly,
 )
 from erpops.backup.progress import Reporter
@@ -75,7 +76,7 @@ log = logging.getLogger(__name__)
 
 def _dump_and_filestore(
     start_dump: Callable[[], PgDump], target: Target, key: str, fs_source: Target | None,
-    previous: dict[str, mf.FilestoreFile], reporter: Reporter, workers: int,
+    previous: dict[str, mf.FilestoreFile], reporter: Reporter, workers: int | None,
 ) -> tuple[mf.Artifact, FilestoreCopy]:
     """Store the dump and copy the filestore at the same time; the first failure stops the other."""
     if fs_source is None:
@@ -88,7 +89,8 @@ def _dump_and_filestore(
     stop = threading.Event()
     dump = start_dump()
     side = ThreadPoolExecutor(1, thread_name_prefix="erpops-filestore")
-    fs_future = side.submit(copy_filestore, fs_source, target, reporter, workers, previous=previous, stop=stop)
+    fs_future = side.submit(copy_filestore, fs_source, target, reporter, transfer_workers(fs_source, target, workers),
+                            previous=previous, stop=stop)
 
     def filestore_done(fut: Future[FilestoreCopy]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
@@ -178,10 +180,12 @@ def backup(
     neutralized: bool = False,
     addons_path: list[Path] | None = None,
     allow_unneutralized: tuple[str, ...] = (),
-    workers: int = DEFAULT_WORKERS,
+    workers: int | None = None,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
     """Back db (and its filestore) up into a new set on target; returns the backup report.
+
+    workers: filestore transfers at once (default: filestore.transfer_workers's choice for the two ends).
 
     neutralized=True backs up a neutralized copy instead: the database is copied into a scratch
     database (pg_dump | pg_restore), neutralized there (erpops.backup.neutralize), dumped, and

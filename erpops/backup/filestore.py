@@ -10,7 +10,7 @@ import os
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +33,7 @@ from erpops.backup.storage import (
 )
 from erpops.errors import IntegrityError, UsageError
 
-DEFAULT_WORKERS = 8
+DEFAULT_WORKERS = 8  # transfers in flight where one end is S3: each waits mostly on the network
 POLL = 0.25  # seconds between checks for a signal while waiting on worker threads (wait_interruptibly)
 # Where the target packs small files (S3: packs_small_files), a file up to PACK_MAX_FILE goes into a pack, and a
 # pack is stored once it holds PACK_BYTES: at most PACK_BYTES + PACK_MAX_FILE, below the 8 MiB part size, so one PUT.
@@ -54,17 +54,52 @@ def filestore_source(spec: str, db: str, *, endpoint_url: str | None = None, reg
     return FileTarget(root / db)
 
 
+def transfer_workers(source: Target, target: Target, workers: int | None) -> int:
+    """The filestore transfers to run at once: `workers` when given; else DEFAULT_WORKERS where an end is S3
+    (requests wait on the network), and one more than the usable cores where both ends are local files.
+
+    A local copy is bound by CPU (two hashes a byte) and system calls; more threads than cores only hand
+    the GIL and the directories' locks to each other. Measured on 2 cores, beside the dump (3.9 GB database,
+    20,000 files, 2.1 GB): 8 threads 25.7-29.7 s with 13-19 s of system CPU, 3 threads 22.4-23.1 s.
+    """
+    if workers is not None:
+        return workers
+    if isinstance(source, FileTarget) and isinstance(target, FileTarget):
+        return min(DEFAULT_WORKERS, usable_cores() + 1)
+    return DEFAULT_WORKERS
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def wait_interruptibly(futures: list[Future[Any]]) -> None:
     """Wait until every future is done or one has failed, in bounded waits.
 
     The main thread acts on a signal (Ctrl-C, SIGTERM) only when it runs Python code: one long wait
-    would not notice a signal that the kernel handed to a worker thread until the wait ended.
+    would not notice a signal that the kernel handed to a worker thread until the wait ended. One event
+    set by the futures' callbacks (not concurrent.futures.wait, which installs a waiter on every pending
+    future at each call: 20,000 files made that a CPU-second in itself).
     """
-    pending: set[Future[Any]] | list[Future[Any]] = futures
-    while pending:
-        done, pending = wait(pending, timeout=POLL, return_when=FIRST_EXCEPTION)
-        if any(not f.cancelled() and f.exception() is not None for f in done):
-            return
+    lock, ended = threading.Lock(), threading.Event()
+    left = len(futures)
+
+    def one_done(f: Future[Any]) -> None:
+        nonlocal left
+        with lock:
+            left -= 1
+            last = left == 0
+        if last or (not f.cancelled() and f.exception() is not None):
+            ended.set()
+
+    for f in futures:
+        f.add_done_callback(one_done)
+    while futures and not ended.wait(POLL):
+        pass
 
 
 def run_parallel(items: list[Any], fn: Callable[[Any], Any], workers: int) -> list[Any]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import fcntl
 import hashlib
 import subprocess
 import tempfile
@@ -43,7 +42,7 @@ from typing import IO, Any
 import zstandard
 
 from erpops.backup import manifest as mf
-from erpops.backup.dump import FRAME, exit_text, log_tail
+from erpops.backup.dump import FRAME, exit_text, log_tail, widen_pipe
 from erpops.backup.leftovers import preexec
 from erpops.backup.pgarchive import SECTION_DATA, SECTION_POST_DATA, Entry, Toc, read_toc
 from erpops.backup.storage import CHUNK
@@ -51,7 +50,6 @@ from erpops.errors import BackupError, IntegrityError
 
 # Post-data entries that may run while other tables still load: they touch only the tables they name.
 EARLY = {"INDEX", "CONSTRAINT", "FK CONSTRAINT", "INDEX ATTACH"}
-PIPE_BYTES = 1024 * 1024  # a loader's pipe into pg_restore (/proc/sys/fs/pipe-max-size: 1 MiB by default)
 
 
 @dataclass
@@ -310,8 +308,7 @@ class StreamedRestore:
             listing = self._file("data", ".list", self._list(share.entries))
             p = self._spawn("data", ["-L", str(listing)], stdin=True)
             assert p.stdin is not None
-            with contextlib.suppress(OSError):  # fewer wake-ups of this thread per MiB fed (Linux: 64 KiB else)
-                fcntl.fcntl(p.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            widen_pipe(p.stdin.fileno())  # fewer wake-ups of this thread per MiB fed
             p.stdin.write(head)
             return p
 

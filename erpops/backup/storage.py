@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from erpops.errors import BackupError, CredentialsError, ErpopsError, ServiceError, UsageError
@@ -250,9 +250,23 @@ class FileTarget(Target):
         self.root = root
         self.url = f"file://{root}"
         self._unsynced = False
+        # Directories this target made or found: a mkdir of one that exists still takes its parent's lock,
+        # and 8 threads storing filestore files spun on filestore/'s for seconds of system CPU
+        self._dirs: set[Path] = set()
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
+
+    def _create(self, path: Path) -> BinaryIO:
+        """path opened for writing; its directory made first where this target has not seen it yet."""
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        try:
+            return open(path, "wb")
+        except FileNotFoundError:  # the directory emptied and removed since (a prune by another run)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return open(path, "wb")
 
     def check(self, *, create: bool = False) -> None:
         if create:
@@ -276,12 +290,11 @@ class FileTarget(Target):
         durable: bool = True,
     ) -> tuple[int, str]:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}{_PART_MARK}{secrets.token_hex(4)}")
         sha = hashlib.sha256() if digest else None
         size = 0
         try:
-            with open(tmp, "wb") as out:
+            with self._create(tmp) as out:
                 while True:
                     data = reader.read(CHUNK)
                     if not data:
@@ -367,6 +380,7 @@ class FileTarget(Target):
             parent = path.parent
             while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
+                self._dirs.discard(parent)
                 parent = parent.parent
 
     def list_incomplete_uploads(self, prefix: str = "") -> list[IncompleteUpload]:
