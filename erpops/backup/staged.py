@@ -42,7 +42,7 @@ from typing import IO, Any
 import zstandard
 
 from erpops.backup import manifest as mf
-from erpops.backup.dump import FRAME, exit_text, log_tail, widen_pipe
+from erpops.backup.dump import FRAME, Feed, exit_text, log_tail
 from erpops.backup.leftovers import preexec
 from erpops.backup.pgarchive import SECTION_DATA, SECTION_POST_DATA, Entry, Toc, read_toc
 from erpops.backup.storage import CHUNK
@@ -303,14 +303,13 @@ class StreamedRestore:
         proc: subprocess.Popen[bytes] | None = None
 
         def start() -> subprocess.Popen[bytes]:
+            nonlocal proc
             while not self._pre_done.wait(0.1):
                 pass
             listing = self._file("data", ".list", self._list(share.entries))
-            p = self._spawn("data", ["-L", str(listing)], stdin=True)
-            assert p.stdin is not None
-            widen_pipe(p.stdin.fileno())  # fewer wake-ups of this thread per MiB fed
-            p.stdin.write(head)
-            return p
+            proc = self._spawn("data", ["-L", str(listing)], feed=True)  # set before a write can fail
+            proc.erpops_feed.write(head)  # type: ignore[attr-defined]
+            return proc
 
         try:
             try:
@@ -322,14 +321,12 @@ class StreamedRestore:
                             pos = _copy(raw, pos, begin, None, self._abort)
                             if proc is None:
                                 proc = start()
-                            assert proc.stdin is not None
-                            pos = _copy(raw, pos, end, proc.stdin, self._abort)
+                            pos = _copy(raw, pos, end, proc.erpops_feed, self._abort)  # type: ignore[attr-defined]
                         check.drain()
                 if proc is None:
                     proc = start()
-                assert proc.stdin is not None
-                proc.stdin.close()
-            except BrokenPipeError:
+                proc.erpops_feed.close()  # type: ignore[attr-defined]
+            except (BrokenPipeError, ConnectionResetError):
                 pass  # pg_restore stopped reading: its exit code and log say why
             if proc is not None:
                 self._finish(proc, "data")
@@ -342,18 +339,27 @@ class StreamedRestore:
 
     # -- processes -----------------------------------------------------------------------------
 
-    def _spawn(self, stage: str, extra: list[str], *, stdin: bool = False) -> subprocess.Popen[bytes]:
+    def _spawn(self, stage: str, extra: list[str], *, feed: bool = False) -> subprocess.Popen[bytes]:
+        """pg_restore with extra arguments; feed=True: reading stdin from a Feed (proc.erpops_feed)."""
         log = self._file(f"{stage}-log", ".log", b"")
         with self._lock:
             if self._abort.is_set() and stage != "pre-data":
                 raise _Aborted
             err = log.open("ab")
+            stdin = Feed() if feed else None
             try:
-                proc = subprocess.Popen([*self.argv, *extra], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                proc = subprocess.Popen([*self.argv, *extra], stdin=stdin.child if stdin else subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=err, env=self.env, preexec_fn=preexec())
+            except BaseException:
+                if stdin is not None:
+                    stdin.close()
+                raise
             finally:
                 err.close()
+            if stdin is not None:
+                stdin.started()
             proc.erpops_log = log  # type: ignore[attr-defined]
+            proc.erpops_feed = stdin  # type: ignore[attr-defined]
             self._procs.append(proc)
         return proc
 
@@ -387,9 +393,10 @@ class StreamedRestore:
                     proc.kill()
         for proc in procs:
             proc.wait()
-            if proc.stdin is not None:
+            feed = getattr(proc, "erpops_feed", None)
+            if feed is not None:
                 with contextlib.suppress(OSError):
-                    proc.stdin.close()
+                    feed.close()
         for path in self._temp:
             path.unlink(missing_ok=True)
 

@@ -1,9 +1,7 @@
-"""Local filestore copies and the dump's pipe: how many transfers run at once, a pipe wide enough that its
-threads are not woken every 64 KiB, and a target whose directory a prune removed meanwhile."""
+"""Local filestore copies: how many transfers run at once, and a target whose directory a prune removed."""
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
 from pathlib import Path
@@ -11,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from erpops.backup import filestore as fs
-from erpops.backup.dump import PIPE_BYTES, widen_pipe
 from erpops.backup.storage import FileTarget, S3Target
 
 
@@ -33,18 +30,6 @@ def test_s3_at_either_end_keeps_more_transfers_in_flight_and_a_given_count_is_ke
     assert fs.transfer_workers(s3(), local, None) == fs.DEFAULT_WORKERS
     assert fs.transfer_workers(local, local, 5) == 5
     assert fs.transfer_workers(local, s3(), 1) == 1
-
-
-def test_a_pipe_is_widened_to_one_mib() -> None:
-    r, w = os.pipe()
-    try:
-        before = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
-        widen_pipe(r)
-        max_size = int(Path("/proc/sys/fs/pipe-max-size").read_text())
-        assert fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) == min(PIPE_BYTES, max(max_size, before))
-    finally:
-        os.close(r)
-        os.close(w)
 
 
 def test_an_object_goes_into_a_directory_another_run_pruned_meanwhile(tmp_path: Path) -> None:
