@@ -25,8 +25,8 @@ options:
   jobs:
     description:
       - Parallel filestore transfers.
+      - When not given, 8 where the filestore or the target is S3, and one more than the cores where both are local.
     type: int
-    default: 8
   neutralized:
     description:
       - Back up a neutralized copy (mail servers, crons off) instead of the database as it is.
@@ -149,7 +149,7 @@ def main() -> None:
         argument_spec=argument_spec(TARGET_ARGS, PG_ARGS, {
             "db": {"type": "str"},
             "filestore": {"type": "str"},
-            "jobs": {"type": "int", "default": 8},
+            "jobs": {"type": "int"},
             "neutralized": {"type": "bool", "default": False},
             "addons_path": {"type": "list", "elements": "path"},
             "allow_unneutralized": {"type": "list", "elements": "str"},
