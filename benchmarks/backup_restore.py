@@ -30,8 +30,9 @@ Default (about 150 MB of database, 100 MB of filestore, a few minutes on 2 cores
 
 The size of issue 16 (3.4 GB database: pgbench scale 130 + 200,000 attachment rows of ~8 KiB, half
 incompressible; 2.1 GB filestore of 20,000 files), the filestore kept for the next run in --keep
-(the database is rebuilt each run, a few minutes); about 15 GB of disk (data dir, filestore, two
-targets and the reference archives of one round) and ~3 GB of memory for moto, which holds one
+(the database is rebuilt each run, a few minutes); about 15 GB of disk for one round (data dir,
+filestore, two targets and the reference archives) and 7 GB more for each further round (its
+filestore copies stay until the end of the run: see Bench.round) and ~3 GB of memory for moto, which holds one
 round's S3 set (deleted after the round):
 
     .venv/bin/python benchmarks/backup_restore.py --scale 130 --attachments 200000 --attachment-kib 8 \\
@@ -271,6 +272,7 @@ def main() -> None:
             print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr)
             bench.round(rnd)
 
+    shutil.rmtree(work, ignore_errors=True)  # the rounds' small files (see Bench.round)
     print_table(rows, db_bytes, fs_bytes, args)
     print("\nzstd levels on the uncompressed dump (first round):\n")
     print("| level | wall s | CPU s | MB out | ratio |\n|---|---|---|---|---|")
@@ -396,7 +398,13 @@ class Bench:
             self.s3_clear(f"r{rnd}/")
         for name in self.server.psql("SELECT datname FROM pg_database WHERE datname LIKE 'bench_r%'").split():
             self.server.psql(f'DROP DATABASE "{name}"')
-        shutil.rmtree(rd)
+        # The round's big files go now; its tens of thousands of small ones (filestore copies) at the end of the run.
+        # Deleted here, they slowed the next round's erpops backup: for up to 3 minutes after many inodes are freed,
+        # ext4 checks each freed one before it gives out a new inode (fs/ext4/ialloc.c, recently_deleted; seen
+        # with perf: 12-18% of the backup's CPU, its system time 10-13 s instead of 5.5 s). A backup writes
+        # 20,000 files, the reference one tar file: a cost of this benchmark's clean-up, not of either tool.
+        for big in [*rd.glob("*.dump"), *rd.glob("*.tgz"), *rd.glob("*.zst"), *rd.glob("t-*/sets/*/dump*")]:
+            big.unlink()
         for path in added:  # every round (and a run with --keep) starts from the same filestore
             path.unlink(missing_ok=True)
 
