@@ -387,6 +387,7 @@ def restore(
             # Timings add up to the wall time: filestore_seconds is what the filestore still took once the
             # database was ready; filestore_total_seconds its whole run, beside the database.
             waited = time.monotonic()
+            fs.wait_interruptibly([fs_future])  # Ctrl-C is acted on while the filestore is still being written
             began, ended = fs_future.result()
             timings["filestore_seconds"] = round(max(0.0, ended - waited), 3)
             timings["filestore_total_seconds"] = round(ended - began, 3)
