@@ -203,6 +203,7 @@ class Feed:
     socket wakes its writer only once the queue has drained to a quarter of its buffer: about 3,200 times.
     Measured in a staged restore of that dump, 4 rounds: erpops's CPU 3.4 s instead of 3.8 s, pg_restore's
     2.8 s instead of 3.3 s, the restore 20.6 s instead of 21.1 s (pg_restore -j2 of a plain file: 18.9 s).
+    The A/B is `benchmarks/local_ab.py feed`.
     A pipe stays on pg_dump's output: it made no difference there (pg_dump fills it faster than a page
     at a time).
     """

@@ -60,7 +60,8 @@ def transfer_workers(source: Target, target: Target, workers: int | None) -> int
 
     A local copy is bound by CPU (two hashes a byte) and system calls; more threads than cores only hand
     the GIL and the directories' locks to each other. Measured on 2 cores, beside the dump (3.9 GB database,
-    20,000 files, 2.1 GB): 8 threads 25.7-29.7 s with 13-19 s of system CPU, 3 threads 22.4-23.1 s.
+    20,000 files, 2.1 GB): 8 threads 25.7-29.7 s with 13-19 s of system CPU, 3 threads 22.4-23.1 s. The A/B is
+    `benchmarks/local_ab.py workers`.
     """
     if workers is not None:
         return workers
