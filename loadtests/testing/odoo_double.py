@@ -21,9 +21,10 @@ What a real database taught it (behaviours checked against Odoo 17.0's mrp and s
   cannot validate a transfer if no quantities are reserved nor done" (16.0:
   `stock.immediate.transfer`), short quantities -> `stock.backorder.confirmation`. A wizard is
   created with the action's context (`default_*`) and its button is called, as the web client does.
-- Two transactions writing the same record at once: Odoo retries the later one on the
+- Two transactions writing the same record at once: the later one waits for the first to end,
+  as on PostgreSQL's row lock; if the first committed, Odoo retries the later one on the
   serialization failure (up to 5 tries, random back-off), so it is slower, and fails only when
-  every try conflicts. `retries` counts them per request name.
+  every try meets a newer commit. `retries` counts them per request name.
 
 Knobs (constructor, `set()`, or `POST /__double__/control` with a JSON object of the same names):
   base_ms      latency added to every answer                      (default 5)
@@ -85,6 +86,7 @@ NO_LOCK = frozenset({"search_read", "web_search_read", "read", "search_count", "
 # double waits in units of RETRY_UNIT_S instead of seconds (its requests take milliseconds).
 MAX_TRIES = 5
 RETRY_UNIT_S = 0.1
+LOCK_WAIT_S = 60.0  # PostgreSQL waits for a row lock without end; the double gives up after this
 SEEDED_IDS = 1000  # records the double starts with have ids up to this; the load's come after
 # wizard model -> its buttons (what the web client calls after creating it from the action's context)
 WIZARDS = {
@@ -147,6 +149,7 @@ class OdooDouble:
         self.retries: Counter[str] = Counter()  # serialization failures retried, per request name
         self.conflicts_failed: Counter[str] = Counter()  # ... that still failed after MAX_TRIES
         self._inflight: Counter[tuple[str, int]] = Counter()  # records written by a running transaction
+        self._commits: Counter[tuple[str, int]] = Counter()  # transactions committed on each record
         self.multiplier = 1.0
         self.per_name: dict[str, float] = {}
         self.broken: dict[str, str] = {}
@@ -155,6 +158,7 @@ class OdooDouble:
         self.served: Counter[tuple[str, str]] = Counter()  # (model, method) executed by call_kw
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)  # a transaction ended: its records are free
         self._sessions: set[str] = set()
         self._records: dict[str, dict[int, dict[str, Any]]] = {}
         self._next_id = SEEDED_IDS
@@ -805,13 +809,22 @@ class OdooDouble:
 
     @contextlib.contextmanager
     def _transaction(self, name: str, model: str, method: str, args: list[Any]) -> Iterator[None]:
-        """Hold the records a write touches; a concurrent write to one of them is retried as Odoo does."""
+        """Hold the records a write touches; a concurrent write to one of them is retried as Odoo does.
+
+        As in PostgreSQL under Odoo's REPEATABLE READ: a write to a record another transaction holds
+        waits for that transaction to end. If it committed, the write fails with a serialization
+        failure and Odoo retries the whole request after a random back-off; if it rolled back, the
+        write goes ahead. So a retry fails again only if yet another writer committed meanwhile.
+        """
         ids = args[0] if args and method not in NO_LOCK else []
         keys = [(model, i) for i in ([ids] if isinstance(ids, int) else ids) if isinstance(i, int)]
         tries = 1
         while True:
-            with self._lock:
-                if not any(self._inflight[k] for k in keys):
+            with self._released:
+                seen = [self._commits[k] for k in keys]  # the snapshot the transaction starts from
+                if not self._released.wait_for(lambda: not any(self._inflight[k] for k in keys), LOCK_WAIT_S):
+                    raise RpcFault("psycopg2.errors.LockNotAvailable", "canceling statement due to lock timeout")
+                if seen == [self._commits[k] for k in keys]:
                     self._inflight.update(keys)
                     break
             if tries >= MAX_TRIES:
@@ -821,11 +834,16 @@ class OdooDouble:
             self.retries[name] += 1
             time.sleep(self._rng.uniform(0, 2 ** tries) * RETRY_UNIT_S)
             tries += 1
+        committed = False
         try:
             yield
+            committed = True
         finally:
-            with self._lock:
+            with self._released:
                 self._inflight.subtract(keys)
+                if committed:
+                    self._commits.update(keys)
+                self._released.notify_all()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         double = self

@@ -187,6 +187,30 @@ def test_two_writers_of_one_record_are_retried_as_odoo_does() -> None:
     assert odoo.snapshot()["mrp.production"][1]["qty_producing"] == 2.0  # the retried write came last
 
 
+def test_a_writer_behind_one_that_rolled_back_goes_ahead_without_a_retry() -> None:
+    """PostgreSQL lets a waiting write go ahead when the lock holder rolls back: nothing to retry."""
+    with OdooDouble(base_ms=1, jitter_ms=0) as odoo:
+        odoo.set(per_name={"mrp.production:action_confirm": 150},
+                 broken={"mrp.production:action_confirm": "The operation cannot be completed"})
+        _, cookie = _post(odoo.port, "/web/session/authenticate", {"db": DB, "login": "admin", "password": PASSWORD})
+        answers: list[dict[str, Any]] = []
+        first = threading.Thread(target=lambda: answers.append(_post(
+            odoo.port, "/web/dataset/call_kw/mrp.production/action_confirm",
+            {"model": "mrp.production", "method": "action_confirm", "args": [[1]], "kwargs": {}}, cookie)[0]))
+        first.start()
+        deadline = time.monotonic() + 30
+        while "mrp.production:1" not in odoo.inflight():
+            assert time.monotonic() < deadline, "the first call never started"
+            time.sleep(0.01)
+        answers.append(_post(odoo.port, "/web/dataset/call_kw/mrp.production/write",
+                             {"model": "mrp.production", "method": "write",
+                              "args": [[1], {"qty_producing": 2.0}], "kwargs": {}}, cookie)[0])
+        first.join(60)
+    assert answers[0]["error"]["data"]["name"] == "odoo.exceptions.UserError", answers
+    assert answers[1].get("result") is True, answers
+    assert odoo.retries["mrp.production:write"] == 0  # the holder rolled back: the write was not retried
+
+
 # ---- the gate, as CI runs it ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
