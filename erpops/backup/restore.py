@@ -582,8 +582,8 @@ def check_stream(target: Target, a: mf.Artifact, stored: HashingReader, raw: Has
         raise IntegrityError(f"{target.child(a.key)} changed: {stored.size} bytes, sha256 {stored.sha256}; the "
                              f"manifest records {a.size} bytes, sha256 {a.sha256}")
     if raw.sha256 is None:
-        # A restore: the stored bytes matched their sha256, so what they decompress to is fixed (and zstd
-        # checks its own frame checksum); hashing the decompressed bytes again would only cost CPU.
+        # A restore: the stored bytes matched their sha256, so what they decompress to is fixed; hashing
+        # the decompressed bytes again would only cost CPU.
         if a.uncompressed_size is not None and raw.size != a.uncompressed_size:
             raise IntegrityError(f"{target.child(a.key)} decompresses to {raw.size} bytes; the manifest records "
                                  f"{a.uncompressed_size} bytes")
