@@ -19,9 +19,12 @@ Every erpops run is a child process (`python benchmarks/backup_restore.py _child
 time, its own CPU (user+system of the Python process, from getrusage: pg_dump/pg_restore/zstd
 are counted apart as "children CPU"), and the peak RSS of its whole process tree (summed over
 the tree, sampled every 50 ms with psutil; the PostgreSQL server and moto are not in the tree).
-Before every timed run the server checkpoints and the machine syncs (Bench.settle), so neither side pays
-for the other's writeback. Medians over the rounds are printed; the ratio is erpops / reference (below 1:
-erpops is faster).
+Before every timed run the databases restored so far are dropped, the server checkpoints and the machine
+syncs (Bench.settle), so neither side pays for the other's writeback or autovacuum. Medians over the rounds
+are printed; the ratio is erpops / reference (below 1: erpops is faster), with each round's own ratio beside
+it. "final sync" is the time an erpops backup to a file target spent in its one syncfs before the manifest:
+what it waited for the disk (the reference's `tar` never syncs). On a virtual disk whose write speed varies,
+that column tells a slow disk from slow code.
 Figures only, nothing asserted.
 
 Default (about 150 MB of database, 100 MB of filestore, a few minutes on 2 cores):
@@ -83,6 +86,16 @@ def child(spec: dict[str, Any]) -> None:
     target = open_target(spec["target"])
     pg = Pg.from_env()
     out: dict[str, Any] = {}
+    flush, synced = target.flush, [0.0]
+
+    def timed_flush() -> None:  # the backup's one wait for the disk: syncfs before the manifest (file targets)
+        t0 = time.monotonic()
+        try:
+            flush()
+        finally:
+            synced[0] += time.monotonic() - t0
+
+    target.flush = timed_flush  # type: ignore[method-assign]
     if spec["op"] == "backup":
         report = engine.backup(target, pg, spec["db"], stack="bench", filestore=spec.get("filestore"))
         out = {"set_id": report["set_id"], "uploaded": report["filestore"]["uploaded"],
@@ -97,8 +110,8 @@ def child(spec: dict[str, Any]) -> None:
             raise SystemExit(f"verify found problems: {report['problems']}")
     self_ru = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out.update(wall=time.monotonic() - started, cpu=self_ru.ru_utime + self_ru.ru_stime,
-               children_cpu=kids.ru_utime + kids.ru_stime)
+    out.update(wall=time.monotonic() - started, cpu=self_ru.ru_utime + self_ru.ru_stime, sys_cpu=self_ru.ru_stime,
+               children_cpu=kids.ru_utime + kids.ru_stime, sync=synced[0])
     print(json.dumps(out), flush=True)
 
 
@@ -255,7 +268,8 @@ def main() -> None:
     def record(case: str, who: str, figures: dict[str, Any]) -> None:
         rows.setdefault(case, {}).setdefault(who, []).append(figures)
         print(f"  {case:<34} {who:<9} {figures['wall']:7.2f} s  rss {figures['rss_mb']:6.0f} MB"
-              + (f"  cpu {figures['cpu']:6.2f} s" if "cpu" in figures else ""), file=sys.stderr, flush=True)
+              + (f"  cpu {figures['cpu']:6.2f} s (sys {figures['sys_cpu']:5.2f})" if "cpu" in figures else "")
+              + (f"  final sync {figures['sync']:5.2f} s" if figures.get("sync") else ""), file=sys.stderr, flush=True)
 
     with LocalPostgres(base_dir=base) as server, LocalS3() as s3:
         pg = Pg.from_local(server)
@@ -318,8 +332,17 @@ class Bench:
         self.levels: list[str] = []
 
     def settle(self) -> None:
-        """CHECKPOINT and sync before every timed run: neither side pays for the writeback the other left behind
-        (measured: a restore right after another one took up to 2 s longer, whichever tool it was)."""
+        """Before every timed run: the databases restored so far dropped, then CHECKPOINT and sync, so that
+        neither side pays for what the other left behind.
+
+        - A restored database kept until the end of the round was vacuumed by autovacuum during the next runs:
+          its tables have never been analyzed, so every one passes the insert threshold, and 2-3 workers read
+          and wrote the 3.4 GB copies while later restores and verifies were timed (seen in ps, in the first run
+          at the issue's size).
+        - Writeback: a restore right after another one took up to 2 s longer, whichever tool it was.
+        """
+        for name in self.server.psql("SELECT datname FROM pg_database WHERE datname LIKE 'bench_r%'").split():
+            self.server.psql(f'DROP DATABASE "{name}" WITH (FORCE)')
         self.server.psql("CHECKPOINT")
         os.sync()
 
@@ -396,8 +419,7 @@ class Bench:
                   first)
         if not self.args.skip_s3:
             self.s3_clear(f"r{rnd}/")
-        for name in self.server.psql("SELECT datname FROM pg_database WHERE datname LIKE 'bench_r%'").split():
-            self.server.psql(f'DROP DATABASE "{name}"')
+        self.settle()  # the last restored databases go too
         # The round's big files go now; its tens of thousands of small ones (filestore copies) at the end of the run.
         # Deleted here, they slowed the next round's erpops backup: for up to 3 minutes after many inodes are freed,
         # ext4 checks each freed one before it gives out a new inode (fs/ext4/ialloc.c, recently_deleted; seen
@@ -418,8 +440,9 @@ def print_table(rows: dict[str, dict[str, list[dict[str, Any]]]], db_bytes: int,
     print(f"\ndatabase {db_bytes / 1e6:.0f} MB (pgbench -s {args.scale} + {args.attachments} attachments), "
           f"filestore {fs_bytes / 1e6:.0f} MB in {args.files} files, {args.rounds} rounds, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}; medians\n")
-    print("| work | erpops s | reference s | ratio | erpops CPU s (own / children) | peak RSS MB (tree) |")
-    print("|---|---|---|---|---|---|")
+    print("| work | erpops s | reference s | ratio | rounds (ratio) | erpops CPU s (own / children) | "
+          "final sync s | peak RSS MB (tree) |")
+    print("|---|---|---|---|---|---|---|---|")
     db_only = med([f["wall"] for f in rows.get("backup DB only -> file", {}).get("erpops", [])])
     for case, by in rows.items():
         mine = by.get("erpops", [])
@@ -433,8 +456,13 @@ def print_table(rows: dict[str, dict[str, list[dict[str, Any]]]], db_bytes: int,
             ref_text, ratio = f"{db_only:.2f} (DB only)", f"{wall / db_only:.2f}"
         else:
             ref_text, ratio = "", ""
+        # each round's own ratio (erpops and its reference ran back to back): how much the median hides
+        rounds = ", ".join(f"{m['wall'] / r['wall']:.2f}" for m, r in zip(mine, refs, strict=False)) if refs else ""
         cpu = f"{med([f['cpu'] for f in mine]):.2f} / {med([f['children_cpu'] for f in mine]):.2f}"
-        print(f"| {case} | {wall:.2f} | {ref_text} | {ratio} | {cpu} | {max(f['rss_mb'] for f in mine):.0f} |")
+        sync = med([f["sync"] for f in mine]) if case.startswith(("backup", "incremental")) else None
+        sync_text = f"{sync:.2f}" if sync else ""
+        print(f"| {case} | {wall:.2f} | {ref_text} | {ratio} | {rounds} | {cpu} | {sync_text} | "
+              f"{max(f['rss_mb'] for f in mine):.0f} |")
     s3 = rows.get("backup DB+filestore -> S3 (moto)", {}).get("erpops")
     file = rows.get("backup DB+filestore -> file", {}).get("erpops")
     if s3 and file:
