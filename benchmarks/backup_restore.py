@@ -41,7 +41,9 @@ round's S3 set (deleted after the round):
     .venv/bin/python benchmarks/backup_restore.py --scale 130 --attachments 200000 --attachment-kib 8 \\
         --files 20000 --fs-mb 2100 --rounds 3 --keep /var/tmp/erpops-bench
 
-Run it on a quiet machine (`uptime`: load below 1); busy rounds are not comparable.
+Run it on a quiet machine (`uptime`: load below 1); busy rounds are not comparable. Add `--drop-caches`
+(root) to start every run with free memory: without it, the later rounds run with memory full of page
+cache, and kswapd's reclaim takes CPU from whichever tool writes fastest (see Bench.settle).
 """
 
 from __future__ import annotations
@@ -244,7 +246,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="keep the filestore here and reuse it in the next run")
     parser.add_argument("--skip-s3", action="store_true")
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="empty the page cache before every timed run (root): each run starts with free memory")
     args = parser.parse_args()
+    if args.drop_caches and os.geteuid() != 0:
+        raise SystemExit("--drop-caches writes /proc/sys/vm/drop_caches: run as root, or leave it out")
 
     from erpops.local import LocalPostgres, LocalS3
     from erpops.pg import Pg
@@ -340,6 +346,9 @@ class Bench:
           and wrote the 3.4 GB copies while later restores and verifies were timed (seen in ps, in the first run
           at the issue's size).
         - Writeback: a restore right after another one took up to 2 s longer, whichever tool it was.
+        - With --drop-caches (root), the page cache is emptied first, so that every run starts with free memory:
+          a machine whose memory is full of page cache reclaims it while the run writes, and kswapd then takes
+          one of the 2 cores in turns (`pgsteal_kswapd` in /proc/vmstat: 139 GB reclaimed over two rounds).
         - The page cache: the run's inputs (`warm`) are read once, so both sides start with them cached. A round
           writes some 25 GB, which evicted parts of the source database: the run that came next read them from
           the virtual disk (an incremental backup took 23.0 s with 10.5 s of CPU, against 18.2 s in the round
@@ -349,6 +358,8 @@ class Bench:
             self.server.psql(f'DROP DATABASE "{name}" WITH (FORCE)')
         self.server.psql("CHECKPOINT")
         os.sync()
+        if self.args.drop_caches:
+            Path("/proc/sys/vm/drop_caches").write_text("1\n")  # clean page cache only: nothing is lost
         buf = bytearray(1 << 20)
         for path in warm:
             for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
@@ -458,7 +469,8 @@ def print_table(rows: dict[str, dict[str, list[dict[str, Any]]]], db_bytes: int,
                 args: argparse.Namespace) -> None:
     print(f"\ndatabase {db_bytes / 1e6:.0f} MB (pgbench -s {args.scale} + {args.attachments} attachments), "
           f"filestore {fs_bytes / 1e6:.0f} MB in {args.files} files, {args.rounds} rounds, {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.1f}; medians\n")
+          f"load {os.getloadavg()[0]:.1f}"
+          f"{', page cache emptied before every run' if args.drop_caches else ''}; medians\n")
     print("| work | erpops s | reference s | ratio | rounds (ratio) | erpops CPU s (own / children) | "
           "final sync s | peak RSS MB (tree) |")
     print("|---|---|---|---|---|---|---|---|")
