@@ -23,8 +23,8 @@ Before every timed run the databases restored so far are dropped, the server che
 syncs (Bench.settle), so neither side pays for the other's writeback or autovacuum. Medians over the rounds
 are printed; the ratio is erpops / reference (below 1: erpops is faster), with each round's own ratio beside
 it. "final sync" is the time an erpops backup to a file target spent in its one syncfs before the manifest:
-what it waited for the disk (the reference's `tar` never syncs). On a virtual disk whose write speed varies,
-that column tells a slow disk from slow code.
+what it waited for the disk at the end (of the reference, pg_dump fsyncs its file and `tar` never syncs).
+A slow round with a short final sync and little CPU waited for the disk while it wrote.
 Figures only, nothing asserted.
 
 Default (about 150 MB of database, 100 MB of filestore, a few minutes on 2 cores):
@@ -43,7 +43,7 @@ round's S3 set (deleted after the round):
 
 Run it on a quiet machine (`uptime`: load below 1); busy rounds are not comparable. Add `--drop-caches`
 (root) to start every run with free memory: without it, the later rounds run with memory full of page
-cache, and kswapd's reclaim takes CPU from whichever tool writes fastest (see Bench.settle).
+cache, which is reclaimed while they write (see Bench.settle).
 """
 
 from __future__ import annotations
@@ -346,9 +346,11 @@ class Bench:
           and wrote the 3.4 GB copies while later restores and verifies were timed (seen in ps, in the first run
           at the issue's size).
         - Writeback: a restore right after another one took up to 2 s longer, whichever tool it was.
-        - With --drop-caches (root), the page cache is emptied first, so that every run starts with free memory:
-          a machine whose memory is full of page cache reclaims it while the run writes, and kswapd then takes
-          one of the 2 cores in turns (`pgsteal_kswapd` in /proc/vmstat: 139 GB reclaimed over two rounds).
+        - With --drop-caches (root), the page cache is emptied first, so that every run starts with free memory.
+          Without it, from the second round on, memory is full of page cache and is reclaimed while the run
+          writes: over three runs at the issue's size (/proc/vmstat, ps) kswapd reclaimed 158 GB with 25 s of
+          CPU, and 8 GB were reclaimed directly, by the writing process, on its own CPU time. Small, but not
+          the same for a tool that writes 3 GB in 20 s and one that writes it in 100 s.
         - The page cache: the run's inputs (`warm`) are read once, so both sides start with them cached. A round
           writes some 25 GB, which evicted parts of the source database: the run that came next read them from
           the virtual disk (an incremental backup took 23.0 s with 10.5 s of CPU, against 18.2 s in the round
