@@ -275,7 +275,8 @@ def main() -> None:
         rows.setdefault(case, {}).setdefault(who, []).append(figures)
         print(f"  {case:<34} {who:<9} {figures['wall']:7.2f} s  rss {figures['rss_mb']:6.0f} MB"
               + (f"  cpu {figures['cpu']:6.2f} s (sys {figures['sys_cpu']:5.2f})" if "cpu" in figures else "")
-              + (f"  final sync {figures['sync']:5.2f} s" if figures.get("sync") else ""), file=sys.stderr, flush=True)
+              + (f"  final sync {figures['sync']:5.2f} s" if "sync" in figures and case.endswith("-> file") else ""),
+              file=sys.stderr, flush=True)
 
     with LocalPostgres(base_dir=base) as server, LocalS3() as s3:
         pg = Pg.from_local(server)
@@ -492,7 +493,7 @@ def print_table(rows: dict[str, dict[str, list[dict[str, Any]]]], db_bytes: int,
         # each round's own ratio (erpops and its reference ran back to back): how much the median hides
         rounds = ", ".join(f"{m['wall'] / r['wall']:.2f}" for m, r in zip(mine, refs, strict=False)) if refs else ""
         cpu = f"{med([f['cpu'] for f in mine]):.2f} / {med([f['children_cpu'] for f in mine]):.2f}"
-        sync = med([f["sync"] for f in mine]) if case.startswith(("backup", "incremental")) else None
+        sync = med([f["sync"] for f in mine]) if case.endswith("-> file") else None  # S3 objects: no syncfs
         sync_text = f"{sync:.2f}" if sync else ""
         print(f"| {case} | {wall:.2f} | {ref_text} | {ratio} | {rounds} | {cpu} | {sync_text} | "
               f"{max(f['rss_mb'] for f in mine):.0f} |")
